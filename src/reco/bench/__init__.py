@@ -10,6 +10,7 @@ from pathlib import Path
 
 SUITES = {
     "models": "reco.bench.models",
+    "coseg": "reco.bench.coseg",
 }
 
 
