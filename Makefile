@@ -33,6 +33,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/reco bench models
+	$(VENV)/bin/reco bench coseg
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

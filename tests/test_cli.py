@@ -59,3 +59,77 @@ def test_bad_input_is_one_line_and_status_2(capsys, argv, message):
 def test_console_script_entry_point():
     proc = subprocess.run([sys.executable, "-m", "reco.cli", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("reco ")
+
+
+def _exemplar_tree(root):
+    import numpy as np
+    from PIL import Image
+
+    for name in ("b_thing", "a_thing"):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 48, 3), np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_concepts_build_list_show(tmp_path, capsys):
+    root = _exemplar_tree(tmp_path / "ex")
+    bank = tmp_path / "bank.safetensors"
+    assert main(["concepts", "build", "--exemplars", str(root), "--encoder", "tiny-vit", "--out", str(bank),
+                 "--image-size", "64"]) == 0
+    assert "2 concepts (a_thing, b_thing)" in capsys.readouterr().out
+    assert main(["concepts", "list", str(bank), "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["concepts"] == ["a_thing", "b_thing"]
+    assert listing["provenance"]["encoder"]["name"] == "tiny-vit"
+    grid = tmp_path / "grid.png"
+    assert main(["concepts", "show", str(bank), "b_thing", "--out", str(grid)]) == 0
+    assert grid.stat().st_size > 0
+    (tmp_path / "more" / "c_thing").mkdir(parents=True)
+    import shutil
+
+    shutil.copy(root / "a_thing" / "0.png", tmp_path / "more" / "c_thing" / "0.png")
+    assert main(["concepts", "build", "--exemplars", str(tmp_path / "more"), "--encoder", "tiny-vit",
+                 "--out", str(bank), "--image-size", "64", "--append"]) == 0
+    capsys.readouterr()
+    assert main(["concepts", "list", str(bank), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["concepts"] == ["a_thing", "b_thing", "c_thing"]
+
+
+@pytest.mark.parametrize(
+    "setup, argv_tail, message",
+    [
+        ("empty", [], "has no concept folders"),
+        ("missing", [], "no such exemplar folder"),
+    ],
+)
+def test_concepts_build_bad_input(tmp_path, capsys, setup, argv_tail, message):
+    root = tmp_path / "ex"
+    if setup == "empty":
+        root.mkdir()
+    argv = ["concepts", "build", "--exemplars", str(root), "--encoder", "tiny-vit",
+            "--out", str(tmp_path / "b.safetensors"), *argv_tail]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "b.safetensors").exists()
+
+
+def test_concepts_show_unknown_concept(tmp_path, capsys):
+    root = _exemplar_tree(tmp_path / "ex")
+    bank = tmp_path / "bank.safetensors"
+    assert main(["concepts", "build", "--exemplars", str(root), "--encoder", "tiny-vit", "--out", str(bank),
+                 "--image-size", "64"]) == 0
+    capsys.readouterr()
+    assert main(["concepts", "show", str(bank), "nope", "--out", str(tmp_path / "g.png")]) == 2
+    assert "no concept 'nope' in the bank; it has: a_thing, b_thing" in capsys.readouterr().err
+
+
+def test_concepts_build_reports_skipped_files_once(tmp_path, capsys):
+    root = _exemplar_tree(tmp_path / "ex")
+    (root / "a_thing" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    bank = tmp_path / "bank.safetensors"
+    assert main(["concepts", "build", "--exemplars", str(root), "--encoder", "tiny-vit", "--out", str(bank),
+                 "--image-size", "64"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("broken.jpg") == 1 and "skipped 1 files" in captured.out

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from typing import Callable, Sequence
 
 EXIT_USAGE = 2
@@ -74,6 +75,110 @@ def _add_models(sub) -> None:
     p.set_defaults(func=_cmd_models)
 
 
+# ---- reco concepts ------------------------------------------------------------------------------
+
+def _cmd_concepts_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .concept_builder import ConceptBankBuilder
+    from .concepts import ConceptBank
+    from .device import pick_device
+    from .models import create_model
+
+    encoder = create_model(args.encoder, weights=args.encoder_weights, device=pick_device(args.device))
+    out = Path(args.out)
+    bank = ConceptBank.load(out, encoder=encoder) if args.append else None
+    context = ConceptBank.load(args.context_bank, encoder=encoder) if args.context_bank else None
+    # exemplar concepts use no language guidance; context elimination only with context references
+    builder = ConceptBankBuilder(encoder, n_seeds=args.n_seeds, image_size=args.image_size,
+                                 language_guidance=False,
+                                 context_elimination=bool(context or (bank is not None and bank.context)),
+                                 published_code_compat=args.published_code_compat)
+    if bank is not None and context is not None:
+        raise ValueError("--context-bank cannot be combined with --append (the bank keeps its own context)")
+    with warnings.catch_warnings():  # skipped files are listed below, once
+        warnings.simplefilter("ignore", UserWarning)
+        if bank is None:
+            bank, report = builder.build_from_exemplars(args.exemplars, context_bank=context)
+        else:
+            report = builder.add_exemplars(bank, args.exemplars)
+    bank.save(out)
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"wrote {out}: {len(bank)} concepts ({', '.join(bank.names)}); "
+          f"added {len(report.added)}, skipped {len(report.skipped)} files")
+    return 0
+
+
+def _cmd_concepts_list(args: argparse.Namespace) -> int:
+    from .concepts import ConceptBank
+
+    bank = ConceptBank.load(args.bank)
+    if args.json:
+        _print_json(bank.summary())
+        return 0
+    encoder = bank.provenance.get("encoder") or {}
+    print(f"{args.bank}: {len(bank)} concepts, encoder {encoder.get('name')}")
+    for i, d in enumerate(bank.summary()["details"]):
+        print(f"{i:>3}  {d['name']:<24} {d['source']:<10} archive {d['archive_size']:>3}"
+              f"{'  text' if d['has_text_embedding'] else ''}")
+    return 0
+
+
+def _cmd_concepts_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .concepts import ConceptBank
+    from .device import pick_device
+    from .models import create_model
+    from .viz import concept_grid
+
+    bank = ConceptBank.load(args.bank)
+    encoder_name = bank.provenance["encoder"]["name"]
+    encoder = create_model(encoder_name, weights=args.encoder_weights, device=pick_device(args.device))
+    bank.check_models(encoder)
+    grid = concept_grid(bank, args.name, encoder, max_images=args.max_images)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_concepts(sub) -> None:
+    p = sub.add_parser("concepts", help="build, list and inspect concept banks")
+    csub = p.add_subparsers(dest="concepts_command", metavar="ACTION", required=True)
+
+    b = csub.add_parser("build", help="build a concept bank from exemplar folders DIR/<concept>/<images>")
+    b.add_argument("--exemplars", required=True, metavar="DIR",
+                   help="one folder per concept; IMAGE.mask.png beside an image restricts it to the mask")
+    b.add_argument("--encoder", required=True, help="dense encoder, e.g. dinov2-vits14 (see `reco models`)")
+    b.add_argument("--encoder-weights", metavar="SPEC", help="weight spec for the encoder")
+    b.add_argument("--out", required=True, metavar="BANK", help="the bank file to write (.safetensors)")
+    b.add_argument("--append", action="store_true", help="add the concepts to the existing bank at --out")
+    b.add_argument("--context-bank", metavar="BANK", help="use this bank's concepts for context elimination")
+    b.add_argument("--n-seeds", type=int, default=1, help="seed pixels per image (default 1)")
+    b.add_argument("--image-size", type=int, default=320, help="square side of the archive images (default 320)")
+    b.add_argument("--published-code-compat", action="store_true",
+                   help="reproduce the published code's co-segmentation slicing (off: the paper's formula)")
+    b.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    b.set_defaults(func=_cmd_concepts_build)
+
+    ls = csub.add_parser("list", help="list the concepts of a bank, in bank order")
+    ls.add_argument("bank", metavar="BANK")
+    ls.add_argument("--json", action="store_true", help='machine-readable: {"concepts": [...], ...}')
+    ls.set_defaults(func=_cmd_concepts_list)
+
+    sh = csub.add_parser("show", help="grid of a concept's archive with similarity heat maps and seeds")
+    sh.add_argument("bank", metavar="BANK")
+    sh.add_argument("name", metavar="NAME")
+    sh.add_argument("--out", required=True, metavar="PNG")
+    sh.add_argument("--max-images", type=int, default=10)
+    sh.add_argument("--encoder-weights", metavar="SPEC", help="weight spec for the bank's encoder")
+    sh.add_argument("--device", default=None)
+    sh.set_defaults(func=_cmd_concepts_show)
+
+
 # ---- reco demo ---------------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -110,7 +215,7 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
-_SUBCOMMANDS: tuple[Callable, ...] = (_add_models, _add_demo, _add_bench)
+_SUBCOMMANDS: tuple[Callable, ...] = (_add_models, _add_concepts, _add_demo, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,10 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = args.debug or os.environ.get("RECO_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)
-    except (RecoError, FileNotFoundError, ValueError) as e:
+    except (RecoError, FileNotFoundError, ValueError, KeyError) as e:
         if debug:
             raise
-        print(f"reco: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"reco: error: {str(message).splitlines()[0] if message else type(e).__name__}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("reco: interrupted", file=sys.stderr)

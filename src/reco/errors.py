@@ -21,3 +21,11 @@ class WeightsMismatchError(RecoError, ValueError):
 
 class ImageLoadError(RecoError, ValueError):
     """An image file that cannot be read (missing, corrupt, truncated or not an image)."""
+
+
+class ModelMismatchError(RecoError, ValueError):
+    """Saved outputs (a concept bank, an index) were made with other models than those given."""
+
+
+class EmptyInputError(RecoError, ValueError):
+    """Nothing to work on: an empty folder, an empty or duplicated concept list."""

@@ -37,3 +37,75 @@ def side_by_side(images: list[Image.Image], height: int = 320) -> Image.Image:
         canvas.paste(im, (x, 0))
         x += im.width
     return canvas
+
+
+#: Anchor colours of a perceptually ordered blue -> red heat map.
+_HEAT = np.array([[48, 18, 59], [70, 107, 227], [41, 187, 236], [49, 241, 153],
+                  [163, 253, 61], [237, 208, 58], [251, 128, 34], [210, 49, 6], [122, 4, 3]], dtype=np.float32)
+
+
+def heat_colors(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to RGB uint8 with the heat colour map."""
+    x = np.clip(values, 0, 1) * (len(_HEAT) - 1)
+    lo = np.floor(x).astype(int)
+    hi = np.minimum(lo + 1, len(_HEAT) - 1)
+    t = (x - lo)[..., None]
+    return ((1 - t) * _HEAT[lo] + t * _HEAT[hi]).astype(np.uint8)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 5, tile: int = 224,
+                 title: str | None = None) -> Image.Image:
+    """The archive of concept ``name``: each image blended with its cosine-similarity map to the
+    concept's reference (shared colour scale), seeds marked with rings (as in the paper's Fig. D.1)."""
+    from PIL import ImageDraw
+
+    from .archive import model_side, square_input
+    from .imageio import load_image
+
+    concept = bank[name]
+    paths = concept.archive_paths[:max_images]
+    if not paths:
+        raise ValueError(f"concept {name!r} has no archive images to show")
+    size = bank.provenance.get("image_size", 320)
+    images = [load_image(p) for p in paths]
+    with torch.no_grad():
+        feats = torch.cat([encoder.dense_features(square_input(encoder, im, size)[None].to(encoder.device)) for im in images])
+    sims = torch.einsum("ndhw,d->nhw", torch.nn.functional.normalize(feats.float(), dim=1),
+                        concept.reference.to(feats.device).float()).cpu()
+    lo, hi = sims.min().item(), sims.max().item()
+    rows = (len(images) + columns - 1) // columns
+    header = 36
+    canvas = Image.new("RGB", (min(columns, len(images)) * tile, rows * tile + header), "white")
+    draw = ImageDraw.Draw(canvas)
+    text = title or f"{name}: cosine to the reference ({lo:.2f} blue .. {hi:.2f} red); rings = seed pixels"
+    draw.text((6, 8), text, fill="black", font=_font(16))
+    side = model_side(size, encoder.patch_size)
+    for k, (image, sim) in enumerate(zip(images, sims)):
+        base = _square_crop(image, side).resize((tile, tile), Image.BICUBIC)  # what the encoder saw
+        heat = Image.fromarray(heat_colors(((sim - lo) / max(hi - lo, 1e-6)).numpy())).resize((tile, tile), Image.BILINEAR)
+        cell = Image.blend(base, heat, 0.5)
+        x0, y0 = (k % columns) * tile, header + (k // columns) * tile
+        canvas.paste(cell, (x0, y0))
+        if concept.seeds is not None and k < len(concept.seeds):
+            h, w = sim.shape
+            for r, c in concept.seeds[k].tolist():
+                cx, cy = x0 + (c + 0.5) * tile / w, y0 + (r + 0.5) * tile / h
+                for radius, colour in ((9, "white"), (7, "black")):
+                    draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], outline=colour, width=2)
+    return canvas
+
+
+def _square_crop(image: Image.Image, side: int) -> Image.Image:
+    """Resize the shorter side to ``side`` and centre-crop a square, as the model inputs are."""
+    from torchvision.transforms import functional as TF
+
+    return TF.center_crop(TF.resize(image, side), side)

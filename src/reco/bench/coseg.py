@@ -98,7 +98,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
         row = {"n": n, "side": side, "d": D, "reco": _measure("reco", n, side, repeats)}
         need = full_matrix_bytes(n, side)
         if need > 0.8 * _available_bytes():
-            row["full"] = {"skipped": f"needs ~{need / 2**30:.1f} GiB for the full matrix"}
+            row["full"] = {"skipped": f"needs ~{need / 2**30:.1f} GiB (two (N*H*W)^2 float32 matrices)"}
         else:
             row["full"] = _measure("full", n, side, 1 if need > 4 * 2**30 else repeats)
         ours, full = row["reco"], row["full"]
@@ -109,7 +109,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
         rows.append(row)
     n, side = LARGE
     large = {"n": n, "side": side, "d": D, "reco": _measure("reco", n, side, 1),
-             "full": {"skipped": f"needs ~{full_matrix_bytes(n, side) / 2**30:.0f} GiB for the full matrix"}}
+             "full": {"skipped": f"needs ~{full_matrix_bytes(n, side) / 2**30:.0f} GiB (two (N*H*W)^2 float32 matrices)"}}
     rows.append(large)
     for row in rows:
         for side_result in (row["reco"], row["full"]):

@@ -1,0 +1,290 @@
+"""Building concept banks: from exemplar folders (optionally masked) or from names through retrieval."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .archive import load_mask, mask_to_grid, square_input
+from .coseg import co_segment, context_elimination, language_guidance
+from .concepts import Concept, ConceptBank, model_record
+from .errors import EmptyInputError, ImageLoadError, ModelMismatchError
+
+#: The paper's context concepts, built first and in this order.
+DEFAULT_CONTEXT = ("tree", "sky", "building", "road", "person")
+MASK_SUFFIX = ".mask.png"
+
+
+@dataclass
+class Hit:
+    """One retrieved image."""
+
+    id: str
+    path: str
+    score: float
+
+
+class Retriever(Protocol):
+    """What concept building needs from a retrieval index (``reco.index.ImageIndex`` provides it)."""
+
+    model_name: str  # the CLIP that embedded the collection
+    index_id: str
+
+    def search(self, query: torch.Tensor, k: int) -> list[Hit]: ...
+
+
+@dataclass
+class BuildReport:
+    """Files that could not be used, with the reason, and the concepts added."""
+
+    added: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def skip(self, path, reason: str) -> None:
+        self.skipped.append((str(path), reason))
+        warnings.warn(f"skipped {path}: {reason}", stacklevel=3)
+
+
+def parse_concept_names(names: str | Sequence[str]) -> list[str]:
+    """'sky, tree' or ['sky', 'tree'] -> ['sky', 'tree']; empty or duplicate names are errors."""
+    items = names.split(",") if isinstance(names, str) else list(names)
+    items = [n.strip() for n in items]
+    if not items or any(not n for n in items):
+        raise EmptyInputError("the concept list is empty or has an empty name")
+    duplicates = sorted({n for n in items if items.count(n) > 1})
+    if duplicates:
+        raise EmptyInputError(f"duplicate concept names: {', '.join(duplicates)}")
+    return items
+
+
+def _is_candidate(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and not path.name.endswith(MASK_SUFFIX)
+
+
+class ConceptBankBuilder:
+    """Makes concepts with one dense encoder (and, for names, a dense CLIP and a retrieval CLIP).
+
+    ``image_size``: archive images are resized (shorter side) and centre-cropped to a square of
+    this side, rounded down to each model's patch multiple. Switches and parameters are recorded
+    in the bank's provenance; adding to a bank requires the same ones.
+    """
+
+    def __init__(
+        self,
+        encoder,
+        clip=None,
+        *,
+        retrieval_clip=None,
+        n_seeds: int = 1,
+        archive_size: int = 50,
+        image_size: int = 320,
+        language_guidance: bool = True,
+        context_elimination: bool = True,
+        context_concepts: Sequence[str] = DEFAULT_CONTEXT,
+        rephrase: dict[str, str] | None = None,
+        published_code_compat: bool = False,
+        batch_size: int = 8,
+        progress: bool = True,
+    ):
+        self.encoder = encoder
+        self.clip = clip
+        self.retrieval_clip = retrieval_clip or clip
+        self.n_seeds = n_seeds
+        self.archive_size = archive_size
+        self.image_size = image_size
+        self.language_guidance = language_guidance
+        self.context_elimination = context_elimination
+        self.context_concepts = tuple(context_concepts)
+        self.rephrase = dict(rephrase or {})
+        self.published_code_compat = published_code_compat
+        self.batch_size = batch_size
+        self.progress = progress
+
+    # ---- provenance --------------------------------------------------------------------------
+    def _settings(self) -> dict:
+        return {
+            "n_seeds": self.n_seeds,
+            "image_size": self.image_size,
+            "archive_size": self.archive_size,
+            "language_guidance": self.language_guidance,
+            "context_elimination": self.context_elimination,
+            "rephrase": self.rephrase,
+            "published_code_compat": self.published_code_compat,
+        }
+
+    def new_bank(self, index_id: str | None = None) -> ConceptBank:
+        return ConceptBank({
+            "reco_version": __version__,
+            "encoder": model_record(self.encoder),
+            "clip": model_record(self.clip),
+            "retrieval_clip": model_record(self.retrieval_clip),
+            "index": index_id,
+            **self._settings(),
+        })
+
+    def _check_bank(self, bank: ConceptBank) -> None:
+        bank.check_models(self.encoder, self.clip)
+        for key, value in self._settings().items():
+            if key in bank.provenance and bank.provenance[key] != value:
+                raise ModelMismatchError(
+                    f"the bank was built with {key}={bank.provenance[key]!r}, this builder uses {value!r}"
+                )
+
+    # ---- features ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _dense(self, model, images) -> torch.Tensor:
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            batch = torch.stack([square_input(model, im, self.image_size) for im in images[i:i + self.batch_size]])
+            out.append(model.dense_features(batch.to(model.device)).float())
+        return torch.cat(out)
+
+    def encode(self, images) -> torch.Tensor:
+        """(N, D, h, w) encoder features of PIL images at the builder's square size."""
+        return self._dense(self.encoder, images)
+
+    def _progress(self, items, desc):
+        from tqdm.auto import tqdm
+
+        return tqdm(items, desc=desc, disable=not self.progress, leave=False)
+
+    def _context_weights(self, bank: ConceptBank, feats: torch.Tensor) -> torch.Tensor:
+        """Context elimination against the bank's context references (ones when off or none)."""
+        if not (self.context_elimination and bank.context):
+            return torch.ones(feats.shape[0], *feats.shape[2:], device=feats.device)
+        return context_elimination(feats, torch.stack(list(bank.context.values())).to(feats.device))
+
+    # ---- exemplars ---------------------------------------------------------------------------
+    def build_from_exemplars(self, root: str | Path, context_bank: ConceptBank | None = None) -> tuple[ConceptBank, BuildReport]:
+        """A bank from ``root/<concept>/`` image folders (concepts in folder-name order)."""
+        bank = self.new_bank()
+        if context_bank is not None:
+            self.use_context_from(bank, context_bank)
+        return bank, self.add_exemplars(bank, root)
+
+    def use_context_from(self, bank: ConceptBank, context_bank: ConceptBank) -> None:
+        """Use every concept of ``context_bank`` (same encoder) as a context reference in ``bank``."""
+        context_bank.check_models(self.encoder)
+        for name, concept in context_bank.concepts.items():
+            bank.context[name] = concept.reference
+
+    def add_exemplars(self, bank: ConceptBank, root: str | Path) -> BuildReport:
+        """Add the exemplar concepts under ``root`` to ``bank`` without touching its other concepts."""
+        self._check_bank(bank)
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such exemplar folder")
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not folders:
+            raise EmptyInputError(f"{root} has no concept folders (expected {root}/<concept>/<images>)")
+        clashes = [f.name for f in folders if f.name in bank]
+        if clashes:
+            raise ValueError(f"concepts already in the bank: {', '.join(clashes)}")
+        report = BuildReport()
+        for folder in self._progress(folders, "exemplar concepts"):
+            bank.add(self._exemplar_concept(folder, bank, report))
+            report.added.append(folder.name)
+        return report
+
+    def _exemplar_concept(self, folder: Path, bank: ConceptBank, report: BuildReport) -> Concept:
+        from .imageio import load_image
+
+        images, paths, masks = [], [], []
+        for path in sorted(p for p in folder.iterdir() if _is_candidate(p)):
+            try:
+                image = load_image(path)
+                mask_path = path.with_name(path.stem + MASK_SUFFIX)
+                mask = load_mask(mask_path, image.size) if mask_path.exists() else None
+            except ImageLoadError as e:
+                report.skip(path, str(e).split(": ", 1)[-1])
+                continue
+            images.append(image)
+            paths.append(str(path.resolve()))
+            masks.append(mask)
+        if not images:
+            raise EmptyInputError(f"concept {folder.name!r}: no readable images in {folder}")
+        feats = self.encode(images)
+        n, d, h, w = feats.shape
+        p = self.encoder.patch_size
+        grids = torch.stack([
+            mask_to_grid(m, self.image_size, p) if m is not None else torch.ones(h, w, dtype=torch.bool)
+            for m in masks
+        ]).to(feats.device)
+        if all(m is not None for m in masks):
+            pixels = feats.permute(0, 2, 3, 1)[grids]  # (M, D) raw features inside the masks
+            return Concept(folder.name, F.normalize(pixels.mean(0), dim=0).cpu(), "masks", archive=paths, archive_paths=paths)
+        weights = grids.float()
+        weights = weights * self._context_weights(bank, feats)
+        result = co_segment(feats, weights, n_seeds=self.n_seeds, seed_mask=grids,
+                            published_code_compat=self.published_code_compat)
+        return Concept(folder.name, result.reference.cpu(), "exemplars", archive=paths, archive_paths=paths,
+                       seeds=result.seeds.cpu())
+
+    # ---- names through retrieval ---------------------------------------------------------------
+    def build_from_names(self, names: str | Sequence[str], retriever: Retriever) -> tuple[ConceptBank, BuildReport]:
+        """A bank from concept names: retrieve each archive, weight its pixels, co-segment."""
+        bank = self.new_bank(index_id=retriever.index_id)
+        return bank, self.add_names(bank, names, retriever)
+
+    def add_names(self, bank: ConceptBank, names: str | Sequence[str], retriever: Retriever) -> BuildReport:
+        """Add named concepts to ``bank`` (context references are built once and reused)."""
+        from .prompts import text_embeddings
+
+        names = parse_concept_names(names)
+        clashes = [n for n in names if n in bank]
+        if clashes:
+            raise ValueError(f"concepts already in the bank: {', '.join(clashes)}")
+        self._check_bank(bank)
+        if self.retrieval_clip is None:
+            raise ValueError("building concepts from names needs a CLIP model for retrieval")
+        if retriever.model_name != self.retrieval_clip.name:
+            raise ModelMismatchError(
+                f"the index was embedded with {retriever.model_name}, the retrieval CLIP is {self.retrieval_clip.name}"
+            )
+        if self.language_guidance and self.clip is None:
+            raise ValueError("language guidance needs a dense CLIP model (clip=...)")
+        report = BuildReport()
+        if self.context_elimination and not bank.context:
+            for name in self._progress(self.context_concepts, "context concepts"):
+                concept = self._named_concept(name, retriever, bank, report, text_embeddings)
+                bank.context[name] = concept.reference
+        for name in self._progress(names, "concepts"):
+            bank.add(self._named_concept(name, retriever, bank, report, text_embeddings))
+            report.added.append(name)
+        return report
+
+    def _named_concept(self, name, retriever, bank, report, text_embeddings) -> Concept:
+        from .imageio import load_image
+
+        prompt = self.rephrase.get(name, name)
+        text = text_embeddings(self.clip, [prompt])[0].cpu() if self.clip is not None else None
+        query = text_embeddings(self.retrieval_clip, [prompt])[0]
+        hits = retriever.search(query, self.archive_size)
+        images, ids, paths = [], [], []
+        for hit in hits:
+            try:
+                images.append(load_image(hit.path))
+                ids.append(hit.id)
+                paths.append(hit.path)
+            except ImageLoadError as e:
+                report.skip(hit.path, str(e).split(": ", 1)[-1])
+        if not images:
+            raise EmptyInputError(f"concept {name!r}: no readable image among the {len(hits)} retrieved")
+        reuse = next((bank.context[k] for k in (name, prompt) if self.context_elimination and k in bank.context), None)
+        if reuse is not None:  # a target that is a context concept keeps its context reference
+            return Concept(name, reuse, "retrieval", archive=ids, archive_paths=paths, text_embedding=text, prompt=prompt)
+        feats = self.encode(images)
+        n, _, h, w = feats.shape
+        weights = torch.ones(n, h, w, device=feats.device)
+        if self.language_guidance:
+            weights = weights * language_guidance(self._dense(self.clip, images), text, size=(h, w)).to(feats.device)
+        weights = weights * self._context_weights(bank, feats)
+        result = co_segment(feats, weights, n_seeds=self.n_seeds, published_code_compat=self.published_code_compat)
+        return Concept(name, result.reference.cpu(), "retrieval", archive=ids, archive_paths=paths,
+                       text_embedding=text, seeds=result.seeds.cpu(), prompt=prompt)

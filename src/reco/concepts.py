@@ -1,0 +1,168 @@
+"""ConceptBank: one reference embedding per concept, with how it was made.
+
+Saved as a single safetensors file whose header holds the JSON metadata, written through a
+temporary file and a rename, so a bank on disk is always complete. A bank records the models
+that made it (names, weight hashes, preprocessing) and refuses to be used with others.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import EmptyInputError, ModelMismatchError
+
+FORMAT = "reco.concept_bank/1"
+
+
+@dataclass
+class Concept:
+    """One concept: ``reference`` (D,), optional ``text_embedding`` (E,), the seeds (N, n_seeds, 2)
+    of its co-segmentation if any, the archive it came from, and how it was defined."""
+
+    name: str
+    reference: torch.Tensor
+    source: str  # "retrieval", "exemplars" or "masks"
+    archive: list[str] = field(default_factory=list)  # image ids (exemplars: their paths)
+    archive_paths: list[str] = field(default_factory=list)
+    text_embedding: torch.Tensor | None = None
+    seeds: torch.Tensor | None = None
+    prompt: str | None = None  # the (rephrased) name the text embedding and retrieval used
+
+
+def model_record(model) -> dict | None:
+    """What a bank keeps of a model to recognise it later."""
+    if model is None:
+        return None
+    return {"name": model.name, "weights_sha256": model.weights_sha256(), "weights": model.weights.source.describe(),
+            "seed": model.spec.seed if model.weights.path is None else None}
+
+
+class ConceptBank:
+    """An ordered set of concepts plus the provenance of the whole bank.
+
+    ``provenance`` keys: ``encoder`` and ``clip`` (model records), ``index``, ``n_seeds``,
+    ``archive_size``, ``image_size``, switches (``language_guidance``, ``context_elimination``,
+    ``published_code_compat``), ``context_concepts`` and ``rephrase``. Context references used
+    to build the bank are kept so that :meth:`extend`-style additions use the same ones.
+    """
+
+    def __init__(self, provenance: dict, concepts: list[Concept] | None = None,
+                 context: dict[str, torch.Tensor] | None = None):
+        self.provenance = dict(provenance)
+        self.concepts: dict[str, Concept] = {}
+        self.context: dict[str, torch.Tensor] = dict(context or {})
+        for concept in concepts or []:
+            self.add(concept)
+
+    # ---- access ------------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return list(self.concepts)
+
+    def __len__(self) -> int:
+        return len(self.concepts)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.concepts
+
+    def __getitem__(self, name: str) -> Concept:
+        if name not in self.concepts:
+            raise KeyError(f"no concept {name!r} in the bank; it has: {', '.join(self.names) or 'none'}")
+        return self.concepts[name]
+
+    def references(self) -> torch.Tensor:
+        """(C, D) reference embeddings in bank order."""
+        return torch.stack([c.reference for c in self.concepts.values()])
+
+    def add(self, concept: Concept) -> None:
+        if concept.name in self.concepts:
+            raise ValueError(f"concept {concept.name!r} is already in the bank")
+        self.concepts[concept.name] = concept
+
+    # ---- compatibility -----------------------------------------------------------------------
+    def check_models(self, encoder=None, clip=None) -> None:
+        """Raise ModelMismatchError if ``encoder`` / ``clip`` are not the models that built the bank."""
+        for role, model in (("encoder", encoder), ("clip", clip)):
+            if model is None:
+                continue
+            want = self.provenance.get(role)
+            got = model_record(model)
+            if want is None:
+                raise ModelMismatchError(f"this concept bank was built without a {role}; got {got['name']}")
+            if any(want.get(k) != got[k] for k in ("name", "weights_sha256", "seed")):
+                raise ModelMismatchError(
+                    f"concept bank {role} mismatch: built with {want['name']} (weights sha256 "
+                    f"{str(want['weights_sha256'])[:12]}), given {got['name']} (sha256 {str(got['weights_sha256'])[:12]})"
+                )
+
+    # ---- files -------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the bank atomically to ``path`` (a .safetensors file)."""
+        from safetensors.torch import save
+
+        from .paths import atomic_write_bytes
+
+        if not self.concepts:
+            raise EmptyInputError("refusing to save an empty concept bank")
+        tensors: dict[str, torch.Tensor] = {}
+        entries = []
+        for i, c in enumerate(self.concepts.values()):
+            tensors[f"reference.{i}"] = c.reference.detach().float().cpu().contiguous()
+            if c.text_embedding is not None:
+                tensors[f"text.{i}"] = c.text_embedding.detach().float().cpu().contiguous()
+            if c.seeds is not None:
+                tensors[f"seeds.{i}"] = c.seeds.detach().long().cpu().contiguous()
+            entries.append({"name": c.name, "source": c.source, "archive": c.archive,
+                            "archive_paths": c.archive_paths, "prompt": c.prompt})
+        for i, ref in enumerate(self.context.values()):
+            tensors[f"context.{i}"] = ref.detach().float().cpu().contiguous()
+        meta = {"format": FORMAT, "provenance": self.provenance, "concepts": entries,
+                "context": list(self.context)}
+        path = Path(path)
+        atomic_write_bytes(path, save(tensors, metadata={"reco": json.dumps(meta)}))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, encoder=None, clip=None) -> "ConceptBank":
+        """Read a bank; with ``encoder`` / ``clip`` given, refuse one built with other models."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such concept bank")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads((f.metadata() or {}).get("reco", "{}"))
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (OSError, ValueError, SafetensorError) as e:
+            raise ValueError(f"{path}: not a reco concept bank ({e})") from None
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a reco concept bank (format {meta.get('format')!r})")
+        concepts = [
+            Concept(
+                name=e["name"], reference=tensors[f"reference.{i}"], source=e["source"], archive=e["archive"],
+                archive_paths=e.get("archive_paths", []),
+                text_embedding=tensors.get(f"text.{i}"), seeds=tensors.get(f"seeds.{i}"), prompt=e.get("prompt"),
+            )
+            for i, e in enumerate(meta["concepts"])
+        ]
+        context = {name: tensors[f"context.{i}"] for i, name in enumerate(meta.get("context", []))}
+        bank = cls(meta["provenance"], concepts, context)
+        bank.check_models(encoder, clip)
+        return bank
+
+    def summary(self) -> dict:
+        """JSON-friendly description (``reco concepts list --json``)."""
+        return {
+            "concepts": self.names,
+            "provenance": self.provenance,
+            "details": [
+                {"name": c.name, "source": c.source, "archive_size": len(c.archive),
+                 "has_text_embedding": c.text_embedding is not None, "prompt": c.prompt}
+                for c in self.concepts.values()
+            ],
+        }
