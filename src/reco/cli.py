@@ -75,39 +75,150 @@ def _add_models(sub) -> None:
     p.set_defaults(func=_cmd_models)
 
 
+# ---- reco index ---------------------------------------------------------------------------------
+
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from .index import build_index
+    from .index.image_index import ImageIndex
+
+    out = build_index(args.source, args.model, args.out, weights=args.weights, index_type=args.index,
+                      engine=args.engine, batch_size=args.batch_size, num_workers=args.workers,
+                      shard_size=args.shard_size, device=args.device)
+    info = ImageIndex.open(out).info()
+    for row in ImageIndex.open(out).skipped():
+        print(f"skipped {row['path']}: {row['error']}", file=sys.stderr)
+    extra = f"; IVF-PQ recall@50 {info['ivfpq']['recall_at_50']:.3f}" if info["ivfpq"] else ""
+    print(f"wrote {out}: {info['count']} images embedded with {info['model']}, {info['skipped']} skipped{extra}")
+    return 0
+
+
+def _cmd_index_search(args: argparse.Namespace) -> int:
+    from .imageio import load_image
+    from .index.image_index import ImageIndex
+
+    if (args.text is None) == (args.image is None):
+        raise ValueError("give either a text query or --image PATH")
+    index = ImageIndex.open(args.index)
+    hits = index.search(args.text if args.text is not None else load_image(args.image), args.k)
+    if args.json:
+        _print_json([{"id": h.id, "path": h.path, "score": h.score} for h in hits])
+    else:
+        for rank, h in enumerate(hits, 1):
+            print(f"{rank:>4}  {h.score:.4f}  {h.path}")
+    return 0
+
+
+def _cmd_index_info(args: argparse.Namespace) -> int:
+    from .index.image_index import ImageIndex
+
+    info = ImageIndex.open(args.index).info()
+    if args.json:
+        _print_json(info)
+    else:
+        for key, value in info.items():
+            print(f"{key:>15}: {value}")
+    return 0
+
+
+def _add_index(sub) -> None:
+    p = sub.add_parser("index", help="build, search and describe image indexes")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+
+    b = isub.add_parser("build", help="embed an image collection with a CLIP model (resumable)")
+    b.add_argument("source", metavar="SOURCE", help="image folder (recursive), text file of paths, or .tar shards")
+    b.add_argument("--model", required=True, help="CLIP model, e.g. clip-vit-l14-336 (see `reco models`)")
+    b.add_argument("--weights", metavar="SPEC", help="weight spec for the CLIP model")
+    b.add_argument("--out", required=True, metavar="DIR", help="index folder (an interrupted build resumes here)")
+    b.add_argument("--index", choices=("flat", "ivfpq"), default="flat",
+                   help="exact inner product (default) or IVF-PQ for large collections")
+    b.add_argument("--engine", choices=("local", "ray"), default="local", help="local DataLoader or Ray Data")
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (local engine)")
+    b.add_argument("--shard-size", type=int, default=1024, help="images per embedding shard (the unit of resumption)")
+    b.add_argument("--device", default=None)
+    b.set_defaults(func=_cmd_index_build)
+
+    s = isub.add_parser("search", help="the images of an index closest to a text or an image")
+    s.add_argument("index", metavar="DIR")
+    s.add_argument("text", nargs="?", help="text query (prompt-ensembled with the 85 templates)")
+    s.add_argument("--image", metavar="PATH", help="image query instead of text")
+    s.add_argument("-k", type=int, default=50, help="how many results (default 50)")
+    s.add_argument("--json", action="store_true", help='list of {"id", "path", "score"}, best first')
+    s.set_defaults(func=_cmd_index_search)
+
+    i = isub.add_parser("info", help="describe an index")
+    i.add_argument("index", metavar="DIR")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_cmd_index_info)
+
+
 # ---- reco concepts ------------------------------------------------------------------------------
 
 def _cmd_concepts_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .concept_builder import ConceptBankBuilder
     from .concepts import ConceptBank
     from .device import pick_device
     from .models import create_model
 
-    encoder = create_model(args.encoder, weights=args.encoder_weights, device=pick_device(args.device))
+    if (args.exemplars is None) == (args.names is None):
+        raise ValueError("give either --exemplars DIR or --names 'a,b,c' (with --index DIR)")
+    device = pick_device(args.device)
+    encoder = create_model(args.encoder, weights=args.encoder_weights, device=device)
     out = Path(args.out)
     bank = ConceptBank.load(out, encoder=encoder) if args.append else None
     context = ConceptBank.load(args.context_bank, encoder=encoder) if args.context_bank else None
-    # exemplar concepts use no language guidance; context elimination only with context references
-    builder = ConceptBankBuilder(encoder, n_seeds=args.n_seeds, image_size=args.image_size,
-                                 language_guidance=False,
-                                 context_elimination=bool(context or (bank is not None and bank.context)),
-                                 published_code_compat=args.published_code_compat)
     if bank is not None and context is not None:
         raise ValueError("--context-bank cannot be combined with --append (the bank keeps its own context)")
     with warnings.catch_warnings():  # skipped files are listed below, once
         warnings.simplefilter("ignore", UserWarning)
-        if bank is None:
-            bank, report = builder.build_from_exemplars(args.exemplars, context_bank=context)
+        if args.names is not None:
+            bank, report = _build_from_names(args, encoder, bank, device)
         else:
-            report = builder.add_exemplars(bank, args.exemplars)
+            bank, report = _build_from_exemplars(args, encoder, bank, context)
     bank.save(out)
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(f"wrote {out}: {len(bank)} concepts ({', '.join(bank.names)}); "
           f"added {len(report.added)}, skipped {len(report.skipped)} files")
     return 0
+
+
+def _build_from_exemplars(args, encoder, bank, context):
+    from .concept_builder import ConceptBankBuilder
+
+    # exemplar concepts use no language guidance; context elimination only with context references
+    builder = ConceptBankBuilder(encoder, n_seeds=args.n_seeds, image_size=args.image_size,
+                                 language_guidance=False,
+                                 context_elimination=bool(context or (bank is not None and bank.context)),
+                                 published_code_compat=args.published_code_compat)
+    if bank is None:
+        return builder.build_from_exemplars(args.exemplars, context_bank=context)
+    return bank, builder.add_exemplars(bank, args.exemplars)
+
+
+def _build_from_names(args, encoder, bank, device):
+    from .concept_builder import DEFAULT_CONTEXT, ConceptBankBuilder, parse_concept_names
+    from .index.image_index import ImageIndex
+    from .models import create_model
+    from .rephrase import load_rephrase
+
+    names = parse_concept_names(args.names)
+    if args.index is None:
+        raise ValueError("--names needs --index DIR (build one with `reco index build`)")
+    index = ImageIndex.open(args.index)
+    language_guidance = not args.no_language_guidance
+    clip = create_model(args.clip, weights=args.clip_weights, device=device)  # text embeddings for inference too
+    builder = ConceptBankBuilder(
+        encoder, clip, retrieval_clip=index.clip, n_seeds=args.n_seeds, archive_size=args.k,
+        image_size=args.image_size, language_guidance=language_guidance,
+        context_elimination=not args.no_context_elimination,
+        context_concepts=parse_concept_names(args.context) if args.context else DEFAULT_CONTEXT,
+        rephrase=load_rephrase(args.rephrase), published_code_compat=args.published_code_compat,
+    )
+    if bank is None:
+        return builder.build_from_names(names, index)
+    return bank, builder.add_names(bank, names, index)
 
 
 def _cmd_concepts_list(args: argparse.Namespace) -> int:
@@ -149,8 +260,18 @@ def _add_concepts(sub) -> None:
     p = sub.add_parser("concepts", help="build, list and inspect concept banks")
     csub = p.add_subparsers(dest="concepts_command", metavar="ACTION", required=True)
 
-    b = csub.add_parser("build", help="build a concept bank from exemplar folders DIR/<concept>/<images>")
-    b.add_argument("--exemplars", required=True, metavar="DIR",
+    b = csub.add_parser("build", help="build a concept bank from names (via an index) or from exemplar folders")
+    b.add_argument("--names", metavar="'A,B,C'", help="concept names, retrieved from --index and co-segmented")
+    b.add_argument("--index", metavar="DIR", help="with --names: the image index to retrieve archives from")
+    b.add_argument("--clip", default="clip-rn50x16",
+                   help="with --names: dense CLIP for language guidance and text embeddings (default clip-rn50x16)")
+    b.add_argument("--clip-weights", metavar="SPEC", help="weight spec for --clip")
+    b.add_argument("-k", type=int, default=50, help="with --names: archive size (default 50)")
+    b.add_argument("--no-language-guidance", action="store_true", help="with --names: no dense-CLIP pixel weights")
+    b.add_argument("--no-context-elimination", action="store_true", help="with --names: no context elimination")
+    b.add_argument("--context", metavar="'A,B'", help="with --names: context concepts (default tree,sky,building,road,person)")
+    b.add_argument("--rephrase", metavar="NAME|YAML", help="with --names: rephrasing map (cityscapes, kitti-step or a YAML file)")
+    b.add_argument("--exemplars", metavar="DIR",
                    help="one folder per concept; IMAGE.mask.png beside an image restricts it to the mask")
     b.add_argument("--encoder", required=True, help="dense encoder, e.g. dinov2-vits14 (see `reco models`)")
     b.add_argument("--encoder-weights", metavar="SPEC", help="weight spec for the encoder")
@@ -215,7 +336,7 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
-_SUBCOMMANDS: tuple[Callable, ...] = (_add_models, _add_concepts, _add_demo, _add_bench)
+_SUBCOMMANDS: tuple[Callable, ...] = (_add_models, _add_index, _add_concepts, _add_demo, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,7 +111,7 @@ class ConceptBank:
         tensors: dict[str, torch.Tensor] = {}
         entries = []
         for i, c in enumerate(self.concepts.values()):
-            tensors[f"reference.{i}"] = c.reference.detach().float().cpu().contiguous()
+            tensors[f"reference.{i}"] = c.reference.detach().float().cpu().clone()
             if c.text_embedding is not None:
                 tensors[f"text.{i}"] = c.text_embedding.detach().float().cpu().contiguous()
             if c.seeds is not None:
@@ -119,7 +119,7 @@ class ConceptBank:
             entries.append({"name": c.name, "source": c.source, "archive": c.archive,
                             "archive_paths": c.archive_paths, "prompt": c.prompt})
         for i, ref in enumerate(self.context.values()):
-            tensors[f"context.{i}"] = ref.detach().float().cpu().contiguous()
+            tensors[f"context.{i}"] = ref.detach().float().cpu().clone()
         meta = {"format": FORMAT, "provenance": self.provenance, "concepts": entries,
                 "context": list(self.context)}
         path = Path(path)

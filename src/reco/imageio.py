@@ -41,24 +41,31 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode image bytes fully as 8-bit RGB; raise ImageLoadError naming ``name`` otherwise."""
+    import io
+
+    if not data:
+        raise ImageLoadError(f"{name}: empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > max_pixels:
+                raise ImageLoadError(
+                    f"{name}: {image.width}x{image.height} is over the limit of {max_pixels} pixels"
+                )
+            image.load()
+            return to_rgb(image)
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{name}: not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, ImageLoadError):
+            raise
+        raise ImageLoadError(f"{name}: corrupt or truncated image ({e})") from None
+
+
 def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open ``path`` fully as 8-bit RGB; raise ImageLoadError with the reason otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ImageLoadError(f"{path}: empty file")
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > max_pixels:
-                raise ImageLoadError(
-                    f"{path}: {image.width}x{image.height} is over the limit of {max_pixels} pixels"
-                )
-            image.load()
-            return to_rgb(image)
-    except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        if isinstance(e, ImageLoadError):
-            raise
-        raise ImageLoadError(f"{path}: corrupt or truncated image ({e})") from None
+    return decode_image(path.read_bytes(), str(path), max_pixels)

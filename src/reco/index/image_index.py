@@ -1,0 +1,125 @@
+"""ImageIndex: open an index folder and search it by text, image or embedding."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..concept_builder import Hit
+from ..errors import ModelMismatchError
+from . import store
+
+
+class ImageIndex:
+    """A built image index. ``search(query, k)`` takes a string (embedded with the index's own
+    CLIP and the 85 prompt templates), a PIL image, or an embedding, and returns Hits, best first."""
+
+    def __init__(self, root: Path, meta: dict, table, embeddings: np.ndarray, clip=None):
+        self.root, self.meta, self.table = root, meta, table
+        self.embeddings = embeddings
+        self._clip = clip
+        self._search_index = None
+
+    @classmethod
+    def open(cls, root: str | Path, clip=None) -> "ImageIndex":
+        import pyarrow.parquet as pq
+
+        root = Path(root)
+        meta = store.read_meta(root)
+        if meta is None or meta.get("format") != store.FORMAT:
+            raise FileNotFoundError(f"{root}: not a reco image index (no meta.json); build one with `reco index build`")
+        if meta.get("status") != "complete":
+            raise ValueError(f"{root}: the build is not complete; run `reco index build` again to resume it")
+        n_shards = math.ceil(meta["total"] / meta["shard_size"])
+        index = cls(root, meta, pq.read_table(root / "items.parquet"), store.load_embeddings(root, n_shards))
+        if clip is not None:
+            index.check_clip(clip)
+            index._clip = clip
+        return index
+
+    # ---- the Retriever protocol ---------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.meta["model"]["name"]
+
+    @property
+    def index_id(self) -> str:
+        return f"{self.root.resolve()}#{self.meta['fingerprint'][:12]}"
+
+    def __len__(self) -> int:
+        return self.meta["count"]
+
+    def check_clip(self, clip) -> None:
+        """Raise ModelMismatchError unless ``clip`` is the CLIP the collection was embedded with."""
+        from ..concepts import model_record
+
+        want, got = self.meta["model"], model_record(clip)
+        if any(want.get(k) != got[k] for k in ("name", "weights_sha256", "seed")):
+            raise ModelMismatchError(
+                f"this index was embedded with {want['name']} (weights sha256 {str(want['weights_sha256'])[:12]}); "
+                f"the query model is {got['name']} (sha256 {str(got['weights_sha256'])[:12]})"
+            )
+
+    @property
+    def clip(self):
+        """The index's CLIP, created on first use from the name and checked against the hash."""
+        if self._clip is None:
+            from ..models import create_model
+
+            clip = create_model(self.model_name)
+            self.check_clip(clip)
+            self._clip = clip
+        return self._clip
+
+    def embed_query(self, query) -> torch.Tensor:
+        from PIL import Image
+
+        from ..prompts import text_embeddings
+
+        if isinstance(query, str):
+            return text_embeddings(self.clip, [query])[0]
+        if isinstance(query, Image.Image):
+            with torch.no_grad():
+                x = self.clip.preprocess(query)[None].to(self.clip.device)
+                return self.clip.encode_image(x, normalize=True)[0].float().cpu()
+        return torch.as_tensor(query).float().flatten()
+
+    def _searcher(self):
+        if self._search_index is None:
+            from .backends import exact_index
+
+            if self.meta.get("index_type") == "ivfpq" and (self.root / "ivfpq.faiss").is_file():
+                import faiss
+
+                self._search_index = faiss.read_index(str(self.root / "ivfpq.faiss"))
+                self._search_index.nprobe = self.meta["ivfpq"]["nprobe"]
+            else:
+                self._search_index = exact_index(self.embeddings.astype(np.float32))
+        return self._search_index
+
+    def search(self, query, k: int = 50) -> list[Hit]:
+        """The ``k`` images most similar to ``query`` (cosine), best first, distinct."""
+        q = self.embed_query(query)
+        if q.shape[0] != self.meta["embed_dim"]:
+            raise ModelMismatchError(f"query has {q.shape[0]} dimensions, the index {self.meta['embed_dim']}")
+        if k < 1:
+            raise ValueError(f"k must be positive, got {k}")
+        q = torch.nn.functional.normalize(q, dim=0).numpy()[None].astype(np.float32)
+        scores, rows = self._searcher().search(q, min(k, len(self)))
+        ids, paths = self.table.column("id"), self.table.column("path")
+        return [Hit(ids[r].as_py(), paths[r].as_py(), float(s)) for s, r in zip(scores[0], rows[0]) if r >= 0]
+
+    def skipped(self) -> list[dict]:
+        """The unreadable items of the collection with the reason."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.root / "skipped.parquet").to_pylist()
+
+    def info(self) -> dict:
+        m = self.meta
+        return {"count": m["count"], "model": m["model"]["name"], "skipped": m["skipped"], "total": m["total"],
+                "embed_dim": m["embed_dim"], "index_type": m["index_type"], "source": m["source"],
+                "weights_sha256": m["model"]["weights_sha256"], "ivfpq": m.get("ivfpq"), "path": str(self.root)}

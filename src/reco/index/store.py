@@ -1,0 +1,90 @@
+"""The on-disk layout of an index folder, shared by every engine.
+
+    meta.json                 model record, preprocessing, source fingerprint, shard size, status
+    shards/NNNNN.npy          float16 (n_ok, E) L2-normalised image embeddings of shard NNNNN
+    shards/NNNNN.parquet      every item of the shard: id, path, width, height, sha256, ok, error
+    items.parquet             the readable items of all shards, in order (written when complete)
+    skipped.parquet           the unreadable ones, with the reason (written when complete)
+    ivfpq.faiss               the IVF-PQ search structure, if asked for
+
+A shard is committed by renaming its parquet file into place after its embeddings: a shard
+whose parquet exists is complete, so a killed build resumes at the first missing shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..paths import atomic_write_bytes
+
+FORMAT = "reco.image_index/1"
+COLUMNS = ("id", "path", "width", "height", "sha256", "ok", "error")
+
+
+def fingerprint(ids: list[str]) -> str:
+    """SHA-256 of the ordered item ids: a resumed build must list the same collection."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def read_meta(root: Path) -> dict | None:
+    path = root / "meta.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_meta(root: Path, meta: dict) -> None:
+    atomic_write_bytes(root / "meta.json", json.dumps(meta, indent=2).encode())
+
+
+def shard_paths(root: Path, shard: int) -> tuple[Path, Path]:
+    base = root / "shards" / f"{shard:05d}"
+    return base.with_suffix(".npy"), base.with_suffix(".parquet")
+
+
+def shard_done(root: Path, shard: int) -> bool:
+    return shard_paths(root, shard)[1].is_file()
+
+
+def write_shard(root: Path, shard: int, rows: list[dict], embeddings: np.ndarray) -> None:
+    """Write one shard: embeddings first, then the table (the commit)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    npy, table_path = shard_paths(root, shard)
+    buffer = io.BytesIO()
+    np.save(buffer, embeddings.astype(np.float16))
+    atomic_write_bytes(npy, buffer.getvalue())
+    table = pa.table({c: [r[c] for r in rows] for c in COLUMNS},
+                     schema=pa.schema([("id", pa.string()), ("path", pa.string()), ("width", pa.int32()),
+                                       ("height", pa.int32()), ("sha256", pa.string()), ("ok", pa.bool_()),
+                                       ("error", pa.string())]))
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    atomic_write_bytes(table_path, sink.getvalue())
+
+
+def finalize(root: Path, n_shards: int) -> tuple[int, int]:
+    """Merge the shard tables into items.parquet and skipped.parquet; return (count, skipped)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(shard_paths(root, s)[1]) for s in range(n_shards)]
+    table = pa.concat_tables(tables)
+    ok = table.filter(pc.field("ok")).drop_columns(["ok", "error"])
+    bad = table.filter(~pc.field("ok")).select(["id", "path", "error"])
+    for name, part in (("items.parquet", ok), ("skipped.parquet", bad)):
+        sink = io.BytesIO()
+        pq.write_table(part, sink)
+        atomic_write_bytes(root / name, sink.getvalue())
+    return ok.num_rows, bad.num_rows
+
+
+def load_embeddings(root: Path, n_shards: int) -> np.ndarray:
+    """All embeddings, in item order, as float16 (n, E)."""
+    parts = [np.load(shard_paths(root, s)[0]) for s in range(n_shards)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float16)

@@ -1,0 +1,182 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+import reco
+from reco.cli import main
+from reco.errors import ModelMismatchError
+from reco.index import ImageIndex, build_index, list_source
+from reco.prompts import text_embeddings
+
+
+def make_collection(root, n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        sub = root / f"n{i % 7:08d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        size = (int(rng.integers(16, 48)), int(rng.integers(16, 48)))
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), np.uint8)).save(sub / f"img_{i:04d}.png")
+    (root / "n00000001" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (root / "n00000002" / "empty.png").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    return make_collection(tmp_path_factory.mktemp("collection"))
+
+
+@pytest.fixture(scope="module")
+def built(collection, tmp_path_factory):
+    out = tmp_path_factory.mktemp("idx") / "index"
+    build_index(collection, "tiny-clip", out, shard_size=16, batch_size=8, num_workers=2, progress=False)
+    return out
+
+
+def _snapshot(out):
+    index = ImageIndex.open(out)
+    return pq.read_table(out / "items.parquet"), pq.read_table(out / "skipped.parquet"), index.embeddings
+
+
+def test_build_embeds_every_readable_image_once(built, collection):
+    index = ImageIndex.open(built)
+    assert len(index) == 240 and index.info()["skipped"] == 3
+    ids = index.table.column("id").to_pylist()
+    assert len(set(ids)) == 240 and ids == sorted(ids)
+    assert sorted(r["id"] for r in index.skipped()) == ["n00000001/corrupt.jpg", "n00000002/empty.png", "notes.txt"]
+    assert index.embeddings.dtype == np.float16 and index.embeddings.shape == (240, 32)
+    row = index.table.slice(0, 1).to_pylist()[0]
+    with Image.open(collection / row["id"]) as im:
+        assert (row["width"], row["height"]) == im.size
+    import hashlib
+
+    assert row["sha256"] == hashlib.sha256((collection / row["id"]).read_bytes()).hexdigest()
+    meta = json.loads((built / "meta.json").read_text())
+    assert meta["model"]["name"] == "tiny-clip" and meta["preprocess"]["size"] == 32
+
+
+def test_sigkill_mid_build_then_resume_gives_identical_results(built, collection, tmp_path):
+    out = tmp_path / "resumed"
+    cmd = [sys.executable, "-m", "reco.cli", "index", "build", str(collection), "--model", "tiny-clip",
+           "--out", str(out), "--shard-size", "16", "--batch-size", "8", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "shards" / "00001.parquet").exists():
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted((out / "shards").glob("*.parquet"))
+    assert not (out / "items.parquet").exists(), "the build finished before it could be killed"
+    assert 2 <= len(done) < 16
+    build_index(collection, "tiny-clip", out, shard_size=16, batch_size=8, num_workers=2, progress=False)
+    table_a, skipped_a, emb_a = _snapshot(built)
+    table_b, skipped_b, emb_b = _snapshot(out)
+    assert table_a.equals(table_b) and skipped_a.equals(skipped_b)
+    assert np.array_equal(emb_a, emb_b)
+
+
+def test_search_matches_numpy_brute_force(built):
+    index = ImageIndex.open(built)
+    x = index.embeddings.astype(np.float32)
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        q = rng.normal(size=32).astype(np.float32)
+        hits = index.search(torch.from_numpy(q), k=20)
+        qn = q / np.linalg.norm(q)
+        oracle = np.argsort(-(x @ qn), kind="stable")[:20]
+        assert [h.id for h in hits] == index.table.column("id").take(oracle).to_pylist()
+        np.testing.assert_allclose([h.score for h in hits], (x @ qn)[oracle], rtol=1e-5, atol=1e-6)
+        assert len({h.id for h in hits}) == 20 and all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+
+
+def test_text_queries_use_the_index_clip_and_85_templates(built):
+    index = ImageIndex.open(built)
+    clip = reco.create_model("tiny-clip")
+    torch.testing.assert_close(index.embed_query("a quokka"), text_embeddings(clip, ["a quokka"])[0])
+    hits = index.search("a quokka", k=1000)
+    assert len(hits) == 240  # k larger than the collection
+
+
+def test_a_different_clip_is_refused(built):
+    with pytest.raises(ModelMismatchError, match="embedded with tiny-clip"):
+        ImageIndex.open(built, clip=reco.create_model("tiny-clip-rn"))
+    with pytest.raises(ModelMismatchError, match="query has 16 dimensions"):
+        ImageIndex.open(built).search(torch.randn(16), 3)
+
+
+def test_resuming_with_another_model_is_refused(built, collection):
+    with pytest.raises(ModelMismatchError, match="another model"):
+        build_index(collection, "tiny-clip-rn", built, shard_size=16, progress=False)
+
+
+def test_path_list_and_tar_sources(collection, tmp_path):
+    listing = tmp_path / "paths.txt"
+    files = sorted(collection.rglob("img_000*.png"))
+    listing.write_text("\n".join(str(p) for p in files) + "\n# comment\n\n")
+    assert [it.id for it in list_source(listing)] == [str(p) for p in files]
+    tar_path = tmp_path / "shard-000.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for p in files:
+            tar.add(p, arcname=f"{p.stem}.png")
+        info = tarfile.TarInfo("readme.json")
+        info.size = 2
+        import io
+
+        tar.addfile(info, io.BytesIO(b"{}"))
+    items = list_source(tar_path)
+    assert [it.id for it in items] == [f"shard-000.tar::{p.stem}.png" for p in files]
+    assert items[0].read_bytes() == files[0].read_bytes()
+    out = build_index(tar_path, "tiny-clip", tmp_path / "tidx", progress=False, num_workers=0)
+    assert len(ImageIndex.open(out)) == len(files)
+
+
+def test_cli_build_search_info(collection, tmp_path, capsys):
+    out = tmp_path / "cidx"
+    assert main(["index", "build", str(collection), "--model", "tiny-clip", "--out", str(out), "--workers", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "240 images embedded with tiny-clip, 3 skipped" in captured.out and captured.err.count("skipped") == 3
+    assert main(["index", "info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["count"] == 240 and info["model"] == "tiny-clip"
+    assert main(["index", "search", str(out), "a photo of a quokka", "-k", "7", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 7 and set(hits[0]) == {"id", "path", "score"}
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    image = next(collection.rglob("img_0003.png"))
+    assert main(["index", "search", str(out), "--image", str(image), "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["id"].endswith("img_0003.png")  # an image finds itself
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["index", "search", "/nonexistent", "x"], "not a reco image index"),
+    (["index", "build", "/nonexistent", "--model", "tiny-clip", "--out", "/tmp/x"], "no such folder"),
+    (["index", "build", ".", "--model", "tiny-vit", "--out", "/tmp/x"], "not a CLIP model"),
+])
+def test_cli_index_errors(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_concepts_from_names_through_the_index(built, tmp_path, capsys):
+    bank = tmp_path / "names.safetensors"
+    assert main(["concepts", "build", "--names", "sky, road", "--index", str(built), "--encoder", "tiny-vit",
+                 "--clip", "tiny-clip", "-k", "6", "--context", "sky", "--image-size", "64", "--out", str(bank)]) == 0
+    capsys.readouterr()
+    assert main(["concepts", "list", str(bank), "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["concepts"] == ["sky", "road"] and listing["provenance"]["index"].endswith(
+        json.loads((built / "meta.json").read_text())["fingerprint"][:12])
+    assert main(["concepts", "build", "--names", "sky,sky", "--index", str(built), "--encoder", "tiny-vit",
+                 "--clip", "tiny-clip", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "duplicate concept names: sky" in capsys.readouterr().err
