@@ -16,7 +16,7 @@ $(PY):
 
 $(STAMP): pyproject.toml requirements/samples.txt | $(PY)
 	$(PIP) install $(TORCH)
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,index,distributed]"
 	$(PIP) install --no-deps -r requirements/samples.txt
 	touch $@
 
@@ -34,6 +34,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/reco bench models
 	$(VENV)/bin/reco bench coseg
+	$(VENV)/bin/reco bench index
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

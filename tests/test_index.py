@@ -180,3 +180,106 @@ def test_concepts_from_names_through_the_index(built, tmp_path, capsys):
     assert main(["concepts", "build", "--names", "sky,sky", "--index", str(built), "--encoder", "tiny-vit",
                  "--clip", "tiny-clip", "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "duplicate concept names: sky" in capsys.readouterr().err
+
+
+# ---- the ImageNet retrieval study ----------------------------------------------------------------
+
+def _imagenet_tree(root, n_classes, per_class, seed=0):
+    rng = np.random.default_rng(seed)
+    for c in range(n_classes):
+        folder = root / "train" / f"n{c:08d}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(folder / f"n{c:08d}_{i}.JPEG")
+    return root
+
+
+def _oracle_precision(index, clip, classes, wnids, k):
+    """classes: (label, name) pairs; precision of the numpy top-k of each name's text embedding."""
+    x = index.embeddings.astype(np.float32)
+    labels = np.array([wnids.index(p.split("/")[-2]) for p in index.table.column("path").to_pylist()])
+    out = []
+    for c, name in classes:
+        q = text_embeddings(clip, [name])[0].numpy()
+        top = np.argsort(-(x @ (q / np.linalg.norm(q))), kind="stable")[:k]
+        out.append(float(np.mean(labels[top] == c)))
+    return out
+
+
+def test_retrieval_precision_matches_an_oracle(tmp_path, capsys):
+    root = _imagenet_tree(tmp_path / "imagenet", 5, 6)
+    names = ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead"]
+    (tmp_path / "names.txt").write_text("\n".join(names))
+    out = tmp_path / "ret.json"
+    assert main(["eval", "retrieval", "--imagenet", str(root), "--index", str(tmp_path / "idx"), "--model", "tiny-clip",
+                 "-k", "4", "--class-names", str(tmp_path / "names.txt"), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    index = ImageIndex.open(tmp_path / "idx")
+    wnids = [f"n{c:08d}" for c in range(5)]
+    expected = _oracle_precision(index, reco.create_model("tiny-clip"), list(enumerate(names)), wnids, 4)
+    assert [r["precision"] for r in result["per_class"]] == pytest.approx(expected)
+    assert result["mean_precision"] == pytest.approx(np.mean(expected)) and result["classes"] == 5
+    assert "retrieval precision@4 over 5 classes" in capsys.readouterr().out
+
+
+def test_retrieval_needs_1000_folders_for_imagenet_names(tmp_path, capsys):
+    root = _imagenet_tree(tmp_path / "imagenet", 3, 1)
+    assert main(["eval", "retrieval", "--imagenet", str(root), "--index", str(tmp_path / "idx"),
+                 "--model", "tiny-clip"]) == 2
+    assert "ImageNet names need all 1000" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_retrieval_on_a_full_imagenet_style_tree_excludes_the_ambiguous_classes(tmp_path):
+    from reco.index.retrieval_eval import AMBIGUOUS, evaluate_retrieval, imagenet_class_names
+
+    names = imagenet_class_names()
+    assert len(names) == 1000 and names[134] == names[517] == "crane" and names[638] == names[639] == "maillot"
+    root = _imagenet_tree(tmp_path / "imagenet", 1000, 1)
+    build_index(root / "train", "tiny-clip", tmp_path / "idx", progress=False, num_workers=0)
+    index = ImageIndex.open(tmp_path / "idx")
+    result = evaluate_retrieval(index, root, k=3, progress=False)
+    assert result["classes"] == 996 and result["excluded"] == list(AMBIGUOUS)
+    assert {r["wnid"] for r in result["per_class"]}.isdisjoint({f"n{c:08d}" for c in AMBIGUOUS})
+    keep = [c for c in range(1000) if c not in AMBIGUOUS][:20]
+    wnids = [f"n{c:08d}" for c in range(1000)]
+    expected = _oracle_precision(index, reco.create_model("tiny-clip"), [(c, names[c]) for c in keep], wnids, 3)
+    assert [result["per_class"][i]["precision"] for i in range(20)] == pytest.approx(expected)
+
+
+# ---- IVF-PQ ----------------------------------------------------------------------------------------
+
+def test_ivfpq_params_follow_the_collection_size():
+    from reco.index.backends import ivfpq_params
+
+    p = ivfpq_params(1_000_000, 768)
+    assert (p["nlist"], p["m"], p["d_out"], p["nbits"]) == (1024, 64, 384, 8)
+    assert p["factory"] == "OPQ64_384,IVF1024,PQ64" and p["train_size"] == 65536
+    small = ivfpq_params(2000, 32)
+    assert small["nlist"] * 39 <= 2000 and 32 % small["m"] == 0
+    with pytest.raises(ValueError, match="at least 1024"):
+        ivfpq_params(500, 32)
+
+
+@pytest.mark.slow
+def test_ivfpq_build_measures_and_stores_recall(tmp_path):
+    from reco.bench.index import synthetic
+    from reco.index import store
+    from reco.index.backends import exact_index, recall_at_k
+
+    # an index folder of synthetic embeddings, as the build leaves it, then the IVF-PQ step
+    x = synthetic(4096, 4096 // 50, d=64)
+    out = tmp_path / "idx"
+    rows = [{"id": str(i), "path": str(i), "width": 1, "height": 1, "sha256": "", "ok": True, "error": ""}
+            for i in range(len(x))]
+    store.write_shard(out, 0, rows, x)
+    from reco.index.build import _build_ivfpq
+
+    info = _build_ivfpq(out, 1)
+    assert info["recall_at_50"] >= 0.9 and (out / "ivfpq.faiss").is_file()
+    import faiss
+
+    index = faiss.read_index(str(out / "ivfpq.faiss"))
+    faiss.extract_index_ivf(index).nprobe = info["nprobe"]
+    queries = synthetic(100, 4096 // 50, d=64, seed=7)
+    assert recall_at_k(index, exact_index(store.load_embeddings(out, 1).astype(np.float32)), queries) >= 0.85

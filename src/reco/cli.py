@@ -152,6 +152,55 @@ def _add_index(sub) -> None:
     i.set_defaults(func=_cmd_index_info)
 
 
+# ---- reco eval --------------------------------------------------------------------------------
+
+def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .index import build_index
+    from .index.image_index import ImageIndex
+    from .index.retrieval_eval import evaluate_retrieval, wnid_folders
+    from .paths import atomic_write_bytes
+
+    root = Path(args.imagenet)
+    wnid_folders(root)  # fail early on a tree without class folders
+    index_dir = Path(args.index)
+    if args.model is not None:
+        source = root / "train" if (root / "train").is_dir() else root
+        build_index(source, args.model, index_dir, weights=args.weights, device=args.device)
+    elif not (index_dir / "meta.json").is_file():
+        raise ValueError(f"{index_dir} is not an index yet: pass --model to build it from {root}")
+    names = [n.strip() for n in Path(args.class_names).read_text().splitlines() if n.strip()] if args.class_names else None
+    result = evaluate_retrieval(ImageIndex.open(index_dir), root, k=args.k, class_names=names)
+    if args.out:
+        atomic_write_bytes(Path(args.out), json.dumps(result, indent=2).encode())
+    if args.json:
+        _print_json(result)
+    else:
+        worst = sorted(result["per_class"], key=lambda r: r["precision"])[:5]
+        print(f"retrieval precision@{result['k']} over {result['classes']} classes: {result['mean_precision']:.4f}")
+        print("lowest: " + ", ".join(f"{r['name']} {r['precision']:.2f}" for r in worst))
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluations of the paper")
+    esub = p.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
+    r = esub.add_parser("retrieval", help="ImageNet retrieval study (supplement B.3): precision of top-k by class name")
+    r.add_argument("--imagenet", required=True, metavar="ROOT", help="ImageNet-style tree: ROOT/train/<wnid>/<images>")
+    r.add_argument("--index", required=True, metavar="DIR", help="index of ROOT's images (built here with --model)")
+    r.add_argument("--model", help="CLIP model to build (or resume) the index with, e.g. clip-vit-l14-336")
+    r.add_argument("--weights", metavar="SPEC", help="weight spec for --model")
+    r.add_argument("-k", type=int, default=50, help="images retrieved per class (default 50)")
+    r.add_argument("--class-names", metavar="FILE",
+                   help="one name per class folder, in sorted-wnid order (default: torchvision's 1000 ImageNet names, "
+                        "without the ambiguous 134/517 'crane' and 638/639 'maillot')")
+    r.add_argument("--out", metavar="JSON", help="write the per-class results here")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--device", default=None)
+    r.set_defaults(func=_cmd_eval_retrieval)
+
+
 # ---- reco concepts ------------------------------------------------------------------------------
 
 def _cmd_concepts_build(args: argparse.Namespace) -> int:
@@ -336,7 +385,7 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
-_SUBCOMMANDS: tuple[Callable, ...] = (_add_models, _add_index, _add_concepts, _add_demo, _add_bench)
+_SUBCOMMANDS: tuple[Callable, ...] = (_add_models, _add_index, _add_concepts, _add_eval, _add_demo, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

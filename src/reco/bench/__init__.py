@@ -11,6 +11,7 @@ from pathlib import Path
 SUITES = {
     "models": "reco.bench.models",
     "coseg": "reco.bench.coseg",
+    "index": "reco.bench.index",
 }
 
 

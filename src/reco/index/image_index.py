@@ -22,6 +22,7 @@ class ImageIndex:
         self.embeddings = embeddings
         self._clip = clip
         self._search_index = None
+        self._rows: dict[str, int] | None = None
 
     @classmethod
     def open(cls, root: str | Path, clip=None) -> "ImageIndex":
@@ -94,8 +95,10 @@ class ImageIndex:
             if self.meta.get("index_type") == "ivfpq" and (self.root / "ivfpq.faiss").is_file():
                 import faiss
 
+                from .backends import set_nprobe
+
                 self._search_index = faiss.read_index(str(self.root / "ivfpq.faiss"))
-                self._search_index.nprobe = self.meta["ivfpq"]["nprobe"]
+                set_nprobe(self._search_index, self.meta["ivfpq"]["nprobe"])
             else:
                 self._search_index = exact_index(self.embeddings.astype(np.float32))
         return self._search_index
@@ -111,6 +114,12 @@ class ImageIndex:
         scores, rows = self._searcher().search(q, min(k, len(self)))
         ids, paths = self.table.column("id"), self.table.column("path")
         return [Hit(ids[r].as_py(), paths[r].as_py(), float(s)) for s, r in zip(scores[0], rows[0]) if r >= 0]
+
+    def row_of(self, item_id: str) -> int:
+        """The row (embedding index) of an item id."""
+        if self._rows is None:
+            self._rows = {v: i for i, v in enumerate(self.table.column("id").to_pylist())}
+        return self._rows[item_id]
 
     def skipped(self) -> list[dict]:
         """The unreadable items of the collection with the reason."""
