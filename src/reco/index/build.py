@@ -16,9 +16,63 @@ from . import store
 from .sources import SourceItem, list_source
 
 
-class _ItemDataset(torch.utils.data.Dataset):
-    """Decodes and preprocesses items; unreadable ones come back with ok=False and the reason."""
+def read_item(item: SourceItem, preprocess, blank_shape: tuple[int, int, int]) -> tuple[torch.Tensor, dict]:
+    """Decode and preprocess one item -> (input tensor, table row). An unreadable item gives a
+    blank tensor and a row with ok=False and the reason."""
+    from ..imageio import decode_image
 
+    row = {"id": item.id, "path": item.display_path}
+    try:
+        data = item.read_bytes()
+        image = decode_image(data, item.display_path)
+        row.update(width=image.width, height=image.height, sha256=hashlib.sha256(data).hexdigest(), ok=True, error="")
+        return preprocess(image), row
+    except (ImageLoadError, OSError) as e:
+        reason = str(e).split(": ", 1)[-1] if isinstance(e, ImageLoadError) else f"unreadable ({e})"
+        row.update(width=-1, height=-1, sha256="", ok=False, error=reason)
+        return torch.zeros(blank_shape), row
+
+
+def embed_rows(model, images: torch.Tensor, rows: list[dict]) -> np.ndarray:
+    """L2-normalised float32 embeddings of the readable images of a batch."""
+    ok = torch.tensor([r["ok"] for r in rows])
+    if not ok.any():
+        return np.zeros((0, model.embed_dim), np.float32)
+    with torch.no_grad():
+        return model.encode_image(images[ok].to(model.device), normalize=True).float().cpu().numpy()
+
+
+def shard_batches(n_items: int, shard_size: int, batch_size: int, shards: list[int]) -> list[tuple[int, range]]:
+    """(shard, item range) batches of the given shards. Batches never straddle shards and always
+    start at the same places, so a resumed or distributed build computes exactly the batches an
+    uninterrupted local one would, and its results are bit-identical."""
+    out = []
+    for s in shards:
+        start, end = s * shard_size, min((s + 1) * shard_size, n_items)
+        out += [(s, range(a, min(a + batch_size, end))) for a in range(start, end, batch_size)]
+    return out
+
+
+class ShardWriter:
+    """Collects (rows, embeddings) batch by batch, in order, and writes each shard once complete."""
+
+    def __init__(self, out: Path):
+        self.out, self.shard, self.rows, self.embs = out, None, [], []
+
+    def add(self, shard: int, rows: list[dict], embeddings: np.ndarray) -> None:
+        if self.shard is not None and shard != self.shard:
+            self.flush()
+        self.shard = shard
+        self.rows += rows
+        self.embs.append(embeddings)
+
+    def flush(self) -> None:
+        if self.shard is not None:
+            store.write_shard(self.out, self.shard, self.rows, np.concatenate(self.embs))
+        self.shard, self.rows, self.embs = None, [], []
+
+
+class _ItemDataset(torch.utils.data.Dataset):
     def __init__(self, items: list[SourceItem], preprocess, blank_shape: tuple[int, int, int]):
         self.items, self.preprocess, self.blank_shape = items, preprocess, blank_shape
 
@@ -26,24 +80,15 @@ class _ItemDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i):
-        from ..imageio import decode_image
-
-        item = self.items[i]
-        try:
-            data = item.read_bytes()
-            image = decode_image(data, item.display_path)
-            return {"index": i, "image": self.preprocess(image), "ok": True, "width": image.width,
-                    "height": image.height, "sha256": hashlib.sha256(data).hexdigest(), "error": ""}
-        except (ImageLoadError, OSError) as e:
-            reason = str(e).split(": ", 1)[-1] if isinstance(e, ImageLoadError) else f"unreadable ({e})"
-            return {"index": i, "image": torch.zeros(self.blank_shape), "ok": False, "width": -1,
-                    "height": -1, "sha256": "", "error": reason}
+        return read_item(self.items[i], self.preprocess, self.blank_shape)
 
 
 def _collate(samples):
-    batch = {k: [s[k] for s in samples] for k in samples[0] if k != "image"}
-    batch["image"] = torch.stack([s["image"] for s in samples])
-    return batch
+    return torch.stack([t for t, _ in samples]), [row for _, row in samples]
+
+
+def unfinished_shards(out: Path, n_items: int, shard_size: int) -> list[int]:
+    return [s for s in range(math.ceil(n_items / shard_size)) if not store.shard_done(out, s)]
 
 
 def new_meta(model, source, items: list[SourceItem], shard_size: int, index_type: str) -> dict:
@@ -135,39 +180,19 @@ def build_index(
 def _embed_shards(items, model, out, shard_size, batch_size, num_workers, progress) -> None:
     from tqdm.auto import tqdm
 
-    todo = [s for s in range(math.ceil(len(items) / shard_size)) if not store.shard_done(out, s)]
-    # Batches never straddle shards and always start at the same places: a resumed build
-    # computes exactly the batches an uninterrupted one would, so results are bit-identical.
-    batches = []
-    for s in todo:
-        start, end = s * shard_size, min((s + 1) * shard_size, len(items))
-        batches += [list(range(a, min(a + batch_size, end))) for a in range(start, end, batch_size)]
+    batches = shard_batches(len(items), shard_size, batch_size, unfinished_shards(out, len(items), shard_size))
     if not batches:
         return
     size = model.spec.preprocess.size
-    dataset = _ItemDataset(items, model.preprocess, (3, size, size))
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
+    loader = torch.utils.data.DataLoader(_ItemDataset(items, model.preprocess, (3, size, size)),
+                                         batch_sampler=[list(r) for _, r in batches], num_workers=num_workers,
                                          collate_fn=_collate)
-    rows, embs, current = [], [], None
-    bar = tqdm(total=sum(len(b) for b in batches), desc="embedding", unit="img", disable=not progress)
-    for batch in loader:
-        shard = batch["index"][0] // shard_size
-        if current is not None and shard != current:
-            store.write_shard(out, current, rows, np.concatenate(embs))
-            rows, embs = [], []
-        current = shard
-        ok = torch.tensor(batch["ok"])
-        with torch.no_grad():
-            emb = model.encode_image(batch["image"][ok].to(model.device), normalize=True).float().cpu().numpy() \
-                if ok.any() else np.zeros((0, model.embed_dim), np.float32)
-        embs.append(emb)
-        for j, i in enumerate(batch["index"]):
-            rows.append({"id": items[i].id, "path": items[i].display_path, "width": batch["width"][j],
-                         "height": batch["height"][j], "sha256": batch["sha256"][j], "ok": batch["ok"][j],
-                         "error": batch["error"][j]})
-        bar.update(len(batch["index"]))
-    store.write_shard(out, current, rows, np.concatenate(embs))
-    bar.close()
+    writer = ShardWriter(out)
+    with tqdm(total=sum(len(r) for _, r in batches), desc="embedding", unit="img", disable=not progress) as bar:
+        for (shard, _), (images, rows) in zip(batches, loader):
+            writer.add(shard, rows, embed_rows(model, images, rows))
+            bar.update(len(rows))
+    writer.flush()
 
 
 def _build_ivfpq(out: Path, n_shards: int) -> dict:
