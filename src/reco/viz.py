@@ -109,3 +109,44 @@ def _square_crop(image: Image.Image, side: int) -> Image.Image:
     from torchvision.transforms import functional as TF
 
     return TF.center_crop(TF.resize(image, side), side)
+
+
+def palette(n: int) -> list[tuple[int, int, int]]:
+    """``n`` distinct colours (golden-angle hues), the same for the same ``n``."""
+    import colorsys
+
+    return [tuple(int(255 * v) for v in colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.95))
+            for i in range(n)]
+
+
+def label_image(labels: np.ndarray, n_classes: int) -> Image.Image:
+    """uint8 palette PNG of a label map whose values are concept indices."""
+    if n_classes > 256:
+        raise ValueError("a palette PNG holds at most 256 concepts")
+    image = Image.fromarray(labels.astype(np.uint8), mode="P")
+    flat = [c for rgb in palette(n_classes) for c in rgb]
+    image.putpalette(flat + [0] * (768 - len(flat)))
+    return image
+
+
+def overlay_with_legend(image: Image.Image, labels: np.ndarray, names: list[str], alpha: float = 0.5) -> Image.Image:
+    """The image blended with the label colours, and a legend of the concepts present with their share."""
+    from PIL import ImageDraw
+
+    colours = np.array(palette(len(names)), dtype=np.float32)
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    blended = Image.fromarray(((1 - alpha) * base + alpha * colours[labels]).astype(np.uint8))
+    shares = np.bincount(labels.ravel(), minlength=len(names)) / labels.size
+    present = [i for i in np.argsort(-shares) if shares[i] > 0]
+    font = _font(14)
+    row = 20
+    legend = Image.new("RGB", (blended.width, row * len(present) + 8), "white")
+    draw = ImageDraw.Draw(legend)
+    for k, i in enumerate(present):
+        y = 4 + k * row
+        draw.rectangle([6, y + 2, 20, y + 16], fill=tuple(int(v) for v in colours[i]), outline="black")
+        draw.text((28, y), f"{names[i]}  {100 * shares[i]:.1f}%", fill="black", font=font)
+    canvas = Image.new("RGB", (blended.width, blended.height + legend.height), "white")
+    canvas.paste(blended, (0, 0))
+    canvas.paste(legend, (0, blended.height))
+    return canvas

@@ -12,6 +12,7 @@ SUITES = {
     "models": "reco.bench.models",
     "coseg": "reco.bench.coseg",
     "index": "reco.bench.index",
+    "segment": "reco.bench.segment",
 }
 
 

@@ -1,0 +1,52 @@
+"""Per-image segmentation time on a 320x320 image: encoder, fusion (+ upsampling), DenseCRF."""
+
+from __future__ import annotations
+
+import torch
+
+from . import median_time
+
+N_CONCEPTS = 27
+ENCODER = "dinov2-vits14"
+
+
+def run(quick: bool = False, device: str | None = None) -> dict:
+    from ..concepts import Concept, ConceptBank, model_record
+    from ..device import pick_device
+    from ..errors import WeightsNotFoundError
+    from ..imageio import load_image
+    from ..models import create_model
+    from ..samples import sample_path
+    from ..segment import Segmenter
+
+    dev = pick_device(device)
+    try:
+        encoder = create_model(ENCODER, device=dev)
+        weights = encoder.weights.source.describe()
+    except WeightsNotFoundError:
+        encoder = create_model(ENCODER, weights="random", device=dev)
+        weights = "random (speed only)"
+    g = torch.Generator().manual_seed(0)
+    concepts = [Concept(f"c{i}", torch.randn(encoder.embed_dim, generator=g), "exemplars") for i in range(N_CONCEPTS)]
+    bank = ConceptBank({"encoder": model_record(encoder), "clip": None}, concepts)
+    image = load_image(sample_path("quokka")).resize((320, 320))
+    repeats = 3 if quick else 10
+    seg = Segmenter(bank, encoder, size=320, crf=False)
+    embedding = seg.encode(image)
+    encode_s = median_time(lambda: seg.encode(image), repeats)
+    fusion_s = median_time(lambda: seg.predict_embedding(embedding), repeats)
+    crf_seg = Segmenter(bank, encoder, size=320, crf=True)
+    crf_total = median_time(lambda: crf_seg.predict_embedding(embedding), max(2, repeats // 3))
+    return {"device": str(dev), "encoder": ENCODER, "weights": weights, "image": "320x320", "concepts": N_CONCEPTS,
+            "encoder_seconds": encode_s, "fusion_seconds": fusion_s, "crf_seconds": crf_total - fusion_s,
+            "fusion_over_encoder": fusion_s / encode_s}
+
+
+def table(result: dict) -> str:
+    return "\n".join([
+        f"segmentation of a {result['image']} image into {result['concepts']} concepts with {result['encoder']} "
+        f"on {result['device']} ({result['weights']})",
+        f"  encoder            {1000 * result['encoder_seconds']:8.1f} ms",
+        f"  fusion+upsampling  {1000 * result['fusion_seconds']:8.1f} ms  ({100 * result['fusion_over_encoder']:.1f}% of the encoder)",
+        f"  DenseCRF           {1000 * result['crf_seconds']:8.1f} ms",
+    ])

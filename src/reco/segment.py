@@ -1,0 +1,195 @@
+"""Segmenter: dense features -> concept probabilities -> labels (DESIGN.md §1.6).
+
+``P_c = sigmoid(cos(f, e_c))`` (dense encoder vs the concept's reference), upsampled
+bilinearly to the image, times ``sigmoid(10 cos(g, t_c))`` (dense CLIP vs the concept's text
+embedding), upsampled likewise, when language guidance is on and the concept has a text
+embedding; label = argmax over concepts; optional DenseCRF.
+
+Like SAM's predictor, :meth:`Segmenter.encode` runs the encoders once and returns an
+:class:`ImageEmbedding`; :meth:`Segmenter.predict_embedding` is stateless and cheap.
+``set_image`` / ``predict`` wrap them for interactive use (not thread-safe: a server should
+use the stateless pair).
+
+Resize policy: the image is resized so that its shorter side is ``size`` (None keeps it),
+each window is padded right/bottom to each model's patch multiple, and maps are cropped back
+exactly before fusion. Images larger than ``window`` are covered by windows every ``stride``
+pixels whose probabilities are averaged where they overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .coseg import LANGUAGE_TEMPERATURE
+
+
+@dataclass
+class ImageEmbedding:
+    """Cached encoder outputs of one image: per window its box (top, left, height, width) in the
+    working image, the encoder grid and the dense-CLIP grid (None without CLIP)."""
+
+    boxes: list[tuple[int, int, int, int]]
+    features: list[torch.Tensor]
+    clip_features: list[torch.Tensor | None]
+    size: tuple[int, int]  # working size (H, W)
+    original_size: tuple[int, int]
+    image: np.ndarray  # (H, W, 3) uint8 working image, for the CRF
+
+
+@dataclass
+class Prediction:
+    """``labels`` (H, W) int64 indices into ``concepts`` and ``probabilities`` (C, H, W), at the original size."""
+
+    labels: torch.Tensor
+    probabilities: torch.Tensor
+    concepts: list[str]
+
+
+def window_boxes(height: int, width: int, window: int | None, stride: int | None) -> list[tuple[int, int, int, int]]:
+    """Boxes covering the image: one box if it fits ``window`` (or no window), else a grid every
+    ``stride`` pixels whose last row/column is flush with the border."""
+    if window is None or (height <= window and width <= window):
+        return [(0, 0, height, width)]
+    stride = stride or window // 2
+    if stride < 1 or stride > window:
+        raise ValueError(f"stride must be in [1, window={window}], got {stride}")
+
+    def starts(n):
+        if n <= window:
+            return [0]
+        s = list(range(0, n - window, stride))
+        return s + [n - window]
+
+    return [(t, l, min(window, height), min(window, width)) for t in starts(height) for l in starts(width)]
+
+
+def _grid(model, crop: torch.Tensor, amp: bool = False) -> torch.Tensor:
+    """Dense features of a normalised (3, h, w) crop padded right/bottom to the model's patch
+    multiple; with ``amp`` on a CUDA model the encoder runs under float16 autocast."""
+    p = model.patch_size
+    h, w = crop.shape[-2:]
+    padded = F.pad(crop, (0, (-w) % p, 0, (-h) % p))
+    device = model.device
+    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16,
+                                         enabled=amp and device.type == "cuda"):
+        return model.dense_features(padded[None].to(device))[0].float().cpu()
+
+
+def _upsample(grid_scores: torch.Tensor, patch: int, size: tuple[int, int]) -> torch.Tensor:
+    """(C, gh, gw) -> bilinear to the padded size (gh*patch, gw*patch), cropped to ``size``."""
+    gh, gw = grid_scores.shape[-2:]
+    up = F.interpolate(grid_scores[None], size=(gh * patch, gw * patch), mode="bilinear", align_corners=False)[0]
+    return up[:, : size[0], : size[1]]
+
+
+class Segmenter:
+    """Segment images into the concepts of a ConceptBank.
+
+    ``size``: shorter side of the working image (None: the original size); ``window`` /
+    ``stride``: sliding-window inference for large images; ``crf``: DenseCRF refinement;
+    ``amp``: float16 autocast for the encoders on CUDA (ignored on CPU).
+    """
+
+    def __init__(self, bank, encoder, clip=None, *, size: int | None = 448, language_guidance: bool = True,
+                 crf: bool = False, window: int | None = None, stride: int | None = None, amp: bool = True,
+                 progress: bool = True):
+        bank.check_models(encoder, clip)
+        self.bank, self.encoder, self.clip = bank, encoder, clip
+        self.size, self.language_guidance, self.crf, self.amp = size, language_guidance, crf, amp
+        self.window, self.stride, self.progress = window, stride, progress
+        self._embedding: ImageEmbedding | None = None
+
+    # ---- stateless core ----------------------------------------------------------------------
+    def working_image(self, image: Image.Image) -> Image.Image:
+        from .imageio import to_rgb
+
+        image = to_rgb(image)
+        if self.size is None:
+            return image
+        scale = self.size / min(image.size)
+        new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        return image.resize(new, Image.BICUBIC) if new != image.size else image
+
+    def encode(self, image: Image.Image) -> ImageEmbedding:
+        """Run the encoder (and dense CLIP) over every window of ``image`` once."""
+        from dataclasses import replace as dc_replace
+
+        work = self.working_image(image)
+        arr = np.asarray(work)
+        h, w = arr.shape[:2]
+        boxes = window_boxes(h, w, self.window, self.stride)
+
+        def normalised(model):
+            cfg = dc_replace(model.spec.preprocess, size=None, crop="none")
+            return cfg(work)
+
+        x_enc = normalised(self.encoder)
+        x_clip = normalised(self.clip) if self._uses_clip() else None
+        feats, clips = [], []
+        for top, left, bh, bw in boxes:
+            feats.append(_grid(self.encoder, x_enc[:, top:top + bh, left:left + bw], self.amp))
+            clips.append(_grid(self.clip, x_clip[:, top:top + bh, left:left + bw], self.amp) if x_clip is not None else None)
+        return ImageEmbedding(boxes, feats, clips, (h, w), (image.height, image.width), arr)
+
+    def _uses_clip(self) -> bool:
+        return self.language_guidance and self.clip is not None and any(
+            c.text_embedding is not None for c in self.bank.concepts.values())
+
+    def probabilities(self, embedding: ImageEmbedding, concepts: list[str] | None = None) -> torch.Tensor:
+        """Fused (C, H, W) probabilities at the working size, windows averaged."""
+        names = concepts or self.bank.names
+        refs = F.normalize(torch.stack([self.bank[n].reference.float() for n in names]), dim=1)
+        texts = [self.bank[n].text_embedding for n in names]
+        h, w = embedding.size
+        total = torch.zeros(len(names), h, w)
+        count = torch.zeros(1, h, w)
+        for (top, left, bh, bw), f, g in zip(embedding.boxes, embedding.features, embedding.clip_features):
+            sims = torch.einsum("dhw,cd->chw", F.normalize(f, dim=0), refs)
+            p = _upsample(torch.sigmoid(sims), self.encoder.patch_size, (bh, bw))
+            if g is not None and self.language_guidance:
+                guided = [i for i, t in enumerate(texts) if t is not None]
+                if guided:
+                    t = F.normalize(torch.stack([texts[i].float() for i in guided]), dim=1)
+                    lg = torch.sigmoid(LANGUAGE_TEMPERATURE * torch.einsum("ehw,ce->chw", F.normalize(g, dim=0), t))
+                    lg = _upsample(lg, self.clip.patch_size, (bh, bw))
+                    p[guided] = p[guided] * lg
+            total[:, top:top + bh, left:left + bw] += p
+            count[:, top:top + bh, left:left + bw] += 1
+        return total / count
+
+    def predict_embedding(self, embedding: ImageEmbedding, concepts: list[str] | None = None) -> Prediction:
+        """Labels and probabilities at the original image size for ``concepts`` (default: the whole bank)."""
+        names = list(concepts or self.bank.names)
+        missing = [n for n in names if n not in self.bank]
+        if missing:
+            raise KeyError(f"concepts not in the bank: {', '.join(missing)}; it has: {', '.join(self.bank.names)}")
+        probs = self.probabilities(embedding, names)
+        if self.crf:
+            from .crf import dense_crf
+
+            probs = torch.from_numpy(dense_crf(embedding.image, probs.numpy()))
+        if tuple(probs.shape[-2:]) != embedding.original_size:
+            probs = F.interpolate(probs[None], size=embedding.original_size, mode="bilinear", align_corners=False)[0]
+        return Prediction(labels=probs.argmax(0), probabilities=probs, concepts=names)
+
+    # ---- SAM-style convenience -----------------------------------------------------------------
+    def set_image(self, image: Image.Image) -> None:
+        """Encode ``image`` once; following ``predict`` calls reuse its features."""
+        self._embedding = self.encode(image)
+
+    def predict(self, concepts: list[str] | None = None) -> Prediction:
+        if self._embedding is None:
+            raise RuntimeError("call set_image(image) before predict()")
+        return self.predict_embedding(self._embedding, concepts)
+
+    def predict_images(self, images, concepts: list[str] | None = None):
+        """Yield a Prediction per image (PIL images), with a progress bar."""
+        from tqdm.auto import tqdm
+
+        for image in tqdm(images, desc="segmenting", unit="img", disable=not self.progress):
+            yield self.predict_embedding(self.encode(image), concepts)

@@ -1,0 +1,188 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import reco
+from reco.cli import main
+from reco.concepts import Concept, ConceptBank, model_record
+from reco.segment import Segmenter, window_boxes
+
+
+@pytest.fixture(scope="module")
+def models():
+    return reco.create_model("tiny-vit"), reco.create_model("tiny-clip")
+
+
+@pytest.fixture(scope="module")
+def bank(models):
+    encoder, clip = models
+    g = torch.Generator().manual_seed(0)
+    concepts = [
+        Concept("sky", torch.randn(48, generator=g), "retrieval", text_embedding=torch.randn(32, generator=g)),
+        Concept("road", torch.randn(48, generator=g), "retrieval", text_embedding=torch.randn(32, generator=g)),
+        Concept("thing", torch.randn(48, generator=g), "exemplars"),  # no text: no language guidance
+    ]
+    return ConceptBank({"encoder": model_record(encoder), "clip": model_record(clip)}, concepts)
+
+
+def _photo(w=70, h=45, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), np.uint8))
+
+
+def _reference_probabilities(bank, encoder, clip, image):
+    """DESIGN.md §1.6 written out per concept for a single window."""
+    out = []
+    h, w = image.height, image.width
+    for name in bank.names:
+        c = bank[name]
+        p = []
+        for model, vec, temp in ((encoder, c.reference, 1.0), (clip, c.text_embedding, 10.0)):
+            if vec is None:
+                continue
+            mean = torch.tensor(model.spec.preprocess.mean)[:, None, None]
+            std = torch.tensor(model.spec.preprocess.std)[:, None, None]
+            x = (torch.from_numpy(np.asarray(image, np.float32) / 255).permute(2, 0, 1) - mean) / std
+            ps = model.patch_size
+            x = F.pad(x, (0, -w % ps, 0, -h % ps))
+            with torch.no_grad():
+                f = model.dense_features(x[None])[0]
+            cos = (f * vec[:, None, None]).sum(0) / (f.norm(dim=0) * vec.norm())
+            s = torch.sigmoid(temp * cos)
+            s = F.interpolate(s[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0, :h, :w]
+            p.append(s)
+        out.append(p[0] * p[1] if len(p) == 2 else p[0])
+    return torch.stack(out)
+
+
+def test_fused_probabilities_follow_the_formula(bank, models):
+    encoder, clip = models
+    image = _photo()
+    seg = Segmenter(bank, encoder, clip, size=None)
+    pred = seg.predict_embedding(seg.encode(image))
+    expected = _reference_probabilities(bank, encoder, clip, image)
+    torch.testing.assert_close(pred.probabilities, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(pred.labels, expected.argmax(0)) and pred.labels.shape == (45, 70)
+
+
+def test_language_guidance_switch(bank, models):
+    encoder, clip = models
+    image = _photo(seed=3)
+    on = Segmenter(bank, encoder, clip, size=None)
+    off = Segmenter(bank, encoder, clip, size=None, language_guidance=False)
+    with_lg, without = on.predict_embedding(on.encode(image)), off.predict_embedding(off.encode(image))
+    assert torch.equal(with_lg.probabilities[2], without.probabilities[2])  # "thing" has no text embedding
+    assert not torch.allclose(with_lg.probabilities[0], without.probabilities[0])
+
+
+def test_set_image_encodes_once(bank, models, monkeypatch):
+    encoder, clip = models
+    calls = []
+    original = encoder.dense_features
+    monkeypatch.setattr(encoder, "dense_features", lambda x: calls.append(1) or original(x))
+    seg = Segmenter(bank, encoder, clip, size=None)
+    with pytest.raises(RuntimeError, match="set_image"):
+        seg.predict()
+    seg.set_image(_photo())
+    a = seg.predict(["sky", "road"])
+    b = seg.predict(["thing", "sky"])
+    assert len(calls) == 1
+    assert a.concepts == ["sky", "road"] and b.probabilities.shape[0] == 2
+    torch.testing.assert_close(a.probabilities[0], b.probabilities[1])
+    with pytest.raises(KeyError, match="not in the bank: cloud"):
+        seg.predict(["cloud"])
+
+
+def test_sliding_window_equals_single_pass_when_the_image_fits(bank, models):
+    encoder, clip = models
+    image = _photo(64, 48)
+    single = Segmenter(bank, encoder, clip, size=None)
+    windowed = Segmenter(bank, encoder, clip, size=None, window=64, stride=32)
+    a = single.predict_embedding(single.encode(image))
+    b = windowed.predict_embedding(windowed.encode(image))
+    assert torch.equal(a.probabilities, b.probabilities)
+
+
+def test_sliding_window_covers_large_images(bank, models):
+    encoder, clip = models
+    boxes = window_boxes(100, 150, 64, 40)
+    covered = np.zeros((100, 150), int)
+    for t, l, h, w in boxes:
+        covered[t:t + h, l:l + w] += 1
+        assert h == 64 and w == 64
+    assert covered.min() >= 1 and (boxes[-1][0] + 64, boxes[-1][1] + 64) == (100, 150)
+    seg = Segmenter(bank, encoder, clip, size=None, window=64, stride=40)
+    pred = seg.predict_embedding(seg.encode(_photo(150, 100)))
+    assert pred.probabilities.shape == (3, 100, 150) and torch.isfinite(pred.probabilities).all()
+
+
+def test_resize_policy_returns_original_size(bank, models):
+    encoder, clip = models
+    seg = Segmenter(bank, encoder, clip, size=32)
+    emb = seg.encode(_photo(90, 60))
+    assert emb.size == (32, 48) and emb.original_size == (60, 90)
+    assert seg.predict_embedding(emb).labels.shape == (60, 90)
+
+
+def test_bank_of_other_models_is_refused(bank):
+    with pytest.raises(reco.ModelMismatchError):
+        Segmenter(bank, reco.create_model("tiny-vit"), reco.create_model("tiny-clip-rn"))
+
+
+@pytest.mark.real_weights
+@pytest.mark.parametrize("crf", [False, True])
+def test_quokka_from_its_mask_segments_itself(tmp_path, crf, capsys):
+    if crf:
+        pytest.importorskip("pydensecrf", reason="the 'crf' extra (pydensecrf2) is not installed")
+    from conftest import require_offline_weights
+    from reco.samples import quokka_mask, sample_path
+
+    require_offline_weights()
+    mask = quokka_mask()
+    quokka = sample_path("quokka")
+    for name, m in (("quokka", mask), ("background", ~mask)):
+        (tmp_path / "ex" / name).mkdir(parents=True)
+        (tmp_path / "ex" / name / "q.jpg").write_bytes(quokka.read_bytes())
+        Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / "ex" / name / "q.mask.png")
+    bank = tmp_path / "bank.safetensors"
+    assert main(["concepts", "build", "--exemplars", str(tmp_path / "ex"), "--encoder", "dinov2-vits14",
+                 "--out", str(bank)]) == 0
+    (tmp_path / "bad.jpg").write_bytes(b"broken")
+    argv = ["segment", str(quokka), str(tmp_path / "bad.jpg"), "--bank", str(bank), "--out", str(tmp_path / "out")]
+    assert main(argv + ([] if crf else ["--no-crf"])) == 0
+    assert "1 inputs skipped" in capsys.readouterr().out
+    labels = np.asarray(Image.open(tmp_path / "out" / "quokka.png"))
+    assert labels.shape == mask.shape and set(np.unique(labels)) <= {0, 1}
+    predicted = labels == 1  # bank order: background, quokka
+    iou = (predicted & mask).sum() / (predicted | mask).sum()
+    print(f"quokka IoU (crf={crf}): {iou:.4f}")
+    assert iou >= 0.85
+    assert (tmp_path / "out" / "quokka_overlay.png").is_file()
+
+
+def test_cli_segment_builds_a_bank_from_names_and_writes_outputs(tmp_path, capsys):
+    from safetensors import safe_open
+
+    from test_index import make_collection
+    from reco.index import build_index
+
+    source = make_collection(tmp_path / "collection", n=40)
+    index = build_index(source, "tiny-clip", tmp_path / "idx", progress=False, num_workers=0)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        _photo(80, 60, seed=i).save(images / f"p{i}.png")
+    bank = tmp_path / "bank.safetensors"
+    argv = ["segment", str(images), "--bank", str(bank), "--out", str(tmp_path / "out"), "--concepts", "sky,road",
+            "--index", str(index), "--encoder", "tiny-vit", "--clip", "tiny-clip", "--no-crf", "--size", "64",
+            "--save-probabilities"]
+    assert main(argv) == 0
+    assert bank.is_file()  # saved for reuse
+    assert "wrote 2 label maps" in capsys.readouterr().out
+    labels = np.asarray(Image.open(tmp_path / "out" / "p0.png"))
+    assert labels.shape == (60, 80) and labels.max() <= 1
+    with safe_open(str(tmp_path / "out" / "p0_probabilities.safetensors"), "pt") as f:
+        probs = f.get_tensor("probabilities")
+    assert probs.shape == (2, 60, 80)
+    assert torch.equal(torch.from_numpy(labels.astype(np.int64)), probs.argmax(0))
