@@ -27,10 +27,14 @@ _EXPORTS = {
     "load_image": "reco.imageio",
 }
 
+_SUBMODULES = ("metrics",)
+
 __all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"reco.{name}")
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
