@@ -19,6 +19,7 @@ pixels whose probabilities are averaged where they overlap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 
 import numpy as np
 import torch
@@ -117,8 +118,6 @@ class Segmenter:
 
     def encode(self, image: Image.Image) -> ImageEmbedding:
         """Run the encoder (and dense CLIP) over every window of ``image`` once."""
-        from dataclasses import replace as dc_replace
-
         work = self.working_image(image)
         arr = np.asarray(work)
         h, w = arr.shape[:2]
