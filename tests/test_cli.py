@@ -133,3 +133,15 @@ def test_concepts_build_reports_skipped_files_once(tmp_path, capsys):
                  "--image-size", "64"]) == 0
     captured = capsys.readouterr()
     assert captured.err.count("broken.jpg") == 1 and "skipped 1 files" in captured.out
+
+
+def test_bench_models_quick_writes_json(tmp_path, capsys, monkeypatch):
+    import reco.bench.models as suite
+
+    monkeypatch.setattr(suite, "MODELS", ("tiny-vit", "clip-vit-b32"))  # the second has no weights here
+    assert main(["bench", "models", "--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "models.json").read_text())
+    rows = {r["model"]: r for r in result["rows"]}
+    assert rows["tiny-vit"]["images_per_second"] > 0 and rows["tiny-vit"]["weights"] == "random init"
+    assert rows["clip-vit-b32"]["weights"].startswith("random (no weights here")
+    assert "dense_features throughput" in capsys.readouterr().out

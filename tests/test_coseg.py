@@ -174,3 +174,15 @@ def test_context_elimination_formula():
         expected *= 1 - torch.sigmoid((v @ r) / (v.norm() * r.norm()))
     assert abs(got[1, 2, 0] - expected) < 1e-6
     assert torch.equal(context_elimination(features, torch.zeros(0, 5)), torch.ones(2, 3, 3))
+
+
+def test_bench_full_matrix_baseline_agrees_with_co_segment():
+    from reco.bench.coseg import full_matrix_coseg
+
+    g = torch.Generator().manual_seed(11)
+    features, weights = torch.randn(6, 12, 5, 5, generator=g), torch.rand(6, 5, 5, generator=g)
+    ref, seeds, scores = full_matrix_coseg(features, weights)
+    ours = co_segment(features, weights)
+    assert torch.equal(ours.seeds, seeds)
+    torch.testing.assert_close(ours.scores, scores, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.reference, ref, atol=1e-5, rtol=0)

@@ -186,3 +186,13 @@ def test_cli_segment_builds_a_bank_from_names_and_writes_outputs(tmp_path, capsy
         probs = f.get_tensor("probabilities")
     assert probs.shape == (2, 60, 80)
     assert torch.equal(torch.from_numpy(labels.astype(np.int64)), probs.argmax(0))
+
+
+def test_predict_images_yields_one_prediction_per_image(bank, models):
+    encoder, clip = models
+    seg = Segmenter(bank, encoder, clip, size=None, progress=False)
+    images = [_photo(40, 32, seed=i) for i in range(3)]
+    preds = list(seg.predict_images(images, ["road"]))
+    assert [p.labels.shape for p in preds] == [(32, 40)] * 3 and all(p.concepts == ["road"] for p in preds)
+    single = seg.predict_embedding(seg.encode(images[1]), ["road"])
+    assert torch.equal(preds[1].probabilities, single.probabilities)

@@ -44,6 +44,19 @@ def run_suite(name: str, out_dir: str | Path = "benchmarks/results", quick: bool
     return path
 
 
+def model_or_random(name: str, device):
+    """(model, weights description): the model's weights if they can be had here, else random
+    weights of the same architecture, which is enough for timing."""
+    from ..errors import WeightsNotFoundError
+    from ..models import create_model
+
+    try:
+        model = create_model(name, device=device)
+        return model, model.weights.source.describe()
+    except WeightsNotFoundError:
+        return create_model(name, weights="random", device=device), "random (no weights here; speed only)"
+
+
 def median_time(fn, repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
     import statistics

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from . import median_time
+from . import median_time, model_or_random
 
 MODELS = ("tiny-vit", "tiny-clip", "dinov2-vits14", "clip-vit-b16")
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
     from ..device import pick_device
-    from ..errors import WeightsNotFoundError
-    from ..models import create_model
 
     dev = pick_device(device)
     sizes = (224,) if quick else (224, 448)
@@ -20,12 +18,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
     repeats = 2 if quick else 5
     rows = []
     for name in MODELS:
-        try:
-            model = create_model(name, device=dev)
-            weights = model.weights.source.describe()
-        except WeightsNotFoundError:
-            model = create_model(name, weights="random", device=dev)
-            weights = "random (no weights here; speed only)"
+        model, weights = model_or_random(name, dev)
         for size in sizes:
             side = size - size % model.patch_size
             x = torch.randn(batch, 3, side, side, device=dev)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from . import median_time
+from . import median_time, model_or_random
 
 N_CONCEPTS = 27
 ENCODER = "dinov2-vits14"
@@ -13,19 +13,12 @@ ENCODER = "dinov2-vits14"
 def run(quick: bool = False, device: str | None = None) -> dict:
     from ..concepts import Concept, ConceptBank, model_record
     from ..device import pick_device
-    from ..errors import WeightsNotFoundError
     from ..imageio import load_image
-    from ..models import create_model
     from ..samples import sample_path
     from ..segment import Segmenter
 
     dev = pick_device(device)
-    try:
-        encoder = create_model(ENCODER, device=dev)
-        weights = encoder.weights.source.describe()
-    except WeightsNotFoundError:
-        encoder = create_model(ENCODER, weights="random", device=dev)
-        weights = "random (speed only)"
+    encoder, weights = model_or_random(ENCODER, dev)
     g = torch.Generator().manual_seed(0)
     concepts = [Concept(f"c{i}", torch.randn(encoder.embed_dim, generator=g), "exemplars") for i in range(N_CONCEPTS)]
     bank = ConceptBank({"encoder": model_record(encoder), "clip": None}, concepts)
