@@ -1,0 +1,41 @@
+"""``open_dataset("cityscapes27:root=/data/cityscapes:split=val")``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+def _builders() -> dict[str, Callable]:
+    from .cityscapes import Cityscapes
+
+    return {
+        "cityscapes27": lambda **kw: Cityscapes(variant="27", **kw),
+        "cityscapes19": lambda **kw: Cityscapes(variant="19", **kw),
+    }
+
+
+def list_datasets() -> list[str]:
+    return sorted(_builders())
+
+
+def parse_dataset_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """'name:key=value:key=value' -> (name, {key: value}); a value may not contain ':'."""
+    name, *parts = spec.split(":")
+    options = {}
+    for part in parts:
+        if "=" not in part:
+            raise ValueError(f"dataset spec {spec!r}: expected key=value after the name, got {part!r}")
+        key, value = part.split("=", 1)
+        options[key.strip()] = value
+    return name.strip(), options
+
+
+def open_dataset(spec: str):
+    """A dataset from a spec such as ``cityscapes27:root=PATH:split=val``."""
+    name, options = parse_dataset_spec(spec)
+    builders = _builders()
+    if name not in builders:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(builders))}")
+    if "root" not in options:
+        raise ValueError(f"dataset spec {spec!r} needs root=PATH")
+    return builders[name](**options)
