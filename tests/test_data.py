@@ -63,3 +63,34 @@ def test_bad_specs(spec, message):
 def test_parse_and_list():
     assert parse_dataset_spec("cityscapes27:root=/d/cs:split=train") == ("cityscapes27", {"root": "/d/cs", "split": "train"})
     assert {"cityscapes27", "cityscapes19"} <= set(list_datasets())
+
+
+def _voc(root):
+    base = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / sub).mkdir(parents=True)
+    ids = np.array(list(range(21)) + [255] * 3, dtype=np.uint8).reshape(4, 6)
+    for name in ("2007_000033", "2007_000042"):
+        Image.new("RGB", (6, 4), (1, 2, 3)).save(base / "JPEGImages" / f"{name}.jpg")
+        label = Image.fromarray(ids, mode="P")
+        label.putpalette([i % 256 for i in range(768)])
+        label.save(base / "SegmentationClass" / f"{name}.png")
+    (base / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000033\n2007_000042\n")
+    return root, ids
+
+
+@pytest.mark.parametrize("variant", ["21", "20"])
+def test_voc_variants(tmp_path, variant):
+    root, ids = _voc(tmp_path / "voc")
+    ds = open_dataset(f"voc{variant}:root={root}")
+    assert len(ds) == 2 and len(ds.class_names) == int(variant)
+    label = ds[0]["label"]
+    for v in list(range(21)) + [255]:
+        want = (v if variant == "21" else (v - 1 if 1 <= v <= 20 else 255)) if v != 255 else 255
+        assert (label[torch.from_numpy(ids) == v] == want).all(), v
+    assert ds.class_names[-1] == "tvmonitor"
+
+
+def test_voc_missing_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ImageSets/Segmentation/val.txt is missing"):
+        open_dataset(f"voc21:root={tmp_path}")

@@ -7,10 +7,13 @@ from typing import Callable
 
 def _builders() -> dict[str, Callable]:
     from .cityscapes import Cityscapes
+    from .voc import PascalVOC
 
     return {
         "cityscapes27": lambda **kw: Cityscapes(variant="27", **kw),
         "cityscapes19": lambda **kw: Cityscapes(variant="19", **kw),
+        "voc21": lambda **kw: PascalVOC(variant="21", **kw),
+        "voc20": lambda **kw: PascalVOC(variant="20", **kw),
     }
 
 
