@@ -84,8 +84,9 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
     out = build_index(args.source, args.model, args.out, weights=args.weights, index_type=args.index,
                       engine=args.engine, batch_size=args.batch_size, num_workers=args.workers,
                       shard_size=args.shard_size, device=args.device)
-    info = ImageIndex.open(out).info()
-    for row in ImageIndex.open(out).skipped():
+    index = ImageIndex.open(out)
+    info = index.info()
+    for row in index.skipped():
         print(f"skipped {row['path']}: {row['error']}", file=sys.stderr)
     extra = f"; IVF-PQ recall@50 {info['ivfpq']['recall_at_50']:.3f}" if info["ivfpq"] else ""
     print(f"wrote {out}: {info['count']} images embedded with {info['model']}, {info['skipped']} skipped{extra}")

@@ -234,8 +234,6 @@ class ConceptBankBuilder:
 
     def add_names(self, bank: ConceptBank, names: str | Sequence[str], retriever: Retriever) -> BuildReport:
         """Add named concepts to ``bank`` (context references are built once and reused)."""
-        from .prompts import text_embeddings
-
         names = parse_concept_names(names)
         clashes = [n for n in names if n in bank]
         if clashes:
@@ -252,15 +250,16 @@ class ConceptBankBuilder:
         report = BuildReport()
         if self.context_elimination and not bank.context:
             for name in self._progress(self.context_concepts, "context concepts"):
-                concept = self._named_concept(name, retriever, bank, report, text_embeddings)
+                concept = self._named_concept(name, retriever, bank, report)
                 bank.context[name] = concept.reference
         for name in self._progress(names, "concepts"):
-            bank.add(self._named_concept(name, retriever, bank, report, text_embeddings))
+            bank.add(self._named_concept(name, retriever, bank, report))
             report.added.append(name)
         return report
 
-    def _named_concept(self, name, retriever, bank, report, text_embeddings) -> Concept:
+    def _named_concept(self, name, retriever, bank, report) -> Concept:
         from .imageio import load_image
+        from .prompts import text_embeddings
 
         prompt = self.rephrase.get(name, name)
         text = text_embeddings(self.clip, [prompt])[0].cpu() if self.clip is not None else None

@@ -34,11 +34,8 @@ class Concept:
 
 
 def model_record(model) -> dict | None:
-    """What a bank keeps of a model to recognise it later."""
-    if model is None:
-        return None
-    return {"name": model.name, "weights_sha256": model.weights_sha256(), "weights": model.weights.source.describe(),
-            "seed": model.spec.seed if model.weights.path is None else None}
+    """``model.record()``, or None for no model."""
+    return None if model is None else model.record()
 
 
 class ConceptBank:
@@ -90,10 +87,10 @@ class ConceptBank:
             if model is None:
                 continue
             want = self.provenance.get(role)
-            got = model_record(model)
+            got = model.record()
             if want is None:
                 raise ModelMismatchError(f"this concept bank was built without a {role}; got {got['name']}")
-            if any(want.get(k) != got[k] for k in ("name", "weights_sha256", "seed")):
+            if not model.matches(want):
                 raise ModelMismatchError(
                     f"concept bank {role} mismatch: built with {want['name']} (weights sha256 "
                     f"{str(want['weights_sha256'])[:12]}), given {got['name']} (sha256 {str(got['weights_sha256'])[:12]})"

@@ -11,7 +11,7 @@ ENCODER = "dinov2-vits14"
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
-    from ..concepts import Concept, ConceptBank, model_record
+    from ..concepts import Concept, ConceptBank
     from ..device import pick_device
     from ..imageio import load_image
     from ..samples import sample_path
@@ -21,7 +21,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
     encoder, weights = model_or_random(ENCODER, dev)
     g = torch.Generator().manual_seed(0)
     concepts = [Concept(f"c{i}", torch.randn(encoder.embed_dim, generator=g), "exemplars") for i in range(N_CONCEPTS)]
-    bank = ConceptBank({"encoder": model_record(encoder), "clip": None}, concepts)
+    bank = ConceptBank({"encoder": encoder.record(), "clip": None}, concepts)
     image = load_image(sample_path("quokka")).resize((320, 320))
     repeats = 3 if quick else 10
     seg = Segmenter(bank, encoder, size=320, crf=False)

@@ -92,12 +92,10 @@ def unfinished_shards(out: Path, n_items: int, shard_size: int) -> list[int]:
 
 
 def new_meta(model, source, items: list[SourceItem], shard_size: int, index_type: str) -> dict:
-    from ..concepts import model_record
-
     return {
         "format": store.FORMAT,
         "reco_version": __version__,
-        "model": model_record(model),
+        "model": model.record(),
         "preprocess": model.spec.preprocess.to_dict(),
         "embed_dim": model.embed_dim,
         "source": str(source),

@@ -55,10 +55,8 @@ class ImageIndex:
 
     def check_clip(self, clip) -> None:
         """Raise ModelMismatchError unless ``clip`` is the CLIP the collection was embedded with."""
-        from ..concepts import model_record
-
-        want, got = self.meta["model"], model_record(clip)
-        if any(want.get(k) != got[k] for k in ("name", "weights_sha256", "seed")):
+        want, got = self.meta["model"], clip.record()
+        if not clip.matches(want):
             raise ModelMismatchError(
                 f"this index was embedded with {want['name']} (weights sha256 {str(want['weights_sha256'])[:12]}); "
                 f"the query model is {got['name']} (sha256 {str(got['weights_sha256'])[:12]})"

@@ -44,15 +44,25 @@ class RecoModel(nn.Module):
             self._weights_sha256 = self.weights.sha256()
         return self._weights_sha256
 
-    def provenance(self) -> dict:
-        """What produced this model's outputs: name, weight source and hash, preprocessing."""
+    def record(self) -> dict:
+        """What saved outputs keep of this model to recognise it later: name, weight source and
+        hash, and the seed of random weights."""
         return {
-            "model": self.spec.name,
+            "name": self.spec.name,
             "weights": self.weights.source.describe(),
             "weights_sha256": self.weights_sha256(),
             "seed": self.spec.seed if self.weights.path is None else None,
-            "preprocess": self.spec.preprocess.to_dict(),
         }
+
+    def matches(self, record: dict | None) -> bool:
+        """True if ``record`` (from :meth:`record`) describes this model with these weights."""
+        mine = self.record()
+        return record is not None and all(record.get(k) == mine[k] for k in ("name", "weights_sha256", "seed"))
+
+    def provenance(self) -> dict:
+        """What produced this model's outputs: its record plus its preprocessing."""
+        record = self.record()
+        return {"model": record.pop("name"), **record, "preprocess": self.spec.preprocess.to_dict()}
 
     def _check_batch(self, images: torch.Tensor) -> None:
         if images.ndim != 4 or images.shape[1] != 3:
