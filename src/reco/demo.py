@@ -1,64 +1,165 @@
-"""``reco demo``: what runs on any machine, with the real DINOv2 ViT-S/14 weights available offline."""
+"""``reco demo``: the whole pipeline on real photos, zero-shot when CLIP weights can be had,
+with exemplar concepts and the offline DINOv2 ViT-S/14 weights otherwise.
+
+Zero-shot path: the sample photos form a small collection, indexed with CLIP; each concept
+name retrieves its archive, is co-segmented into a reference, and the photos are segmented.
+Exemplar path: concepts come from folders of photos (an annotated quokka, co-segmented
+portraits, texture photos) and are applied to photos that none of them contains.
+"""
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
+from PIL import Image
 
 DEMO_ENCODER = "dinov2-vits14"
+DEMO_CLIP = "clip-vit-b16"
+ZERO_SHOT_CONCEPTS = ("person", "cat", "bus", "cup", "building", "tree", "sky", "road")
+ZERO_SHOT_TARGETS = ("bus", "zidane", "chelsea", "coffee", "china")
+ZERO_SHOT_ARCHIVE = 5
+# exemplar path: concept -> [(sample, mask)], mask "polygon" (the quokka annotation),
+# "outside" (its complement), "all" (every pixel) or None (co-segmentation finds the concept)
+EXEMPLARS = {
+    "animal": [("quokka", "polygon")],
+    "background": [("quokka", "outside"), ("grass", "all"), ("gravel", "all"), ("brick", "all")],
+    "face": [("astronaut", None), ("camera", None), ("grace_hopper", None)],
+}
+EXEMPLAR_TARGETS = ("bus", "zidane", "chelsea", "coffee", "china")
+SEGMENT_SIZE = 448
 
 
-def kmeans_foreground(features: torch.Tensor, image_size: tuple[int, int], iters: int = 50, seed: int = 0) -> np.ndarray:
-    """Split (D, h, w) features into two clusters (cosine k-means) and return the cluster that
-    covers fewer border pixels, upsampled bilinearly to ``image_size`` (W, H), as an (H, W) mask."""
-    d, h, w = features.shape
-    x = torch.nn.functional.normalize(features.reshape(d, -1).T.float(), dim=1)
-    g = torch.Generator().manual_seed(seed)
-    centers = x[torch.randperm(x.shape[0], generator=g)[:2]].clone()
-    for _ in range(iters):
-        assign = (x @ centers.T).argmax(1)
-        for k in range(2):
-            if (assign == k).any():
-                centers[k] = torch.nn.functional.normalize(x[assign == k].mean(0), dim=0)
-    sims = (x @ centers.T).T.reshape(2, 1, h, w)
-    sims = torch.nn.functional.interpolate(sims, size=(image_size[1], image_size[0]), mode="bilinear", align_corners=False)
-    labels = sims.argmax(0)[0].numpy()
-    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    foreground = int(np.bincount(border, minlength=2).argmin())
-    return labels == foreground
+@dataclass
+class DemoResult:
+    """What a demo run took (``path``: "zero-shot" or "exemplar") and wrote."""
+
+    path: str
+    bank: Path
+    overlays: list[Path] = field(default_factory=list)
+    grids: list[Path] = field(default_factory=list)
+    overview: Path | None = None
 
 
-def run_demo(out_dir: str | Path = "outputs/demo", device: str | None = None, samples: list[str] | None = None) -> list[Path]:
-    """Dense-feature demo: PCA colouring of real photos and an unsupervised quokka mask.
-
-    ``samples``: names from ``reco.samples`` (default: every one installed)."""
-    from .device import pick_device
+def write_exemplar_folders(root: Path) -> Path:
+    """Materialise :data:`EXEMPLARS` as ``root/<concept>/<sample>.png`` (+ ``.mask.png``) folders."""
+    from .concept_builder import MASK_SUFFIX
     from .imageio import load_image
+    from .samples import quokka_mask, sample_path
+
+    for concept, members in EXEMPLARS.items():
+        folder = root / concept
+        folder.mkdir(parents=True, exist_ok=True)
+        for sample, mask_kind in members:
+            image = load_image(sample_path(sample))
+            stem = f"{sample}_{mask_kind}" if mask_kind else sample
+            image.save(folder / f"{stem}.png")
+            if mask_kind is None:
+                continue
+            mask = {"polygon": quokka_mask, "outside": lambda: ~quokka_mask(),
+                    "all": lambda: np.ones((image.height, image.width), dtype=bool)}[mask_kind]()
+            Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{stem}{MASK_SUFFIX}")
+    return root
+
+
+def write_collection(root: Path, samples) -> Path:
+    """Copy the sample photos into ``root`` (the zero-shot path's image collection)."""
+    from .samples import sample_path
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name in samples:
+        src = sample_path(name)
+        shutil.copyfile(src, root / f"{name}{src.suffix.lower()}")
+    return root
+
+
+def _load_clip(name: str, weights: str | None, device):
+    """The CLIP model, or None with the reason printed in one line when its weights cannot be had."""
+    from .errors import WeightsNotFoundError
     from .models import create_model
-    from .samples import available_samples, quokka_mask, sample_path
-    from .viz import feature_pca_image, overlay_mask, side_by_side
+
+    try:
+        return create_model(name, weights=weights, device=device)
+    except WeightsNotFoundError as e:
+        print(f"reco demo: no weights for {name} ({str(e).splitlines()[0]}); "
+              f"taking the exemplar path with {DEMO_ENCODER}")
+        return None
+
+
+def run_demo(out_dir: str | Path = "outputs/demo", *, device: str | None = None, clip: str = DEMO_CLIP,
+             clip_weights: str | None = None, encoder: str = DEMO_ENCODER, encoder_weights: str | None = None,
+             concepts=ZERO_SHOT_CONCEPTS, progress: bool = True) -> DemoResult:
+    """Run the zero-shot pipeline if ``clip``'s weights load, else the exemplar path; write
+    overlays, co-segmentation grids and the concept bank under ``out_dir``."""
+    from .device import pick_device
+    from .models import create_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
-    model = create_model(DEMO_ENCODER, device=dev)
-    print(f"reco demo: encoder {DEMO_ENCODER} with weights from {model.weights.source.describe()} on {dev}")
-    written = []
-    for name in samples or available_samples():
-        image = load_image(sample_path(name))
-        with torch.no_grad():
-            feats = model.dense_features(model.preprocess(image)[None].to(dev))[0].cpu()
-        panel = [image, feature_pca_image(feats, image.size)]
-        if name == "quokka":
-            mask = kmeans_foreground(feats, image.size)
-            truth = quokka_mask()
-            iou = (mask & truth).sum() / (mask | truth).sum()
-            print(f"  quokka: 2-means foreground vs the annotated polygon, IoU {iou:.3f}")
-            panel.append(overlay_mask(image, mask))
-        path = out / f"features_{name}.png"
-        side_by_side(panel).save(path)
-        written.append(path)
+    clip_model = _load_clip(clip, clip_weights, dev)
+    enc = create_model(encoder, weights=encoder_weights, device=dev)
+    if clip_model is not None:
+        print(f"reco demo: zero-shot path: {clip} for retrieval and language guidance, {encoder} encoder, on {dev}")
+        result = _zero_shot(out, enc, clip_model, concepts, progress)
+    else:
+        print(f"reco demo: exemplar path: {encoder} weights from {enc.weights.source.describe()}, on {dev}")
+        result = _exemplar(out, enc, progress)
+    print(f"reco demo: concept bank {result.bank}")
+    for path in [*result.overlays, *result.grids, result.overview]:
         print(f"  wrote {path}")
-    return written
+    return result
+
+
+def _zero_shot(out: Path, encoder, clip, concepts, progress: bool) -> DemoResult:
+    from .concept_builder import ConceptBankBuilder
+    from .index.build import build_index
+    from .index.image_index import ImageIndex
+    from .samples import available_samples
+
+    samples = available_samples()
+    index_dir = build_index(write_collection(out / "collection", samples), clip, out / "index", progress=progress,
+                            num_workers=0)
+    index = ImageIndex.open(index_dir, clip=clip)
+    builder = ConceptBankBuilder(encoder, clip, archive_size=min(ZERO_SHOT_ARCHIVE, len(index)), progress=progress)
+    bank, _ = builder.build_from_names(list(concepts), index)
+    targets = [t for t in ZERO_SHOT_TARGETS if t in samples]
+    return _segment_and_draw(out, bank, encoder, clip, targets, "zero-shot")
+
+
+def _exemplar(out: Path, encoder, progress: bool) -> DemoResult:
+    from .concept_builder import ConceptBankBuilder
+
+    root = write_exemplar_folders(out / "exemplars")
+    builder = ConceptBankBuilder(encoder, image_size=SEGMENT_SIZE, language_guidance=False, context_elimination=False,
+                                 progress=progress)
+    bank, _ = builder.build_from_exemplars(root)
+    return _segment_and_draw(out, bank, encoder, None, list(EXEMPLAR_TARGETS), "exemplar")
+
+
+def _segment_and_draw(out: Path, bank, encoder, clip, targets, path_name: str) -> DemoResult:
+    from .imageio import load_image
+    from .samples import sample_path
+    from .segment import Segmenter
+    from .viz import concept_grid, overlay_with_legend, side_by_side
+
+    result = DemoResult(path_name, bank.save(out / "concepts.safetensors"))
+    segmenter = Segmenter(bank, encoder, clip, size=SEGMENT_SIZE, progress=False)
+    panels = []
+    for name in targets:
+        image = load_image(sample_path(name))
+        pred = segmenter.predict_embedding(segmenter.encode(image))
+        panel = overlay_with_legend(image, pred.labels.numpy(), pred.concepts)
+        path = out / f"{name}_overlay.png"
+        panel.save(path)
+        result.overlays.append(path)
+        panels.append(panel)
+    for name in bank.names:
+        path = out / f"coseg_{name.replace(' ', '_')}.png"
+        concept_grid(bank, name, encoder, max_images=5).save(path)
+        result.grids.append(path)
+    result.overview = out / "overview.png"
+    side_by_side(panels, height=360).save(result.overview)
+    return result

@@ -84,7 +84,8 @@ def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 
     lo, hi = sims.min().item(), sims.max().item()
     rows = (len(images) + columns - 1) // columns
     header = 36
-    canvas = Image.new("RGB", (min(columns, len(images)) * tile, rows * tile + header), "white")
+    width = max(min(columns, len(images)) * tile, 640)  # room for the title
+    canvas = Image.new("RGB", (width, rows * tile + header), "white")
     draw = ImageDraw.Draw(canvas)
     text = title or f"{name}: cosine to the reference ({lo:.2f} blue .. {hi:.2f} red); rings = seed pixels"
     draw.text((6, 8), text, fill="black", font=_font(16))
@@ -129,23 +130,34 @@ def label_image(labels: np.ndarray, n_classes: int) -> Image.Image:
     return image
 
 
+def blend_labels(image: Image.Image, labels: np.ndarray, n_classes: int, alpha: float = 0.5) -> Image.Image:
+    """The image blended with the palette colour of each pixel's label (same size as the image)."""
+    colours = np.array(palette(n_classes), dtype=np.float32)
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return Image.fromarray(((1 - alpha) * base + alpha * colours[labels]).astype(np.uint8))
+
+
+def label_shares(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Fraction of the pixels carrying each label."""
+    return np.bincount(labels.ravel(), minlength=n_classes) / labels.size
+
+
 def overlay_with_legend(image: Image.Image, labels: np.ndarray, names: list[str], alpha: float = 0.5) -> Image.Image:
     """The image blended with the label colours, and a legend of the concepts present with their share."""
     from PIL import ImageDraw
 
-    colours = np.array(palette(len(names)), dtype=np.float32)
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    blended = Image.fromarray(((1 - alpha) * base + alpha * colours[labels]).astype(np.uint8))
-    shares = np.bincount(labels.ravel(), minlength=len(names)) / labels.size
+    blended = blend_labels(image, labels, len(names), alpha)
+    shares = label_shares(labels, len(names))
     present = [i for i in np.argsort(-shares) if shares[i] > 0]
-    font = _font(14)
-    row = 20
+    size = max(14, blended.width // 45)  # legible once the panel is scaled down for display
+    font = _font(size)
+    row = size + 6
     legend = Image.new("RGB", (blended.width, row * len(present) + 8), "white")
     draw = ImageDraw.Draw(legend)
-    for k, i in enumerate(present):
+    for k, (i, colour) in enumerate((i, palette(len(names))[i]) for i in present):
         y = 4 + k * row
-        draw.rectangle([6, y + 2, 20, y + 16], fill=tuple(int(v) for v in colours[i]), outline="black")
-        draw.text((28, y), f"{names[i]}  {100 * shares[i]:.1f}%", fill="black", font=font)
+        draw.rectangle([6, y + 2, 6 + size, y + 2 + size], fill=colour, outline="black")
+        draw.text((14 + size, y), f"{names[i]}  {100 * shares[i]:.1f}%", fill="black", font=font)
     canvas = Image.new("RGB", (blended.width, blended.height + legend.height), "white")
     canvas.paste(blended, (0, 0))
     canvas.paste(legend, (0, blended.height))

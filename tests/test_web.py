@@ -1,0 +1,217 @@
+"""The web app: its service without a browser, and the page driven in Debian's headless Chromium."""
+
+import shutil
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import require_offline_weights
+
+pytest.importorskip("gradio", reason="the web extra (gradio) is not installed: pip install 'reco[web]'")
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+MAX_PIXELS = 4_000_000
+
+
+@pytest.fixture(scope="module")
+def demo_bank(tmp_path_factory):
+    """The demo's exemplar bank (face / animal / background) with the real DINOv2 ViT-S/14 weights."""
+    require_offline_weights()
+    from reco.concept_builder import ConceptBankBuilder
+    from reco.demo import SEGMENT_SIZE, write_exemplar_folders
+    from reco.models import create_model
+
+    root = tmp_path_factory.mktemp("bank")
+    builder = ConceptBankBuilder(create_model("dinov2-vits14"), image_size=SEGMENT_SIZE, language_guidance=False,
+                                 context_elimination=False, progress=False)
+    bank, _ = builder.build_from_exemplars(write_exemplar_folders(root / "exemplars"))
+    return bank.save(root / "demo.safetensors")
+
+
+@pytest.fixture(scope="module")
+def bad_uploads(tmp_path_factory):
+    root = tmp_path_factory.mktemp("uploads")
+    (root / "empty.png").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image\n")
+    Image.new("RGB", (2600, 2000), (90, 140, 200)).save(root / "huge.png")  # 5.2 MP > MAX_PIXELS
+    return {"empty": (root / "empty.png", "empty file"),
+            "text": (root / "notes.txt", "not an image"),
+            "huge": (root / "huge.png", f"over the limit of {MAX_PIXELS} pixels")}
+
+
+@pytest.fixture(scope="module")
+def service(demo_bank):
+    from reco.web import SegmentationService, find_banks
+
+    return SegmentationService(find_banks([demo_bank]), max_pixels=MAX_PIXELS)
+
+
+def test_find_banks_reads_files_and_folders(tmp_path, demo_bank):
+    from reco.web import find_banks
+
+    assert find_banks([demo_bank.parent]) == {"demo": demo_bank}
+    with pytest.raises(FileNotFoundError, match="run `reco demo`"):
+        find_banks([tmp_path])
+    with pytest.raises(FileNotFoundError, match="no such concept bank"):
+        find_banks([tmp_path / "missing.safetensors"])
+
+
+def test_service_segments_a_real_photo(service):
+    from reco.samples import sample_path
+
+    overlay, legend, summary = service.segment(sample_path("chelsea"), "demo", "animal, background")
+    with Image.open(sample_path("chelsea")) as photo:
+        assert overlay.size == photo.size
+    assert [name for name, _, _ in legend] == ["animal", "background"]  # the cat covers most of the photo
+    assert sum(share for _, share, _ in legend) == pytest.approx(1.0)
+    assert "chelsea.png" in summary
+
+
+def test_service_refuses_bad_uploads_and_unknown_concepts(service, bad_uploads):
+    from reco.errors import ImageLoadError
+    from reco.samples import sample_path
+
+    for path, message in bad_uploads.values():
+        with pytest.raises(ImageLoadError, match=message):
+            service.segment(path, "demo")
+    with pytest.raises(KeyError, match="not in this bank: sky. It has: animal, background, face"):
+        service.segment(sample_path("chelsea"), "demo", "sky, animal")
+    with pytest.raises(KeyError, match="no concept bank"):
+        service.segment(sample_path("chelsea"), "other")
+
+
+def test_service_grid_shows_the_archive(service):
+    grid = service.grid("demo", "face")
+    assert grid.size == (3 * 224, 224 + 36)  # one row: three co-segmented portraits
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(demo_bank, tmp_path_factory, monkeypatch_module):
+    from reco.web import serve
+
+    monkeypatch_module.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
+    port = _free_port()
+    app = serve([demo_bank], port=port, max_pixels=MAX_PIXELS, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_server_binds_localhost_and_serves_no_outside_files(server):
+    with urllib.request.urlopen(server, timeout=30) as page:
+        assert page.status == 200
+    for path in ("gradio_api/file=/etc/passwd", "file=/etc/passwd", "gradio_api/file=" + __file__):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(server + path, timeout=30)
+        assert e.value.code in (403, 404)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("Debian's chromium and chromium-driver are not installed "
+                    "(apt-get install chromium chromium-driver; .ci/run installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the dev extra has it)")
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1500", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=options)
+    yield driver
+    driver.quit()
+
+
+def _wait(condition, timeout=120.0, what="the page"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _submit(driver, url, path, concepts=""):
+    """Load the page, upload ``path``, type ``concepts``, press Segment; return the status text."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    upload = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"), what="the upload field")
+    upload[0].send_keys(str(path))
+    name = Path(path).name
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, f'#upload td.filename[aria-label="{name}"]'),
+          what=f"{name} to upload")
+    if concepts:
+        box = driver.find_element(By.CSS_SELECTOR, "#concepts textarea, #concepts input")
+        box.clear()
+        box.send_keys(concepts)
+    driver.find_element(By.ID, "segment").click()
+    return _wait(lambda: driver.find_element(By.ID, "status").text.strip(), what="a status message")
+
+
+def _overlay_size(driver):
+    return _image_size(driver, "#overlay img")
+
+
+def _image_size(driver, selector):
+    from selenium.webdriver.common.by import By
+
+    images = driver.find_elements(By.CSS_SELECTOR, selector)
+    if not images:
+        return None
+    size = driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", images[0])
+    return tuple(size) if size[0] else None
+
+
+def test_browser_uploads_a_photo_and_sees_the_overlay(server, browser):
+    from selenium.webdriver.common.by import By
+
+    from reco.samples import sample_path
+
+    photo = sample_path("zidane")
+    status = _submit(browser, server, photo, "face, background")
+    assert status.startswith("Segmented zidane.jpg"), status
+    with Image.open(photo) as image:
+        assert _wait(lambda: _overlay_size(browser), what="the overlay") == image.size
+    legend = browser.find_element(By.ID, "legend").text
+    assert "background" in legend and "%" in legend
+    browser.find_element(By.ID, "show-grid").click()  # the first concept, "animal": the annotated quokka
+    _wait(lambda: "grid of animal" in browser.find_element(By.ID, "grid-status").text, what="the grid")
+    assert _wait(lambda: _image_size(browser, "#grid img"), what="the grid image") == (640, 224 + 36)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "web_demo.png"))
+    with Image.open(ARTIFACTS / "web_demo.png") as shot:
+        assert np.asarray(shot).std() > 10  # a rendered page, not a blank one
+
+
+@pytest.mark.parametrize("case", ["empty", "text", "huge"])
+def test_browser_bad_upload_shows_a_message_and_the_app_keeps_serving(server, browser, bad_uploads, case):
+    from reco.samples import sample_path
+
+    path, message = bad_uploads[case]
+    status = _submit(browser, server, path)
+    assert status.startswith("Could not segment:") and message in status, status
+    assert _overlay_size(browser) is None
+    status = _submit(browser, server, sample_path("chelsea"))
+    assert status.startswith("Segmented chelsea.png"), status
