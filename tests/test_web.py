@@ -215,3 +215,29 @@ def test_browser_bad_upload_shows_a_message_and_the_app_keeps_serving(server, br
     assert _overlay_size(browser) is None
     status = _submit(browser, server, sample_path("chelsea"))
     assert status.startswith("Segmented chelsea.png"), status
+
+
+def test_service_builds_missing_concepts_from_the_index(tmp_path):
+    from reco.concept_builder import ConceptBankBuilder
+    from reco.demo import write_collection
+    from reco.index.build import build_index
+    from reco.index.image_index import ImageIndex
+    from reco.models import create_model
+    from reco.samples import available_samples, sample_path
+    from reco.web import SegmentationService
+
+    clip, encoder = create_model("tiny-clip"), create_model("tiny-vit")
+    index_dir = build_index(write_collection(tmp_path / "photos", available_samples()), clip, tmp_path / "index",
+                            num_workers=0, progress=False)
+    builder = ConceptBankBuilder(encoder, clip, archive_size=3, context_concepts=("sky",), progress=False)
+    bank, _ = builder.build_from_names(["person"], ImageIndex.open(index_dir, clip=clip))
+    path = bank.save(tmp_path / "names.safetensors")
+
+    without = SegmentationService({"names": path})
+    with pytest.raises(KeyError, match="start the app with --index"):
+        without.segment(sample_path("chelsea"), "names", "person, cat")
+    service = SegmentationService({"names": path}, index=index_dir)
+    overlay, legend, _ = service.segment(sample_path("chelsea"), "names", "person, cat")
+    assert sorted(name for name, _, _ in legend) == ["cat", "person"]
+    assert service.concepts("names") == ["person", "cat"]  # kept for later requests
+    assert len(service.segmenter("names").bank["cat"].archive) == 3
