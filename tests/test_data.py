@@ -94,3 +94,130 @@ def test_voc_variants(tmp_path, variant):
 def test_voc_missing_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match="ImageSets/Segmentation/val.txt is missing"):
         open_dataset(f"voc21:root={tmp_path}")
+
+
+# ---- COCO-Stuff / COCO-Object / KITTI-STEP / PASCAL-Context / ADE20K miniatures ------------------
+
+#: COCO ids without a class in COCO-Stuff (stored 0-based as id - 1 in the stuffthingmaps).
+UNUSED_COCO_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91)
+ALL_VALUES = np.array(list(range(182)) + [255], dtype=np.uint8)
+
+
+def _png(path, values, mode="L"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values, mode).save(path)
+
+
+def _jpg(path, size=(14, 13)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (10, 120, 200)).save(path)
+
+
+def _coco(root, ids=("000000000139", "000000000285")):
+    for i in ids:
+        _jpg(root / "images" / "val2017" / f"{i}.jpg", (183, 1))
+        _png(root / "annotations" / "val2017" / f"{i}.png", ALL_VALUES[None])
+    return root
+
+
+def test_cocostuff171_drops_the_eleven_unused_zero_based_values(tmp_path):
+    ds = open_dataset(f"cocostuff171:root={_coco(tmp_path)}")
+    assert len(ds) == 2 and ds.num_classes == 171
+    label = ds[0]["label"][0].numpy()
+    unused = {i - 1 for i in UNUSED_COCO_IDS}
+    expected, k = [], 0
+    for v in range(182):
+        expected.append(255 if v in unused else k)
+        k += v not in unused
+    assert label.tolist() == expected + [255]
+    names = [ds.class_names[label[v]] for v in (0, 16, 91, 168, 181)]
+    assert names == ["person", "cat", "banner", "tree", "wood"]
+
+
+def test_cocostuff27_uses_the_curated_list_and_predicts_171_classes(tmp_path):
+    root = _coco(tmp_path, ids=("000000000139", "000000000285", "000000000632"))
+    listing = root / "curated" / "val2017" / "Coco164kFull_Stuff_Coarse_7.txt"
+    listing.parent.mkdir(parents=True)
+    listing.write_text("000000000285\n000000000632\n")
+    ds = open_dataset(f"cocostuff27:root={root}")
+    assert [ds[i]["name"] for i in range(len(ds))] == ["000000000285", "000000000632"]
+    label = ds[0]["label"][0].numpy()
+    coarse = {fine: ds.class_names[label[v]] for fine, v in
+              (("person", 0), ("cat", 16), ("sky other", 156), ("tree", 168), ("wall brick", 170),
+               ("floor wood", 117), ("sea", 154), ("road", 148), ("tv", 71), ("pizza", 58))}
+    assert coarse == {"person": "person", "cat": "animal", "sky other": "sky", "tree": "plant",
+                      "wall brick": "wall", "floor wood": "floor", "sea": "water", "road": "ground",
+                      "tv": "electronic", "pizza": "food things"}
+    assert all(label[i - 1] == 255 for i in UNUSED_COCO_IDS) and label[-1] == 255
+    # the 171 predicted classes map onto the 27 exactly as the stored values do
+    fine = open_dataset(f"cocostuff171:root={root}")
+    fine_label = fine[0]["label"][0].numpy()
+    assert len(ds.predict_names) == 171 and ds.predict_names == fine.class_names
+    valid = fine_label != 255
+    assert (ds.predict_to_class[fine_label[valid]] == label[valid]).all()
+    listing.unlink()
+    with pytest.raises(FileNotFoundError, match="Coco164kFull_Stuff_Coarse_7.txt"):
+        open_dataset(f"cocostuff27:root={root}")
+
+
+def test_coco_object_is_background_plus_80_things(tmp_path):
+    ds = open_dataset(f"coco-object:root={_coco(tmp_path)}")
+    label = ds[0]["label"][0].numpy()
+    assert ds.num_classes == 81 and ds.class_names[:2] == ["background", "person"]
+    assert ds.class_names[label[0]] == "person" and ds.class_names[label[89]] == "toothbrush"
+    assert (label[91:182] == 0).all()  # every stuff value is background
+    assert all(label[i - 1] == 255 for i in UNUSED_COCO_IDS if i < 91) and label[-1] == 255
+
+
+def test_kitti_step_reads_the_red_channel_of_panoptic_maps(tmp_path):
+    rng = np.random.default_rng(0)
+    semantic = np.array(list(range(19)) + [255], dtype=np.uint8)[None].repeat(3, 0)
+    panoptic = np.stack([semantic, rng.integers(0, 256, semantic.shape, dtype=np.uint8),
+                         rng.integers(0, 256, semantic.shape, dtype=np.uint8)], -1)
+    _jpg(tmp_path / "val" / "0002" / "000007.png", (20, 3))
+    _png(tmp_path / "panoptic_maps" / "val" / "0002" / "000007.png", panoptic, "RGB")
+    ds = open_dataset(f"kitti-step:root={tmp_path}")
+    item = ds[0]
+    assert item["name"] == "0002_000007" and ds.class_names == list(CLASSES_19)
+    assert item["label"].numpy().tolist() == semantic.astype(np.int64).tolist()
+    assert len(ds.colours()) == 19 and ds.colours()[0] == (128, 64, 128)
+    with pytest.raises(FileNotFoundError, match="panoptic_maps"):
+        open_dataset(f"kitti-step:root={tmp_path}:split=train")
+
+
+@pytest.mark.parametrize("variant", ["59", "60"])
+def test_pascal_context_variants(tmp_path, variant):
+    base = tmp_path / "VOCdevkit" / "VOC2010"
+    (base / "ImageSets" / "SegmentationContext").mkdir(parents=True)
+    (base / "ImageSets" / "SegmentationContext" / "val.txt").write_text("2008_000002\n")
+    _jpg(base / "JPEGImages" / "2008_000002.jpg", (61, 1))
+    values = np.array(list(range(60)) + [255], dtype=np.uint8)[None]
+    _png(base / "SegmentationClassContext" / "2008_000002.png", values)
+    ds = open_dataset(f"context{variant}:root={tmp_path}")
+    label = ds[0]["label"][0].tolist()
+    if variant == "59":
+        assert label == [255] + list(range(59)) + [255] and ds.class_names[0] == "aeroplane"
+    else:
+        assert label == list(range(60)) + [255] and ds.class_names[:2] == ["background", "aeroplane"]
+    assert ds.num_classes == int(variant) and ds.class_names[-1] == "wood"
+
+
+def test_ade20k_ignores_other(tmp_path):
+    base = tmp_path / "ADEChallengeData2016"
+    _jpg(base / "images" / "validation" / "ADE_val_00000001.jpg", (152, 1))
+    _png(base / "annotations" / "validation" / "ADE_val_00000001.png",
+         np.array(list(range(151)) + [255], dtype=np.uint8)[None])
+    ds = open_dataset(f"ade20k:root={tmp_path}:split=val")
+    label = ds[0]["label"][0].tolist()
+    assert label == [255] + list(range(150)) + [255]
+    assert ds.num_classes == 150 and (ds.class_names[0], ds.class_names[149]) == ("wall", "flag")
+
+
+@pytest.mark.parametrize("name, where", [
+    ("cocostuff171", "images/val2017"), ("coco-object", "stuffthingmaps"), ("kitti-step", "panoptic_maps"),
+    ("context59", "SegmentationClassContext"), ("ade20k", "ADEChallengeData2016"),
+])
+def test_missing_layouts_are_named(tmp_path, name, where):
+    with pytest.raises(FileNotFoundError, match="expected the official layout") as e:
+        open_dataset(f"{name}:root={tmp_path}")
+    assert where in str(e.value)

@@ -7,13 +7,22 @@ from typing import Callable
 
 def _builders() -> dict[str, Callable]:
     from .cityscapes import Cityscapes
+    from .coco import CocoObject, CocoStuff
+    from .others import ADE20K, KittiStep, PascalContext
     from .voc import PascalVOC
 
     return {
+        "cocostuff27": lambda **kw: CocoStuff(variant="27", **kw),
+        "cocostuff171": lambda **kw: CocoStuff(variant="171", **kw),
         "cityscapes27": lambda **kw: Cityscapes(variant="27", **kw),
         "cityscapes19": lambda **kw: Cityscapes(variant="19", **kw),
+        "kitti-step": KittiStep,
+        "context59": lambda **kw: PascalContext(variant="59", **kw),
+        "context60": lambda **kw: PascalContext(variant="60", **kw),
         "voc21": lambda **kw: PascalVOC(variant="21", **kw),
         "voc20": lambda **kw: PascalVOC(variant="20", **kw),
+        "coco-object": CocoObject,
+        "ade20k": ADE20K,
     }
 
 

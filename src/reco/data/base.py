@@ -1,0 +1,80 @@
+"""What every dataset loader shares: a list of (name, image, label) files, a lookup table from
+the stored label values to class indices (255 = ignore), class names and a palette."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IGNORE = 255
+
+
+def lookup_table(mapping: dict[int, int] | None = None) -> np.ndarray:
+    """256-entry table: stored value -> class index, 255 for values not in ``mapping``."""
+    lut = np.full(256, IGNORE, dtype=np.int64)
+    for value, index in (mapping or {}).items():
+        lut[value] = index
+    return lut
+
+
+def missing_layout(path: Path, layout: str) -> FileNotFoundError:
+    """The error for a dataset whose files are not where the official layout puts them."""
+    return FileNotFoundError(f"{path} is missing: expected the official layout {layout}")
+
+
+def read_list(path: Path, layout: str) -> list[str]:
+    """Non-empty stripped lines of a split list, or an error naming the layout."""
+    if not path.is_file():
+        raise missing_layout(path, layout)
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+class SegmentationDataset:
+    """Full-resolution items ``{"image": PIL RGB, "label": (H, W) int64 (255 = ignore), "name"}``.
+
+    Subclasses fill ``files`` with (name, image path, label path), ``lut``, ``class_names``,
+    and may override :meth:`read_values` (default: the PNG's single channel). Datasets whose
+    classes are predicted through finer ones (COCO-Stuff-27) set ``predict_names`` and
+    ``predict_to_class`` (fine index -> class index).
+    """
+
+    palette: list[tuple[int, int, int]] | None = None
+
+    def __init__(self):
+        self.files: list[tuple[str, Path, Path]] = []
+        self.lut = lookup_table()
+        self.class_names: list[str] = []
+        self.predict_names: list[str] | None = None
+        self.predict_to_class: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def colours(self) -> list[tuple[int, int, int]]:
+        """The dataset's palette (official where one exists, else reco's generated one)."""
+        from ..viz import palette
+
+        return list(self.palette) if self.palette else palette(self.num_classes)
+
+    def read_values(self, path: Path) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise ValueError(f"{path}: expected a single-channel PNG of label values, got mode {im.mode}")
+            return np.asarray(im)
+
+    def __getitem__(self, i: int) -> dict:
+        from ..imageio import load_image
+
+        name, image_path, label_path = self.files[i]
+        if not label_path.is_file():
+            raise FileNotFoundError(f"{label_path} is missing (the ground truth of {name})")
+        return {"image": load_image(image_path), "label": torch.from_numpy(self.lut[self.read_values(label_path)]),
+                "name": name}

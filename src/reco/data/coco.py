@@ -1,0 +1,94 @@
+"""COCO-Stuff (27 coarse classes on STEGO's curated list, or 171) and COCO-Object, from the
+official stuffthingmaps (pixel value = COCO id - 1, 255 = unlabelled).
+
+    ROOT/images/<split>2017/<id>.jpg
+    ROOT/annotations/<split>2017/<id>.png
+    ROOT/curated/<split>2017/Coco164kFull_Stuff_Coarse_7.txt     (COCO-Stuff-27: STEGO's list)
+
+COCO-Stuff-27 is predicted with the 171 fine classes and mapped to the 27 coarse ones. The
+unused values are the 0-based ones (COCO id - 1); the published code dropped the 1-based ids
+from its 0-based table, which shifts its 182 -> 171 -> 27 mapping (reco does not).
+COCO-Object: the 80 thing classes plus background (every stuff value), as in later
+open-vocabulary work.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .base import SegmentationDataset, lookup_table, missing_layout, read_list
+
+CURATED_LIST = "Coco164kFull_Stuff_Coarse_7.txt"
+FIRST_STUFF_VALUE = 91
+LAYOUT = "ROOT/images/<split>2017/<id>.jpg and ROOT/annotations/<split>2017/<id>.png (stuffthingmaps)"
+
+
+@lru_cache(maxsize=1)
+def coco_stuff_tables() -> dict:
+    """The shipped names and coarse table (``resources/coco_stuff.yaml``)."""
+    from importlib.resources import files
+
+    import yaml
+
+    return yaml.safe_load(files("reco").joinpath("resources/coco_stuff.yaml").read_text())
+
+
+def fine_values() -> list[int]:
+    """The 171 stored values that name a class, in order."""
+    return [v for v, name in enumerate(coco_stuff_tables()["names"]) if name is not None]
+
+
+class _CocoBase(SegmentationDataset):
+    def __init__(self, root: str | Path, split: str, ids: list[str] | None = None):
+        super().__init__()
+        self.root, self.split = Path(root), split
+        images = self.root / "images" / f"{split}2017"
+        if not images.is_dir():
+            raise missing_layout(images, LAYOUT.replace("<split>", split))
+        ids = ids if ids is not None else sorted(p.stem for p in images.glob("*.jpg"))
+        for i in ids:
+            self.files.append((i, images / f"{i}.jpg", self.root / "annotations" / f"{split}2017" / f"{i}.png"))
+        if not self.files:
+            raise FileNotFoundError(f"{images} holds no images")
+
+
+class CocoStuff(_CocoBase):
+    """``variant`` '171' (every image of the split) or '27' (STEGO's curated list)."""
+
+    def __init__(self, root: str | Path, split: str = "val", variant: str = "27"):
+        tables = coco_stuff_tables()
+        values = fine_values()
+        if variant == "171":
+            ids = None
+            names = [tables["names"][v] for v in values]
+            mapping = {v: i for i, v in enumerate(values)}
+        elif variant == "27":
+            ids = read_list(Path(root) / "curated" / f"{split}2017" / CURATED_LIST,
+                            f"ROOT/curated/<split>2017/{CURATED_LIST} (STEGO's curated list) beside " + LAYOUT)
+            names = list(tables["coarse_names"])
+            mapping = {v: tables["coarse_of_value"][v] for v in values}
+        else:
+            raise ValueError(f"COCO-Stuff variant must be '27' or '171', got {variant!r}")
+        super().__init__(root, split, ids)
+        self.variant = variant
+        self.class_names = names
+        self.lut = lookup_table(mapping)
+        if variant == "27":
+            self.predict_names = [tables["names"][v] for v in values]
+            self.predict_to_class = np.array([tables["coarse_of_value"][v] for v in values], dtype=np.int64)
+
+
+class CocoObject(_CocoBase):
+    """81 classes: background (every stuff value) then the 80 COCO things."""
+
+    def __init__(self, root: str | Path, split: str = "val"):
+        super().__init__(root, split)
+        names = coco_stuff_tables()["names"]
+        things = [v for v in fine_values() if v < FIRST_STUFF_VALUE]
+        self.class_names = ["background", *(names[v] for v in things)]
+        mapping = {v: 0 for v in fine_values() if v >= FIRST_STUFF_VALUE}
+        mapping.update({v: i + 1 for i, v in enumerate(things)})
+        self.lut = lookup_table(mapping)
