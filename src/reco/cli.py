@@ -184,9 +184,41 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import load_config, run_eval, write_report
+
+    if args.report:
+        print(f"wrote {write_report(args.doc, args.configs)}")
+        return 0
+    if not args.config:
+        raise ValueError("give --config FILE (a paper experiment, see configs/), --report, or the 'retrieval' action")
+    results = run_eval(load_config(args.config, args.set), limit=args.limit, device=args.device,
+                       progress=not args.no_progress)
+    if args.json:
+        _print_json({k: v for k, v in results.items() if k != "config"})
+    else:
+        paper = results["paper"] or {}
+        print(f"{results['name']}: pixel accuracy {results['pixel_accuracy']:.1f}, mIoU {results['miou']:.1f} "
+              f"over {results['num_images']} images (paper: {paper.get('pixel_accuracy', '-')}, "
+              f"{paper.get('miou', '-')}); wrote {results['config']['out']}/results.json and results.md")
+    return 0
+
+
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="evaluations of the paper")
-    esub = p.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
+    p = sub.add_parser("eval", help="evaluate a paper experiment (--config), fill docs/reproduce.md (--report), "
+                                    "or the retrieval study")
+    p.add_argument("--config", metavar="YAML", help="experiment config (configs/*.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set concepts.n_seeds=5 --set crf=false (repeatable)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N images (a quick run; resumable)")
+    p.add_argument("--report", action="store_true", help="fill the results table of --doc from the runs' results.json")
+    p.add_argument("--configs", default="configs", metavar="DIR", help="with --report: config folder (default configs)")
+    p.add_argument("--doc", default="docs/reproduce.md", metavar="MD", help="with --report: the page to fill")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_eval)
+    esub = p.add_subparsers(dest="eval_command", metavar="ACTION")
     r = esub.add_parser("retrieval", help="ImageNet retrieval study (supplement B.3): precision of top-k by class name")
     r.add_argument("--imagenet", required=True, metavar="ROOT", help="ImageNet-style tree: ROOT/train/<wnid>/<images>")
     r.add_argument("--index", required=True, metavar="DIR", help="index of ROOT's images (built here with --model)")
