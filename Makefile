@@ -16,7 +16,7 @@ $(PY):
 
 $(STAMP): pyproject.toml requirements/samples.txt | $(PY)
 	$(PIP) install $(TORCH)
-	$(PIP) install -e ".[dev,index,distributed,crf,web]"
+	$(PIP) install -e ".[dev,index,distributed,crf,web,train]"
 	$(PIP) install --no-deps -r requirements/samples.txt
 	touch $@
 

@@ -198,7 +198,7 @@ def test_browser_uploads_a_photo_and_sees_the_overlay(server, browser):
     assert "background" in legend and "%" in legend
     browser.find_element(By.ID, "show-grid").click()  # the first concept, "animal": the annotated quokka
     _wait(lambda: "grid of animal" in browser.find_element(By.ID, "grid-status").text, what="the grid")
-    assert _wait(lambda: _image_size(browser, "#grid img"), what="the grid image") == (640, 224 + 36)
+    assert _wait(lambda: _image_size(browser, "#grid img"), what="the grid image") == (224, 224 + 36)
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "web_demo.png"))
     with Image.open(ARTIFACTS / "web_demo.png") as shot:

@@ -526,6 +526,28 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+# ---- reco train / pseudo-label (ReCo+) ---------------------------------------------------------
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .plus.train import load_train_config, train
+
+    config = load_train_config(args.config, args.set)
+    result = train(config, resume=args.resume, device=args.device, progress=not args.no_progress)
+    print(f"{config['name']}: {result['iteration']} iterations, last loss {result['last_loss']:.4f}, "
+          f"best validation mIoU {result['best_miou']:.1f}; checkpoints in {config['out']} (last.pt, best.pt)")
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train ReCo+ (DeepLabv3+) on ReCo's pseudo-labels; torchrun for several GPUs")
+    p.add_argument("--config", required=True, metavar="YAML", help="ReCo+ config (configs/reco-plus-*.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt exactly where it stopped")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_train)
+
+
 # ---- reco bench --------------------------------------------------------------------------------
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -546,7 +568,7 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
-_SUBCOMMANDS: tuple[Callable, ...] = (_add_models, _add_index, _add_concepts, _add_segment, _add_eval, _add_demo, _add_bench)
+_SUBCOMMANDS: tuple[Callable, ...] = (_add_models, _add_index, _add_concepts, _add_segment, _add_eval, _add_train, _add_demo, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

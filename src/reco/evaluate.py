@@ -8,10 +8,8 @@ metrics are always recomputed from the saved label maps.
 
 from __future__ import annotations
 
-import copy
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -37,56 +35,15 @@ DEFAULTS = {
 RUN_ONLY_KEYS = ("out", "reproduces", "paper", "name")
 
 
-def _merge(base: dict, update: dict, where: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if key not in base:
-            raise ValueError(f"unknown config key {where + key!r}; known: {', '.join(where + k for k in base)}")
-        if isinstance(base[key], dict) and key not in ("paper", "protocol"):
-            if not isinstance(value, dict):
-                raise ValueError(f"config key {where + key!r} must be a mapping")
-            out[key] = _merge(base[key], value, f"{where}{key}.")
-        else:
-            out[key] = value
-    return out
-
-
-def apply_overrides(config: dict, overrides) -> dict:
-    """Apply ``key.sub=value`` strings (values parsed as YAML) to a config."""
-    for item in overrides or ():
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else None
-        for part in reversed(key.strip().split(".")):
-            value = {part: value}
-        config = _merge(config, value)
-    return config
-
-
-def _expand(value: str, key: str) -> str:
-    expanded = os.path.expandvars(os.path.expanduser(value))
-    if "$" in expanded:
-        raise ValueError(f"config {key}: environment variable not set in {value!r}")
-    return expanded
-
-
 def load_config(path: str | Path, overrides=None) -> dict:
     """Read a config file over the defaults, apply overrides, expand $VARIABLES in paths."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config is a YAML mapping")
-    config = apply_overrides(_merge(DEFAULTS, data), overrides)
-    config["name"] = config["name"] or path.stem
+    from .config import expand_paths, read_config
+
+    config = read_config(path, DEFAULTS, overrides)
     config["out"] = config["out"] or f"runs/{config['name']}"
     if not config["dataset"]:
         raise ValueError(f"{path}: the config needs a dataset spec (e.g. cityscapes27:root=$RECO_DATA/cityscapes)")
-    for key in ("dataset", "index", "bank", "out"):
-        if config[key]:
-            config[key] = _expand(str(config[key]), key)
+    config = expand_paths(config, ("dataset", "index", "bank", "out"))
     protocol = config["protocol"]
     if set(protocol) not in ({"resize", "crop"}, {"resize", "window", "stride"}):
         raise ValueError(f"{path}: protocol is {{resize, crop}} (the paper's) or {{resize, window, stride}} "

@@ -84,8 +84,7 @@ def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 
     lo, hi = sims.min().item(), sims.max().item()
     rows = (len(images) + columns - 1) // columns
     header = 36
-    width = max(min(columns, len(images)) * tile, 640)  # room for the title
-    canvas = Image.new("RGB", (width, rows * tile + header), "white")
+    canvas = Image.new("RGB", (min(columns, len(images)) * tile, rows * tile + header), "white")
     draw = ImageDraw.Draw(canvas)
     text = title or f"{name}: cosine to the reference ({lo:.2f} blue .. {hi:.2f} red); rings = seed pixels"
     draw.text((6, 8), text, fill="black", font=_font(16))

@@ -104,3 +104,22 @@ class ADE20K(SegmentationDataset):
             raise FileNotFoundError(f"{images} holds no ADE_*.jpg images")
         self.class_names = list(ADE_150)
         self.lut = lookup_table({v: v - 1 for v in range(1, 151)})
+
+
+class FolderDataset(SegmentationDataset):
+    """Your own labelled images: ROOT/classes.txt (one name per line), ROOT/images/<name>.{png,jpg},
+    ROOT/labels/<name>.png (class indices, 255 = ignore)."""
+
+    def __init__(self, root: str | Path, split: str | None = None):
+        super().__init__()
+        base = Path(root) / split if split else Path(root)
+        layout = "ROOT/classes.txt, ROOT/images/<name>.{png,jpg}, ROOT/labels/<name>.png"
+        self.class_names = read_list(base / "classes.txt", layout)
+        self.lut = lookup_table({i: i for i in range(min(len(self.class_names), 255))})
+        images = base / "images"
+        if not images.is_dir():
+            raise missing_layout(images, layout)
+        for path in sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
+            self.files.append((path.stem, path, base / "labels" / f"{path.stem}.png"))
+        if not self.files:
+            raise FileNotFoundError(f"{images} holds no images")

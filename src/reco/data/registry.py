@@ -8,7 +8,7 @@ from typing import Callable
 def _builders() -> dict[str, Callable]:
     from .cityscapes import Cityscapes
     from .coco import CocoObject, CocoStuff
-    from .others import ADE20K, KittiStep, PascalContext
+    from .others import ADE20K, FolderDataset, KittiStep, PascalContext
     from .voc import PascalVOC
 
     return {
@@ -23,6 +23,7 @@ def _builders() -> dict[str, Callable]:
         "voc20": lambda **kw: PascalVOC(variant="20", **kw),
         "coco-object": CocoObject,
         "ade20k": ADE20K,
+        "folder": FolderDataset,
     }
 
 

@@ -1,0 +1,262 @@
+"""``reco train``: DeepLabv3+ on ReCo's pseudo-labels, resumable bit for bit.
+
+Every random choice of iteration ``t`` is a function of (seed, t): the batch (a fixed
+permutation per epoch), each sample's augmentation (its own generator) and the global RNG
+(dropout), which is reseeded at every step. A run killed after a checkpoint and resumed with
+``--resume`` therefore replays exactly the iterations it lost. Under ``torchrun`` each rank
+takes its share of the batch (DistributedDataParallel); rank 0 writes logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TRAIN_DEFAULTS = {
+    "name": None,
+    "reproduces": None,
+    "paper": {},
+    "reco": None,
+    "train_dataset": None,
+    "val_dataset": None,
+    "pseudo_labels": None,
+    "model": {"arch": "deeplabv3plus-resnet101", "encoder_weights": None},
+    "train": {"iterations": 20000, "batch_size": 8, "resize": 320, "crop": 320, "random_crop": 320, "lr_head": 5e-4,
+              "lr_backbone": 5e-5, "weight_decay": 2e-4, "poly_power": 0.9, "checkpoint_every": 1000,
+              "val_every": 1000, "val_limit": None, "seed": 0, "num_workers": 4, "amp": True, "blur_p": 0.5},
+    "out": None,
+}
+
+
+def load_train_config(path, overrides=None) -> dict:
+    """A ReCo+ config over :data:`TRAIN_DEFAULTS` (``--set`` overrides, $VARIABLES expanded)."""
+    from ..config import expand_paths, read_config
+
+    config = read_config(path, TRAIN_DEFAULTS, overrides)
+    config["out"] = config["out"] or f"runs/{config['name']}"
+    config["pseudo_labels"] = config["pseudo_labels"] or f"{config['out']}/pseudo_labels"
+    for key in ("train_dataset", "val_dataset"):
+        if not config[key]:
+            raise ValueError(f"{path}: the config needs {key} (a dataset spec)")
+    return expand_paths(config, ("reco", "train_dataset", "val_dataset", "pseudo_labels", "out"))
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed from integers (stable across runs and platforms)."""
+    h = 1469598103934665603
+    for v in values:
+        h = ((h ^ (v & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
+    return h
+
+
+def batch_keys(n_items: int, batch_size: int, seed: int, iteration: int) -> list[tuple[int, int]]:
+    """(item index, sample key) pairs of ``iteration``: items in a per-epoch permutation."""
+    out = []
+    for k in range(batch_size):
+        position = iteration * batch_size + k
+        epoch, offset = divmod(position, n_items)
+        order = torch.randperm(n_items, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+        out.append((int(order[offset]), _mix(seed, iteration, k)))
+    return out
+
+
+class PseudoLabelSet(torch.utils.data.Dataset):
+    """Items keyed by (index, sample key): the image (resized and centre-cropped as the
+    pseudo-labels were made) and its pseudo-label, augmented with the key's generator."""
+
+    def __init__(self, items: list[tuple[Path, Path]], resize: int, crop: int, augment):
+        self.items, self.resize, self.crop, self.augment = items, resize, crop, augment
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, key):
+        from PIL import Image
+        from torchvision.transforms import functional as TF
+
+        from ..imageio import load_image
+
+        index, sample_key = key
+        image_path, label_path = self.items[index]
+        image = TF.center_crop(TF.resize(load_image(image_path), self.resize), self.crop)
+        with Image.open(label_path) as im:
+            label = np.asarray(im)
+        if label.shape != (image.height, image.width):
+            raise ValueError(f"{label_path}: pseudo-label is {label.shape[1]}x{label.shape[0]}, "
+                             f"the image after resize/crop is {image.width}x{image.height}")
+        return self.augment(image, label, torch.Generator().manual_seed(sample_key))
+
+
+def training_items(config: dict) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(image, pseudo-label) pairs of the training split, and the class names."""
+    from ..data import open_dataset
+
+    dataset = open_dataset(config["train_dataset"])
+    labels = Path(config["pseudo_labels"])
+    items = [(image, labels / f"{name}.png") for name, image, _ in dataset.files]
+    missing = [label for _, label in items if not label.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(items)} pseudo-labels are missing (e.g. {missing[0]}): "
+                                "run `reco pseudo-label --config ...` first")
+    return items, list(dataset.class_names)
+
+
+def initial_model(config: dict, num_classes: int, pretrained: bool = True):
+    """The network before training: seeded random head (and encoder unless pretrained weights load)."""
+    from .model import build_reco_plus
+
+    torch.manual_seed(_mix(config["train"]["seed"], 0xC0FFEE))
+    m = config["model"]
+    return build_reco_plus(m["arch"], num_classes, m["encoder_weights"] if pretrained else None)
+
+
+def _distributed() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def validate(model, config: dict, device, limit: int | None = None) -> float:
+    """mIoU (%) of ``model`` on the validation split under the paper's protocol."""
+    from ..data import open_dataset
+    from ..evaluate import centre_crop_pair
+    from ..metrics import MeanIoU
+    from .model import predict
+
+    dataset = open_dataset(config["val_dataset"])
+    metric = MeanIoU(dataset.num_classes)
+    was_training = model.training
+    model.eval()
+    t = config["train"]
+    for i in range(len(dataset) if limit is None else min(limit, len(dataset))):
+        item = dataset[i]
+        image, label = centre_crop_pair(item["image"], item["label"], t["resize"], t["crop"])
+        metric.update(predict(model, image, device), label)
+    model.train(was_training)
+    return 100 * metric.compute()["miou"]
+
+
+def train(config: dict, *, resume: bool = False, device: str | None = None, progress: bool = True) -> dict:
+    """Train ReCo+ as ``config`` says; returns {"iteration", "best_miou", "last_loss"}."""
+    from tqdm.auto import tqdm
+
+    from ..device import pick_device
+    from .augment import PairAugment
+    from .model import save_checkpoint
+
+    t, m = config["train"], config["model"]
+    rank, world = _distributed()
+    dev = pick_device(device if world == 1 or not torch.cuda.is_available() else f"cuda:{int(os.environ['LOCAL_RANK'])}")
+    out = Path(config["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    items, class_names = training_items(config)
+    if t["batch_size"] % world:
+        raise ValueError(f"batch size {t['batch_size']} is not divisible by the {world} processes")
+    last = out / "last.pt"
+    if last.is_file() and not resume:
+        raise ValueError(f"{last} exists: pass --resume to continue it, or choose another --set out=DIR")
+    model = initial_model(config, len(class_names), pretrained=not resume).to(dev)
+    backbone = list(model.encoder.parameters())
+    ids = {id(p) for p in backbone}
+    head = [p for p in model.parameters() if id(p) not in ids]
+    optimizer = torch.optim.Adam([{"params": backbone, "lr": t["lr_backbone"]}, {"params": head, "lr": t["lr_head"]}],
+                                 weight_decay=t["weight_decay"])
+    iterations = t["iterations"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1 - i / iterations) ** t["poly_power"])
+    amp = bool(t["amp"]) and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    start, best = 0, -1.0
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {last}")
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start, best = state["iteration"], state["best_miou"]
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    data = PseudoLabelSet(items, t["resize"], t["crop"], PairAugment(crop=t["random_crop"], blur_p=t["blur_p"]))
+    per_rank = t["batch_size"] // world
+    keys = [batch_keys(len(items), t["batch_size"], t["seed"], it)[rank * per_rank:(rank + 1) * per_rank]
+            for it in range(start, iterations)]
+    loader = torch.utils.data.DataLoader(data, batch_sampler=keys, num_workers=t["num_workers"])
+    log = _Log(out, start) if rank == 0 else None
+    meta = {"arch": m["arch"], "class_names": class_names, "config": config}
+    loss_value = float("nan")
+    net.train()
+    for it, (x, y) in zip(range(start, iterations),
+                          tqdm(loader, total=iterations - start, initial=0, desc="train", disable=not progress or rank)):
+        torch.manual_seed(_mix(t["seed"], it, 1 << 20))
+        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
+            loss = torch.nn.functional.cross_entropy(net(x.to(dev)), y.to(dev), ignore_index=255)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_value = loss.item()
+        step = it + 1
+        if rank:
+            continue
+        miou = None
+        if step % t["val_every"] == 0 or step == iterations:
+            miou = validate(model, config, dev, t["val_limit"])
+            if miou > best:
+                best = miou
+                save_checkpoint(out / "best.pt", {"model": model.state_dict(), "reco_plus": meta, "iteration": step,
+                                                  "miou": miou})
+        log.write(step, loss_value, scheduler.get_last_lr()[1], miou)
+        if step % t["checkpoint_every"] == 0 or step == iterations:
+            save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                   "iteration": step, "best_miou": best, "reco_plus": meta})
+    if log is not None:
+        log.close()
+    return {"iteration": iterations, "best_miou": best, "last_loss": loss_value}
+
+
+class _Log:
+    """log.csv (rows after ``start`` dropped on resume) and TensorBoard when it is installed."""
+
+    def __init__(self, out: Path, start: int):
+        self.path = out / "log.csv"
+        rows = []
+        if self.path.is_file() and start > 0:
+            with self.path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= start]
+        self.file = self.path.open("w", newline="")
+        self.csv = csv.DictWriter(self.file, ["iteration", "loss", "lr_head", "val_miou"])
+        self.csv.writeheader()
+        self.csv.writerows(rows)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start + 1)
+        except ImportError:
+            print("reco train: tensorboard is not installed (pip install 'reco[train]'): logging to log.csv only")
+            self.tb = None
+
+    def write(self, step: int, loss: float, lr: float, miou: float | None) -> None:
+        self.csv.writerow({"iteration": step, "loss": f"{loss:.6f}", "lr_head": f"{lr:.3e}",
+                           "val_miou": "" if miou is None else f"{miou:.3f}"})
+        self.file.flush()
+        if self.tb is not None:
+            self.tb.add_scalar("train/loss", loss, step)
+            if miou is not None:
+                self.tb.add_scalar("val/miou", miou, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
