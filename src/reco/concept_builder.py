@@ -106,6 +106,17 @@ class ConceptBankBuilder:
         self.batch_size = batch_size
         self.progress = progress
 
+    @classmethod
+    def for_bank(cls, bank: ConceptBank, encoder, clip=None, *, retrieval_clip=None,
+                 progress: bool = True) -> "ConceptBankBuilder":
+        """A builder with the settings recorded in ``bank``, so the concepts it adds match the others."""
+        p = bank.provenance
+        return cls(encoder, clip, retrieval_clip=retrieval_clip, n_seeds=p.get("n_seeds", 1),
+                   archive_size=p.get("archive_size", 50), image_size=p.get("image_size", 320),
+                   language_guidance=p.get("language_guidance", True),
+                   context_elimination=p.get("context_elimination", True), rephrase=p.get("rephrase"),
+                   published_code_compat=p.get("published_code_compat", False), progress=progress)
+
     # ---- provenance --------------------------------------------------------------------------
     def _settings(self) -> dict:
         return {

@@ -55,16 +55,23 @@ def load_config(path: str | Path, overrides=None) -> dict:
 
 # ---- protocols -------------------------------------------------------------------------------
 
-def centre_crop_pair(image, label: torch.Tensor, resize: int, crop: int):
-    """The paper's protocol: shorter side to ``resize`` (bilinear image, nearest label), centre crop."""
+def centre_crop(image, resize: int, crop: int):
+    """The paper's protocol for images: shorter side to ``resize`` (bilinear), centre crop."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    return TF.center_crop(TF.resize(image, resize, interpolation=InterpolationMode.BILINEAR), crop)
+
+
+def centre_crop_label(label: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
+    """The same geometry for a label map, with nearest-neighbour resizing."""
     from PIL import Image
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
-    image = TF.center_crop(TF.resize(image, resize, interpolation=InterpolationMode.BILINEAR), crop)
     label_image = Image.fromarray(label.numpy().astype(np.uint8))
     label_image = TF.center_crop(TF.resize(label_image, resize, interpolation=InterpolationMode.NEAREST), crop)
-    return image, torch.from_numpy(np.asarray(label_image).astype(np.int64))
+    return torch.from_numpy(np.asarray(label_image).astype(np.int64))
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -152,16 +159,17 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
     metric = MeanIoU(dataset.num_classes)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(n), desc=config["name"], unit="img", disable=not progress):
-        item = dataset[i]
-        label = item["label"]
-        path = out / "predictions" / f"{item['name']}.png"
+        name = dataset.files[i][0]
+        label = dataset.label(i)
         if crop:
-            image, label = centre_crop_pair(item["image"], label, protocol["resize"], protocol["crop"])
-        else:
-            image = item["image"]
-        if path.is_file():
+            label = centre_crop_label(label, protocol["resize"], protocol["crop"])
+        path = out / "predictions" / f"{name}.png"
+        if path.is_file():  # resumed: the image is not decoded again
             pred = _read_png(path)
         else:
+            image = dataset[i]["image"]
+            if crop:
+                image = centre_crop(image, protocol["resize"], protocol["crop"])
             pred = segmenter.predict_embedding(segmenter.encode(image), names).labels
             if to_class is not None:
                 pred = torch.from_numpy(to_class[pred.numpy()])

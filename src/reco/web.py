@@ -113,13 +113,8 @@ class SegmentationService:
             if segmenter.clip is None:
                 raise ValueError("this bank has no CLIP model, so concepts cannot be built from names")
             index = ImageIndex.open(self.index)
-            prov = segmenter.bank.provenance
-            builder = ConceptBankBuilder(
-                segmenter.encoder, segmenter.clip, retrieval_clip=self._model(index.model_name),
-                n_seeds=prov.get("n_seeds", 1), archive_size=prov.get("archive_size", 50),
-                image_size=prov.get("image_size", 320), language_guidance=prov.get("language_guidance", True),
-                context_elimination=prov.get("context_elimination", True), rephrase=prov.get("rephrase"),
-                published_code_compat=prov.get("published_code_compat", False), progress=False)
+            builder = ConceptBankBuilder.for_bank(segmenter.bank, segmenter.encoder, segmenter.clip,
+                                                  retrieval_clip=self._model(index.model_name), progress=False)
             builder.add_names(segmenter.bank, names, index)
 
     # ---- requests ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ..index.backends import exact_index, ivfpq_params, recall_at_k, train_ivfpq, tune_nprobe
+from ..index.backends import exact_index, ivfpq_params, mean_overlap, train_ivfpq, tune_nprobe
 
 K = 50
 
@@ -65,7 +65,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
 
     flat = exact_index(x)
     qps, (_, found) = _qps(lambda q: flat.search(q, K), queries)
-    recall = float(np.mean([len(set(t) & set(f)) / K for t, f in zip(truth, found)]))
+    recall = mean_overlap(truth, found, K)
     rows.append({"backend": "faiss exact (IndexFlatIP)", "qps": qps, "recall_at_50": recall,
                  "bytes_per_vector": len(faiss.serialize_index(flat)) / n})
     del flat
@@ -79,7 +79,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
     nprobe, _ = tune_nprobe(ivf, exact, tune)
     del exact
     qps, (_, found) = _qps(lambda q: ivf.search(q, K), queries)
-    recall = float(np.mean([len(set(t) & set(f)) / K for t, f in zip(truth, found)]))
+    recall = mean_overlap(truth, found, K)
     rows.append({"backend": f"faiss {params['factory']}, nprobe={nprobe}", "qps": qps,
                  "recall_at_50": recall, "bytes_per_vector": len(faiss.serialize_index(ivf)) / n,
                  "build_seconds": build_seconds})

@@ -70,11 +70,16 @@ class SegmentationDataset:
                 raise ValueError(f"{path}: expected a single-channel PNG of label values, got mode {im.mode}")
             return np.asarray(im)
 
+    def label(self, i: int) -> torch.Tensor:
+        """The (H, W) int64 class map of item ``i`` alone (no image decoded)."""
+        name, _, label_path = self.files[i]
+        if not label_path.is_file():
+            raise FileNotFoundError(f"{label_path} is missing (the ground truth of {name})")
+        return torch.from_numpy(self.lut[self.read_values(label_path)])
+
     def __getitem__(self, i: int) -> dict:
         from ..imageio import load_image
 
-        name, image_path, label_path = self.files[i]
-        if not label_path.is_file():
-            raise FileNotFoundError(f"{label_path} is missing (the ground truth of {name})")
-        return {"image": load_image(image_path), "label": torch.from_numpy(self.lut[self.read_values(label_path)]),
-                "name": name}
+        name, image_path, _ = self.files[i]
+        label = self.label(i)
+        return {"image": load_image(image_path), "label": label, "name": name}

@@ -64,12 +64,17 @@ def faiss_ivf(index):
     return faiss.extract_index_ivf(index)
 
 
+def mean_overlap(truth, found, k: int) -> float:
+    """Mean |truth_i ∩ found_i| / k over rows of ids."""
+    return float(np.mean([len(set(t) & set(f)) / k for t, f in zip(truth, found)]))
+
+
 def recall_at_k(approx, exact, queries: np.ndarray, k: int = RECALL_K) -> float:
     """Mean |top-k(approx) ∩ top-k(exact)| / k over the queries."""
     q = np.ascontiguousarray(queries, dtype=np.float32)
     _, truth = exact.search(q, k)
     _, found = approx.search(q, k)
-    return float(np.mean([len(set(t) & set(f)) / k for t, f in zip(truth, found)]))
+    return mean_overlap(truth, found, k)
 
 
 def tune_nprobe(index, exact, queries: np.ndarray, target: float = 0.9, k: int = RECALL_K) -> tuple[int, float]:

@@ -77,7 +77,9 @@ class PairAugment:
         """(normalised (3, crop, crop) tensor, (crop, crop) int64 label)."""
         from torchvision.transforms import functional as TF
 
+        from .model import MEAN, STD
+
         image, label_image = self.geometric(image, Image.fromarray(label.astype(np.uint8), mode="L"), g)
         image = self.photometric(image, g)
-        x = TF.normalize(TF.to_tensor(image), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        x = TF.normalize(TF.to_tensor(image), MEAN, STD)
         return x, torch.from_numpy(np.asarray(label_image).astype(np.int64))

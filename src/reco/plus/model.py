@@ -59,20 +59,6 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_trained(path: str | Path, device="cpu"):
-    """(model, meta) from a ReCo+ checkpoint written by ``reco train``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such ReCo+ checkpoint")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "reco_plus" not in state:
-        raise ValueError(f"{path}: not a ReCo+ checkpoint written by `reco train`")
-    meta = state["reco_plus"]
-    model = build_reco_plus(meta["arch"], len(meta["class_names"]))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), meta
-
-
 @torch.no_grad()
 def predict(model, image, device="cpu") -> torch.Tensor:
     """(H, W) class indices for a PIL image (padded to a multiple of 16, cropped back)."""

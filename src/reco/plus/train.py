@@ -55,12 +55,13 @@ def _mix(*values: int) -> int:
 
 def batch_keys(n_items: int, batch_size: int, seed: int, iteration: int) -> list[tuple[int, int]]:
     """(item index, sample key) pairs of ``iteration``: items in a per-epoch permutation."""
+    orders: dict[int, list[int]] = {}  # a batch spans at most a few epochs
     out = []
     for k in range(batch_size):
-        position = iteration * batch_size + k
-        epoch, offset = divmod(position, n_items)
-        order = torch.randperm(n_items, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
-        out.append((int(order[offset]), _mix(seed, iteration, k)))
+        epoch, offset = divmod(iteration * batch_size + k, n_items)
+        if epoch not in orders:
+            orders[epoch] = torch.randperm(n_items, generator=torch.Generator().manual_seed(_mix(seed, epoch))).tolist()
+        out.append((orders[epoch][offset], _mix(seed, iteration, k)))
     return out
 
 
@@ -76,13 +77,13 @@ class PseudoLabelSet(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         from PIL import Image
-        from torchvision.transforms import functional as TF
 
+        from ..evaluate import centre_crop
         from ..imageio import load_image
 
         index, sample_key = key
         image_path, label_path = self.items[index]
-        image = TF.center_crop(TF.resize(load_image(image_path), self.resize), self.crop)
+        image = centre_crop(load_image(image_path), self.resize, self.crop)
         with Image.open(label_path) as im:
             label = np.asarray(im)
         if label.shape != (image.height, image.width):
@@ -128,7 +129,7 @@ def _distributed() -> tuple[int, int]:
 def validate(model, config: dict, device, limit: int | None = None) -> float:
     """mIoU (%) of ``model`` on the validation split under the paper's protocol."""
     from ..data import open_dataset
-    from ..evaluate import centre_crop_pair
+    from ..evaluate import centre_crop, centre_crop_label
     from ..metrics import MeanIoU
     from .model import predict
 
@@ -139,7 +140,8 @@ def validate(model, config: dict, device, limit: int | None = None) -> float:
     t = config["train"]
     for i in range(len(dataset) if limit is None else min(limit, len(dataset))):
         item = dataset[i]
-        image, label = centre_crop_pair(item["image"], item["label"], t["resize"], t["crop"])
+        image = centre_crop(item["image"], t["resize"], t["crop"])
+        label = centre_crop_label(item["label"], t["resize"], t["crop"])
         metric.update(predict(model, image, device), label)
     model.train(was_training)
     return 100 * metric.compute()["miou"]
