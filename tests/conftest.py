@@ -23,6 +23,22 @@ def require_offline_weights():
         pytest.skip(message)
 
 
+def tiny_clip_index(root, seed: int, n: int = 6):
+    """An index (tiny-clip) of ``n`` noise photos written to ``root/photos``; returns its folder."""
+    import numpy as np
+    from PIL import Image
+
+    from reco.index.build import build_index
+    from reco.models import create_model
+
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    return build_index(photos, create_model("tiny-clip"), root / "index", num_workers=0, progress=False)
+
+
 @pytest.fixture(scope="session")
 def dinov2():
     require_offline_weights()

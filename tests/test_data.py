@@ -160,6 +160,27 @@ def test_cocostuff27_uses_the_curated_list_and_predicts_171_classes(tmp_path):
         open_dataset(f"cocostuff27:root={root}")
 
 
+def test_cocostuff10k_reads_mat_labels_like_the_164k_maps(tmp_path):
+    from scipy.io import savemat
+
+    root = tmp_path / "cocostuff10k"
+    (root / "imageLists").mkdir(parents=True)
+    (root / "imageLists" / "train.txt").write_text("COCO_train2014_000000000077\n")
+    _jpg(root / "images" / "COCO_train2014_000000000077.jpg", (183, 1))
+    (root / "annotations").mkdir()
+    ids = np.array([list(range(1, 183)) + [0]], dtype=np.uint16)  # S holds COCO ids, 0 = unlabelled
+    savemat(root / "annotations" / "COCO_train2014_000000000077.mat", {"S": ids})
+    ten_k = open_dataset(f"cocostuff10k:root={root}:split=train")
+    big_root = _coco(tmp_path / "coco164k", ids=("000000000285",))
+    (big_root / "curated" / "val2017").mkdir(parents=True)
+    (big_root / "curated" / "val2017" / "Coco164kFull_Stuff_Coarse_7.txt").write_text("000000000285\n")
+    big = open_dataset(f"cocostuff27:root={big_root}")
+    assert ten_k.class_names == big.class_names and ten_k.predict_names == big.predict_names
+    assert ten_k[0]["label"].tolist() == big[0]["label"].tolist()  # COCO id k == stored value k - 1
+    with pytest.raises(FileNotFoundError, match="imageLists"):
+        open_dataset(f"cocostuff10k:root={root}:split=test")
+
+
 def test_coco_object_is_background_plus_80_things(tmp_path):
     ds = open_dataset(f"coco-object:root={_coco(tmp_path)}")
     label = ds[0]["label"][0].numpy()

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import yaml
+from conftest import tiny_clip_index
 from PIL import Image
 
 from reco.cli import main
@@ -31,17 +32,9 @@ def _miniature(root, n=3):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from reco.index.build import build_index
-    from reco.models import create_model
-
     root = tmp_path_factory.mktemp("eval")
     data = _miniature(root / "cityscapes")
-    photos = root / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photos / f"{i}.png")
-    index = build_index(photos, create_model("tiny-clip"), root / "index", num_workers=0, progress=False)
+    index = tiny_clip_index(root, seed=1)
     config = {
         "name": "tiny-cityscapes27",
         "reproduces": "a test",
@@ -177,5 +170,8 @@ def test_every_shipped_config_loads_and_names_what_it_reproduces(monkeypatch):
         config = load_config(path)
         assert config["reproduces"], path
         assert parse_dataset_spec(config["dataset"])[0] in list_datasets(), path
+        if path.name.startswith("reco-plus-"):  # evaluates its trained checkpoint (tests/test_reco_plus.py)
+            assert config["checkpoint"] == f"runs/{path.stem}/best.pt" and config["index"] is None, path
+            continue
         assert {config["models"]["encoder"], config["models"]["clip"]} <= set(list_models()), path
         assert config["index"].startswith("/indexes/imagenet-train-clip-"), path

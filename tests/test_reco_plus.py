@@ -1,16 +1,19 @@
 """ReCo+: augmentation alignment, the blur rule, a tiny training run, and bit-exact resume after SIGKILL."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import tiny_clip_index
 from PIL import Image
 
 pytest.importorskip("segmentation_models_pytorch", reason="the train extra is not installed: pip install 'reco[train]'")
@@ -114,7 +117,7 @@ def test_tiny_run_lowers_the_loss_and_raises_validation_miou(data):
 
     path = _config(data, 50)
     config = load_train_config(path)
-    before = validate(initial_model(config, 4), config, torch.device("cpu"))
+    before = validate(initial_model(config, 4), config)
     assert main(["train", "--config", str(path), "--no-progress"]) == 0
     with open(data / "run" / "log.csv") as f:
         rows = list(csv.DictReader(f))
@@ -176,3 +179,237 @@ def test_existing_run_needs_resume(data):
     path = _config(data, 4)
     assert main(["train", "--config", str(path), "--no-progress"]) == 0
     assert main(["train", "--config", str(path), "--no-progress"]) == 2
+
+
+# ---- the whole ReCo+ pipeline: pseudo-label -> train -> eval -> segment ---------------------------
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Generated train/val folders (one unreadable training file), an index of noise photos, a ReCo
+    config with tiny models and CRF, and a ReCo+ config naming it relative to itself."""
+    root = tmp_path_factory.mktemp("plus")
+    _folder(root / "train", 6, 0)
+    (root / "train" / "images" / "zzz.png").write_bytes(b"not an image")
+    _folder(root / "val", 3, 1)
+    index = tiny_clip_index(root, seed=2)
+    configs = root / "configs"
+    configs.mkdir()
+    (configs / "tiny-reco.yaml").write_text(yaml.safe_dump({
+        "name": "tiny-reco", "reproduces": "a test", "dataset": f"folder:root={root / 'val'}",
+        "protocol": {"resize": 64, "crop": 64}, "index": str(index), "models": {"encoder": "tiny-vit", "clip": "tiny-clip"},
+        "concepts": {"archive_size": 3, "image_size": 32, "context": ["sky"]}, "crf": True, "out": str(root / "reco-run")}))
+    plus = configs / "tiny-plus.yaml"
+    plus.write_text(yaml.safe_dump({
+        "name": "tiny-plus", "paper": {"pixel_accuracy": 54.1, "miou": 32.6}, "reco": "tiny-reco.yaml",
+        "train_dataset": f"folder:root={root / 'train'}", "val_dataset": f"folder:root={root / 'val'}",
+        "model": {"arch": "tiny-deeplabv3plus"},
+        "train": {"iterations": 4, "batch_size": 2, "resize": 64, "crop": 64, "random_crop": 48, "num_workers": 0,
+                  "checkpoint_every": 2, "val_every": 2},
+        "out": str(root / "run")}))
+    return root, plus
+
+
+def _count_encodes(monkeypatch):
+    from reco import segment
+
+    calls = []
+    original = segment.Segmenter.encode
+    monkeypatch.setattr(segment.Segmenter, "encode", lambda self, im: calls.append(1) or original(self, im))
+    return calls
+
+
+def test_pseudo_labels_are_recos_crf_predictions_and_resume(pipeline, monkeypatch, capsys):
+    from reco.cli import main
+    from reco.concepts import ConceptBank
+    from reco.models import create_model
+    from reco.segment import Segmenter
+
+    root, plus = pipeline
+    labels = root / "run" / "pseudo_labels"
+    assert main(["pseudo-label", "--config", str(plus), "--limit", "2", "--confidence", "--no-progress"]) == 0
+    assert sorted(p.name for p in labels.glob("*.png")) == ["000.png", "001.png"]
+    stamp = (labels / "000.png").stat().st_mtime_ns
+
+    calls = _count_encodes(monkeypatch)
+    assert main(["pseudo-label", "--config", str(plus), "--confidence", "--no-progress"]) == 0
+    assert len(calls) == 4  # resumed: images 002..005 only; zzz.png is unreadable
+    out = capsys.readouterr()
+    assert "skipped" in out.err and "zzz.png" in out.err
+    assert "wrote 4 pseudo-labels" in out.out and "6 of 7 training images labelled, 1 unreadable" in out.out
+    assert (labels / "000.png").stat().st_mtime_ns == stamp
+    assert list(json.loads((labels / "skipped.json").read_text())) == ["zzz"]
+
+    # independent recomputation: the saved bank, the tiny models, CRF on, each 64x64 image as it is
+    encoder, clip = create_model("tiny-vit"), create_model("tiny-clip")
+    bank = ConceptBank.load(labels / "bank.safetensors", encoder=encoder, clip=clip)
+    assert bank.names == ["background", "red box", "blue disc", "green box"]
+    segmenter = Segmenter(bank, encoder, clip, size=None, crf=True, progress=False)
+    names = ["background", "red box", "blue disc", "green box"]
+    for i in range(6):
+        with Image.open(root / "train" / "images" / f"{i:03d}.png") as im:
+            pred = segmenter.predict_embedding(segmenter.encode(im.convert("RGB")), names)
+        saved = np.asarray(Image.open(labels / f"{i:03d}.png"))
+        assert saved.shape == (64, 64) and np.array_equal(saved, pred.labels.numpy()), i
+        confidence = np.asarray(Image.open(labels / "confidence" / f"{i:03d}.png")).astype(int)
+        share = pred.probabilities.max(0).values / pred.probabilities.sum(0)
+        assert np.abs(confidence - 255 * share.numpy()).max() <= 0.5 + 1e-3
+        assert confidence.min() >= 63  # CRF marginals: the winner holds at least 1/4 of 4 classes
+
+    # the folder now holds that ReCo config: another one is refused, finished labels stay
+    changed = plus.parent / "tiny-reco.yaml"
+    text = changed.read_text()
+    changed.write_text(text.replace("crf: true", "crf: false"))
+    try:
+        assert main(["pseudo-label", "--config", str(plus), "--no-progress"]) == 2
+        assert "holds a run of another config (differs in crf)" in capsys.readouterr().err
+    finally:
+        changed.write_text(text)
+    assert len(list(labels.glob("*.png"))) == 6
+
+
+def test_training_eval_and_segment_of_a_checkpoint(pipeline, monkeypatch, capsys):
+    from reco.cli import main
+    from reco.plus.model import save_checkpoint
+    from reco.plus.train import load_train_config, training_items
+
+    root, plus = pipeline
+    if not (root / "run" / "pseudo_labels" / "005.png").is_file():
+        assert main(["pseudo-label", "--config", str(plus), "--no-progress"]) == 0
+    items, _ = training_items(load_train_config(plus))
+    assert [image.name for image, _ in items] == [f"{i:03d}.png" for i in range(6)]  # the unreadable one left out
+    assert main(["train", "--config", str(plus), "--no-progress"]) == 0
+    best = root / "run" / "best.pt"
+
+    assert main(["eval", "--config", str(plus), "--no-progress"]) == 0
+    results = json.loads((root / "run" / "eval" / "results.json").read_text())
+    assert results["models"]["reco_plus"]["arch"] == "tiny-deeplabv3plus" and results["paper"]["miou"] == 32.6
+    predictions = Path(results["predictions"])
+    assert predictions.parent == root / "run" / "eval" and predictions.name.startswith("predictions-")
+    cm = np.zeros((4, 4), dtype=np.int64)  # independent recomputation from the saved maps and the labels
+    for i in range(3):
+        target = np.asarray(Image.open(root / "val" / "labels" / f"{i:03d}.png")).astype(int)
+        pred = np.asarray(Image.open(predictions / f"{i:03d}.png")).astype(int)
+        np.add.at(cm, (target.ravel(), pred.ravel()), 1)
+    tp = np.diag(cm).astype(float)
+    union = cm.sum(0) + cm.sum(1) - tp
+    assert results["pixel_accuracy"] == pytest.approx(100 * tp.sum() / cm.sum())
+    assert results["miou"] == pytest.approx(100 * np.mean(tp[union > 0] / union[union > 0]))
+
+    # another checkpoint at the same path: new predictions beside the old ones, never mixed
+    state = torch.load(best, weights_only=True)
+    state["model"] = {k: v + 0.5 if v.is_floating_point() else v for k, v in state["model"].items()}
+    save_checkpoint(best, state)
+    assert main(["eval", "--config", str(plus), "--no-progress"]) == 0
+    again = json.loads((root / "run" / "eval" / "results.json").read_text())
+    assert again["predictions"] != results["predictions"] and predictions.is_dir()
+
+    # reco segment --model: the same outputs as with a bank, at the image's size, class names in the legend
+    photo = root / "photo.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (50, 90, 3), dtype=np.uint8)).save(photo)
+    out = root / "segmented"
+    assert main(["segment", str(photo), "--model", str(best), "--out", str(out), "--save-probabilities",
+                 "--concepts", "red box,blue disc"]) == 0
+    labels = np.asarray(Image.open(out / "photo.png"))
+    assert labels.shape == (50, 90) and set(np.unique(labels)) <= {0, 1}
+    assert Image.open(out / "photo_overlay.png").width == 90
+    from safetensors import safe_open
+
+    with safe_open(out / "photo_probabilities.safetensors", "pt") as f:
+        assert json.loads(f.metadata()["concepts"]) == ["red box", "blue disc"]
+        assert f.get_tensor("probabilities").shape == (2, 50, 90)
+    assert "concepts: red box, blue disc" in capsys.readouterr().out
+
+
+def test_checkpoint_errors_are_one_line(pipeline, tmp_path, capsys):
+    from reco.cli import main
+    from reco.plus.model import build_reco_plus, save_checkpoint
+
+    root, plus = pipeline
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, {"model": build_reco_plus("tiny-deeplabv3plus", 4).state_dict(), "iteration": 0,
+                                 "reco_plus": {"arch": "tiny-deeplabv3plus", "config": {},
+                                               "class_names": ["background", "red box", "blue disc", "green box"]}})
+    other = _folder(tmp_path / "other", 1, 4)
+    (other / "classes.txt").write_text("a\nb\n")
+    fake = tmp_path / "fake.pt"
+    fake.write_bytes(b"garbage")
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    photo = str(root / "val" / "images" / "000.png")
+    cases = [
+        (["eval", "--config", str(plus), "--set", f"val_dataset=folder:root={other}", "--set",
+          f"out={tmp_path / 'x'}", "--set", f"eval_checkpoint={checkpoint}"],
+         "predicts 4 classes (background, red box, blue disc, ...), not the 2 of folder:root="),
+        (["segment", photo, "--model", str(fake), "--out", str(tmp_path / "o")], "not a readable PyTorch checkpoint"),
+        (["segment", photo, "--model", str(tmp_path / "foreign.pt"), "--out", str(tmp_path / "o")],
+         "not a ReCo+ checkpoint (written by `reco train`)"),
+        (["segment", photo, "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o")], "no such checkpoint"),
+        (["segment", photo, "--model", str(fake), "--bank", "b", "--out", str(tmp_path / "o")], "not both"),
+        (["segment", photo, "--out", str(tmp_path / "o")], "give --bank BANK"),
+        (["train", "--config", str(plus), "--set", f"train_dataset=folder:root={other}", "--set",
+          f"pseudo_labels={other / 'labels'}", "--set", f"out={tmp_path / 't'}"],
+         "val_dataset has other classes (4: background, red box, blue disc, ...) than train_dataset (2: a, b, ...)"),
+        (["eval", "--config", str(tmp_path / "bad.yaml")], "bad.yaml: not valid YAML"),
+        (["pseudo-label", "--config", str(tmp_path / "bad.yaml")], "bad.yaml: not valid YAML"),
+    ]
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
+def test_shipped_reco_plus_configs_follow_the_paper(monkeypatch):
+    from reco.evaluate import load_config, report_table
+    from reco.plus.model import ARCHS
+    from reco.plus.train import load_train_config
+
+    monkeypatch.setenv("RECO_DATA", "/data")
+    monkeypatch.setenv("RECO_INDEX", "/indexes")
+    repo = Path(__file__).resolve().parents[1]
+    paper = {"cocostuff27": (54.1, 32.6), "cityscapes27": (83.7, 24.2), "kitti-step": (75.3, 31.9)}  # DESIGN.md
+    for key, (acc, miou) in paper.items():
+        path = repo / "configs" / f"reco-plus-{key}.yaml"
+        monkeypatch.chdir(repo)
+        config = load_train_config(path)
+        assert config["paper"] == {"pixel_accuracy": acc, "miou": miou}
+        assert config["model"]["arch"] == "deeplabv3plus-resnet101" and ARCHS[config["model"]["arch"]][0] == "resnet101"
+        assert config["model"]["encoder_weights"].startswith("hf-hub:")
+        t = config["train"]
+        assert (t["iterations"], t["batch_size"], t["random_crop"], t["lr_head"], t["lr_backbone"], t["weight_decay"],
+                t["poly_power"], t["resize"], t["crop"]) == (20000, 8, 320, 5e-4, 5e-5, 2e-4, 0.9, 320, 320)
+        train_spec = ("cocostuff10k:root=/data/cocostuff10k" if key == "cocostuff27"  # the published code's choice
+                      else f"{key}:root=/data/{key.replace('27', '')}")
+        assert config["train_dataset"] == f"{train_spec}:split=train"
+        assert config["val_dataset"].endswith(":split=val")
+        reco = load_config(config["reco"])
+        assert reco["name"] == f"reco-{key}" and reco["dataset"].split(":")[0] == key
+        assert load_config(path)["checkpoint"] == f"runs/reco-plus-{key}/best.pt"
+        table = report_table(repo / "configs")
+        for step in ("pseudo-label", "train", "eval"):
+            assert f"`reco {step} --config {path.as_posix()}`" in table
+
+
+@pytest.mark.parametrize("source", ["torchvision", "timm"])
+def test_encoder_weights_load_from_an_imagenet_resnet_state_dict(tmp_path, source):
+    from safetensors.torch import save_file
+
+    from reco.plus.model import build_reco_plus
+
+    if source == "timm":
+        timm = pytest.importorskip("timm")
+        resnet = timm.create_model("resnet18", pretrained=False)  # the layout of hf-hub:timm/resnet*.tv_in1k
+    else:
+        import torchvision
+
+        resnet = torchvision.models.resnet18()
+    state = {k: v.contiguous() for k, v in resnet.state_dict().items()}
+    save_file(state, tmp_path / "model.safetensors")
+    model = build_reco_plus("tiny-deeplabv3plus", 4, f"file:{tmp_path / 'model.safetensors'}")
+    loaded = model.encoder.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if not k.startswith("fc."))
+    save_file({"conv1.weight": torch.zeros(1)}, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match=r"not a resnet18 state dict \(missing"):
+        build_reco_plus("tiny-deeplabv3plus", 4, f"file:{tmp_path / 'other.safetensors'}")
+    save_file({**state, "conv1.weight": torch.zeros(8, 3, 7, 7)}, tmp_path / "narrow.safetensors")
+    with pytest.raises(ValueError, match="tensor shapes differ"):
+        build_reco_plus("tiny-deeplabv3plus", 4, f"file:{tmp_path / 'narrow.safetensors'}")

@@ -400,21 +400,27 @@ def _segment_inputs(paths: list[str]) -> list:
     return out
 
 
-def _cmd_segment(args: argparse.Namespace) -> int:
+def _segment_predictor(args: argparse.Namespace, device):
+    """``predict(image) -> Prediction`` and its concept names: ReCo with --bank, ReCo+ with --model."""
+    names = [n.strip() for n in args.concepts.split(",")] if args.concepts else None
+    if args.model is not None:
+        if args.bank is not None or args.index is not None:
+            raise ValueError("give either --bank (ReCo's concepts) or --model (a ReCo+ checkpoint), not both")
+        from .plus.segment import ReCoPlusSegmenter, load_trained
+
+        model, meta = load_trained(args.model, device)
+        trained_size = (meta["config"].get("train") or {}).get("resize", 320)
+        segmenter = ReCoPlusSegmenter(model, meta["class_names"], size=args.size or trained_size, window=args.window,
+                                      stride=args.stride, crf=not args.no_crf, amp=not args.no_amp)
+        return (lambda image: segmenter.predict_image(image, names)), names or meta["class_names"]
+    if args.bank is None:
+        raise ValueError("give --bank BANK (ReCo's concepts) or --model CKPT (a trained ReCo+ network)")
     from pathlib import Path
 
-    from safetensors.torch import save
-
     from .concepts import ConceptBank
-    from .device import pick_device
-    from .errors import ImageLoadError
-    from .imageio import load_image
     from .models import create_model
-    from .paths import atomic_write_bytes
     from .segment import Segmenter
-    from .viz import label_image, overlay_with_legend
 
-    device = pick_device(args.device)
     if args.index is not None and not Path(args.bank).exists():
         _build_bank_for_segment(args)
     bank = ConceptBank.load(args.bank)
@@ -423,15 +429,28 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     use_clip = clip_record is not None and not args.no_language_guidance
     clip = create_model(clip_record["name"], weights=args.clip_weights, device=device) if use_clip else None
     bank.check_models(encoder, clip)
-    names = [n.strip() for n in args.concepts.split(",")] if args.concepts else None
-    segmenter = Segmenter(bank, encoder, clip, size=args.size, language_guidance=use_clip, crf=not args.no_crf,
+    segmenter = Segmenter(bank, encoder, clip, size=args.size or 448, language_guidance=use_clip, crf=not args.no_crf,
                           window=args.window, stride=args.stride, amp=not args.no_amp)
+    return (lambda image: segmenter.predict_embedding(segmenter.encode(image), names)), names or bank.names
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from safetensors.torch import save
+    from tqdm.auto import tqdm
+
+    from .device import pick_device
+    from .errors import ImageLoadError
+    from .imageio import load_image
+    from .paths import atomic_write_bytes
+    from .viz import label_image, overlay_with_legend
+
+    predict, names = _segment_predictor(args, pick_device(args.device))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     inputs = _segment_inputs(args.inputs)
     failed = 0
-    from tqdm.auto import tqdm
-
     for path in tqdm(inputs, desc="segmenting", unit="img"):
         try:
             image = load_image(path)
@@ -439,7 +458,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             print(f"skipped {e}", file=sys.stderr)
             failed += 1
             continue
-        pred = segmenter.predict_embedding(segmenter.encode(image), names)
+        pred = predict(image)
         labels = pred.labels.numpy()
         label_image(labels, len(pred.concepts)).save(out / f"{path.stem}.png")
         overlay_with_legend(image, labels, pred.concepts).save(out / f"{path.stem}_overlay.png")
@@ -447,8 +466,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             atomic_write_bytes(out / f"{path.stem}_probabilities.safetensors",
                                save({"probabilities": pred.probabilities.contiguous()},
                                     metadata={"concepts": json.dumps(pred.concepts)}))
-    print(f"wrote {len(inputs) - failed} label maps to {out} (concepts: {', '.join(names or bank.names)}); "
-          f"{failed} inputs skipped")
+    print(f"wrote {len(inputs) - failed} label maps to {out} (concepts: {', '.join(names)}); {failed} inputs skipped")
     return 0 if failed < len(inputs) or not inputs else EXIT_USAGE
 
 
@@ -465,20 +483,22 @@ def _build_bank_for_segment(args: argparse.Namespace) -> None:
 
 
 def _add_segment(sub) -> None:
-    p = sub.add_parser("segment", help="segment images into the concepts of a bank")
+    p = sub.add_parser("segment", help="segment images into the concepts of a bank (ReCo) or with a trained ReCo+ model")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--bank", required=True, metavar="BANK", help="concept bank (reco concepts build)")
+    p.add_argument("--bank", metavar="BANK", help="concept bank (reco concepts build)")
+    p.add_argument("--model", metavar="CKPT", help="instead of --bank: a ReCo+ checkpoint (reco train: best.pt, last.pt)")
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="writes <stem>.png (concept indices, bank order) and <stem>_overlay.png")
+                   help="writes <stem>.png (concept indices, bank or model order) and <stem>_overlay.png")
     p.add_argument("--concepts", metavar="'A,B'",
-                   help="only these concepts of the bank (label values index this list); with --index and a --bank "
-                        "that does not exist yet, the bank is built from these names and saved there")
+                   help="only these concepts of the bank or classes of the model (label values index this list); "
+                        "with --index and a --bank that does not exist yet, the bank is built from these names")
     p.add_argument("--index", metavar="DIR", help="image index to build a missing --bank from --concepts")
     p.add_argument("--encoder", default="dinov2-vits14", help="with --index: dense encoder (default dinov2-vits14)")
     p.add_argument("--clip", default="clip-rn50x16", help="with --index: dense CLIP (default clip-rn50x16)")
     p.add_argument("--no-crf", action="store_true", help="skip the DenseCRF refinement")
     p.add_argument("--no-language-guidance", action="store_true", help="skip the dense-CLIP factor")
-    p.add_argument("--size", type=int, default=448, help="shorter side of the working image (default 448)")
+    p.add_argument("--size", type=int,
+                   help="shorter side of the working image (default 448; with --model the training size, 320)")
     p.add_argument("--window", type=int, help="sliding-window side in pixels for large images")
     p.add_argument("--stride", type=int, help="sliding-window stride (default window/2)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_probabilities.safetensors")
@@ -538,6 +558,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from .plus.pseudo_label import SKIPPED, make_pseudo_labels
+    from .plus.train import load_train_config
+
+    config = load_train_config(args.config, args.set)
+    r = make_pseudo_labels(config, out=args.out, limit=args.limit, confidence=args.confidence, device=args.device,
+                           progress=not args.no_progress)
+    print(f"{config['name']}: wrote {r['written']} pseudo-labels to {r['out']}; {r['done']} of {r['total']} training "
+          f"images labelled" + (f", {r['skipped']} unreadable (listed in {r['out']}/{SKIPPED})" if r["skipped"] else ""))
+    return 0
+
+
+def _add_pseudo_label(sub) -> None:
+    p = sub.add_parser("pseudo-label", help="ReCo's CRF-refined predictions for the training images of a ReCo+ config")
+    p.add_argument("--config", required=True, metavar="YAML", help="ReCo+ config (configs/reco-plus-*.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--out", metavar="DIR", help="where the label maps go (default: the config's pseudo_labels)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N training images (resumable)")
+    p.add_argument("--confidence", action="store_true",
+                   help="also write confidence/<name>.png: the winning class's probability share x 255")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_pseudo_label)
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train ReCo+ (DeepLabv3+) on ReCo's pseudo-labels; torchrun for several GPUs")
     p.add_argument("--config", required=True, metavar="YAML", help="ReCo+ config (configs/reco-plus-*.yaml)")
@@ -568,7 +613,8 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
-_SUBCOMMANDS: tuple[Callable, ...] = (_add_models, _add_index, _add_concepts, _add_segment, _add_eval, _add_train, _add_demo, _add_bench)
+_SUBCOMMANDS: tuple[Callable, ...] = (_add_models, _add_index, _add_concepts, _add_segment, _add_eval, _add_pseudo_label,
+                                      _add_train, _add_demo, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,7 +45,10 @@ def read_config(path: str | Path, defaults: dict, overrides=None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config is a YAML mapping")
     config = apply_overrides(merge(defaults, data), overrides)

@@ -4,6 +4,12 @@ A run folder holds ``config.yaml`` (the resolved config), ``bank.safetensors`` (
 ``predictions/<name>.png`` (class indices of the dataset, 255 where nothing was predicted),
 ``results.json`` and ``results.md``. Running again skips the images already predicted; the
 metrics are always recomputed from the saved label maps.
+
+With ``checkpoint:`` a trained ReCo+ network predicts instead of ReCo's concepts; its label
+maps go to ``predictions-<first 12 hex digits of the checkpoint's SHA-256>/``, so evaluating
+a checkpoint again after more training never reuses (or overwrites) the older predictions.
+A ReCo+ config (``configs/reco-plus-*.yaml``) is read as the evaluation of its ``best.pt`` on
+its ``val_dataset`` (:func:`reco_plus_eval_config`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ DEFAULTS = {
                  "context_elimination": True, "context": ["tree", "sky", "building", "road", "person"],
                  "rephrase": None, "published_code_compat": False},
     "crf": True,
+    "checkpoint": None,
     "out": None,
 }
 #: Keys that may change between runs into the same folder (they do not change any prediction).
@@ -39,18 +46,43 @@ def load_config(path: str | Path, overrides=None) -> dict:
     """Read a config file over the defaults, apply overrides, expand $VARIABLES in paths."""
     from .config import expand_paths, read_config
 
+    if is_reco_plus_config(path):
+        from .plus.train import load_train_config
+
+        return reco_plus_eval_config(load_train_config(path, overrides))
     config = read_config(path, DEFAULTS, overrides)
     config["out"] = config["out"] or f"runs/{config['name']}"
     if not config["dataset"]:
         raise ValueError(f"{path}: the config needs a dataset spec (e.g. cityscapes27:root=$RECO_DATA/cityscapes)")
-    config = expand_paths(config, ("dataset", "index", "bank", "out"))
+    config = expand_paths(config, ("dataset", "index", "bank", "checkpoint", "out"))
     protocol = config["protocol"]
     if set(protocol) not in ({"resize", "crop"}, {"resize", "window", "stride"}):
         raise ValueError(f"{path}: protocol is {{resize, crop}} (the paper's) or {{resize, window, stride}} "
                          f"(sliding windows), got {protocol}")
-    if config["bank"] is None and config["index"] is None:
-        raise ValueError(f"{path}: give an index to build the concepts from (or a saved bank)")
+    if config["bank"] is None and config["index"] is None and config["checkpoint"] is None:
+        raise ValueError(f"{path}: give an index to build the concepts from (or a saved bank, or a ReCo+ checkpoint)")
     return config
+
+
+def is_reco_plus_config(path: str | Path) -> bool:
+    """True for a ReCo+ config (it names a ``train_dataset``)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):  # read_config names the problem
+        return False
+    return isinstance(data, dict) and "train_dataset" in data
+
+
+def reco_plus_eval_config(plus: dict) -> dict:
+    """The evaluation of a ReCo+ config: its checkpoint (``eval_checkpoint``, default
+    ``OUT/best.pt``) on its ``val_dataset`` under its training protocol, written to ``OUT/eval``."""
+    from .config import merge
+
+    t = plus["train"]
+    return merge(DEFAULTS, {
+        "name": plus["name"], "reproduces": plus["reproduces"], "paper": plus["paper"], "dataset": plus["val_dataset"],
+        "protocol": {"resize": t["resize"], "crop": t["crop"]}, "crf": t["val_crf"],
+        "checkpoint": plus["eval_checkpoint"] or f"{plus['out']}/best.pt", "out": f"{plus['out']}/eval"})
 
 
 # ---- protocols -------------------------------------------------------------------------------
@@ -76,9 +108,10 @@ def centre_crop_label(label: torch.Tensor, resize: int, crop: int) -> torch.Tens
 
 # ---- running ---------------------------------------------------------------------------------
 
-def _prepare_run(config: dict) -> Path:
+def prepare_run(config: dict) -> Path:
+    """Create the run folder and keep ``config`` in it; a folder holding another config is refused."""
     out = Path(config["out"])
-    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     saved = out / "config.yaml"
     if saved.is_file():
         before = yaml.safe_load(saved.read_text())
@@ -115,7 +148,8 @@ def _build_bank(config: dict, names: list[str], encoder, clip, out: Path, progre
     return bank
 
 
-def _save_png(path: Path, labels: np.ndarray) -> None:
+def save_png(path: Path, labels: np.ndarray) -> None:
+    """Write a uint8 label map as a PNG, atomically."""
     from PIL import Image
 
     from .paths import atomic_write_bytes
@@ -132,6 +166,51 @@ def _read_png(path: Path) -> torch.Tensor:
         return torch.from_numpy(np.asarray(im).astype(np.int64))
 
 
+def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = True):
+    """ReCo as ``config`` says (its concepts built once into ``out``, or its saved bank): a function
+    from a PIL image to a :class:`~reco.segment.Prediction` whose labels are ``dataset``'s class
+    indices, and the records of the models used."""
+    from .models import create_model
+    from .segment import Segmenter
+
+    m, c, protocol = config["models"], config["concepts"], config["protocol"]
+    encoder = create_model(m["encoder"], weights=m["encoder_weights"], device=device)
+    clip = create_model(m["clip"], weights=m["clip_weights"], device=device) if c["language_guidance"] else None
+    names = list(dataset.predict_names or dataset.class_names)
+    bank = _build_bank(config, names, encoder, clip, out, progress)
+    segmenter = Segmenter(bank, encoder, clip, size=None if "crop" in protocol else protocol["resize"],
+                          language_guidance=c["language_guidance"], crf=config["crf"], window=protocol.get("window"),
+                          stride=protocol.get("stride"), progress=False)
+    to_class = dataset.predict_to_class
+
+    def predict(image):
+        pred = segmenter.predict_embedding(segmenter.encode(image), names)
+        if to_class is not None:
+            pred.labels = torch.from_numpy(to_class[pred.labels.numpy()])
+        return pred
+
+    records = {"encoder": encoder.record(), "clip": clip.record() if clip is not None else None,
+               "retrieval_clip": bank.provenance.get("retrieval_clip")}
+    return predict, records
+
+
+def checkpoint_predictor(config: dict, dataset, device):
+    """A trained ReCo+ network (``config["checkpoint"]``) as :func:`reco_predictor` gives ReCo."""
+    from .plus.segment import ReCoPlusSegmenter, load_trained
+
+    model, meta = load_trained(config["checkpoint"], device)
+    if list(meta["class_names"]) != list(dataset.class_names):
+        raise ValueError(f"{config['checkpoint']} predicts {len(meta['class_names'])} classes "
+                         f"({', '.join(meta['class_names'][:3])}, ...), not the {dataset.num_classes} of "
+                         f"{config['dataset']} ({', '.join(dataset.class_names[:3])}, ...)")
+    protocol = config["protocol"]
+    segmenter = ReCoPlusSegmenter(model, meta["class_names"], size=None if "crop" in protocol else protocol["resize"],
+                                  window=protocol.get("window"), stride=protocol.get("stride"), crf=config["crf"])
+    record = {"checkpoint": str(config["checkpoint"]), "sha256": meta["sha256"], "arch": meta["arch"],
+              "iteration": meta["iteration"]}
+    return segmenter.predict_image, {"reco_plus": record}
+
+
 def run_eval(config: dict, *, limit: int | None = None, device: str | None = None, progress: bool = True) -> dict:
     """Evaluate ``config`` (see :func:`load_config`); returns and writes the results."""
     from tqdm.auto import tqdm
@@ -140,22 +219,19 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
     from .data import open_dataset
     from .device import pick_device
     from .metrics import MeanIoU
-    from .models import create_model
-    from .segment import Segmenter
 
     dataset = open_dataset(config["dataset"])
-    out = _prepare_run(config)
+    out = prepare_run(config)
     dev = pick_device(device)
-    m, c, protocol = config["models"], config["concepts"], config["protocol"]
-    encoder = create_model(m["encoder"], weights=m["encoder_weights"], device=dev)
-    clip = create_model(m["clip"], weights=m["clip_weights"], device=dev) if c["language_guidance"] else None
-    names = list(dataset.predict_names or dataset.class_names)
-    bank = _build_bank(config, names, encoder, clip, out, progress)
+    if config["checkpoint"]:
+        predict, models = checkpoint_predictor(config, dataset, dev)
+        predictions = out / f"predictions-{models['reco_plus']['sha256'][:12]}"
+    else:
+        predict, models = reco_predictor(config, dataset, out, dev, progress)
+        predictions = out / "predictions"
+    predictions.mkdir(exist_ok=True)
+    protocol = config["protocol"]
     crop = "crop" in protocol
-    segmenter = Segmenter(bank, encoder, clip, size=None if crop else protocol["resize"],
-                          language_guidance=c["language_guidance"], crf=config["crf"], window=protocol.get("window"),
-                          stride=protocol.get("stride"), progress=False)
-    to_class = dataset.predict_to_class
     metric = MeanIoU(dataset.num_classes)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(n), desc=config["name"], unit="img", disable=not progress):
@@ -163,17 +239,15 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
         label = dataset.label(i)
         if crop:
             label = centre_crop_label(label, protocol["resize"], protocol["crop"])
-        path = out / "predictions" / f"{name}.png"
+        path = predictions / f"{name}.png"
         if path.is_file():  # resumed: the image is not decoded again
             pred = _read_png(path)
         else:
             image = dataset[i]["image"]
             if crop:
                 image = centre_crop(image, protocol["resize"], protocol["crop"])
-            pred = segmenter.predict_embedding(segmenter.encode(image), names).labels
-            if to_class is not None:
-                pred = torch.from_numpy(to_class[pred.numpy()])
-            _save_png(path, pred.numpy())
+            pred = predict(image).labels
+            save_png(path, pred.numpy())
         metric.update(pred, label)
     scores = metric.compute()
     results = {
@@ -186,8 +260,8 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
         "pixel_accuracy": 100 * scores["pixel_accuracy"],
         "miou": 100 * scores["miou"],
         "iou": {name: (None if np.isnan(v) else 100 * v) for name, v in zip(dataset.class_names, scores["iou"])},
-        "models": {"encoder": encoder.record(), "clip": clip.record() if clip is not None else None,
-                   "retrieval_clip": bank.provenance.get("retrieval_clip")},
+        "predictions": str(predictions),
+        "models": models,
         "reco_version": __version__,
         "config": config,
     }
@@ -227,14 +301,16 @@ def report_table(config_dir: str | Path) -> str:
         name = data.get("name") or path.stem
         paper = data.get("paper") or {}
         out = Path(data.get("out") or f"runs/{name}")
-        results_path = out / "results.json"
+        steps = ("pseudo-label", "train", "eval") if "train_dataset" in data else ("eval",)  # ReCo+: three steps
+        results_path = out / "eval" / "results.json" if len(steps) > 1 else out / "results.json"
         if results_path.is_file():
             r = json.loads(results_path.read_text())
             ours = f"{r['pixel_accuracy']:.1f} / {r['miou']:.1f}" + ("" if r["complete"] else f" ({r['num_images']} images)")
         else:
             ours = "not run"
         theirs = " / ".join("–" if paper.get(k) is None else f"{paper[k]}" for k in ("pixel_accuracy", "miou"))
-        rows.append(f"| {name} | {data.get('reproduces', '')} | `reco eval --config {path.as_posix()}` | {theirs} | {ours} |")
+        command = "<br>".join(f"`reco {step} --config {path.as_posix()}`" for step in steps)
+        rows.append(f"| {name} | {data.get('reproduces', '')} | {command} | {theirs} | {ours} |")
     return "\n".join(rows)
 
 

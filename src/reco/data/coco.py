@@ -10,6 +10,13 @@ unused values are the 0-based ones (COCO id - 1); the published code dropped the
 from its 0-based table, which shifts its 182 -> 171 -> 27 mapping (reco does not).
 COCO-Object: the 80 thing classes plus background (every stuff value), as in later
 open-vocabulary work.
+
+COCO-Stuff-10k (``cocostuff10k``, the 27 coarse classes; the published code trains ReCo+ for
+COCO-Stuff on its 9k training images)::
+
+    ROOT/imageLists/<split>.txt     (split: train or test)
+    ROOT/images/<name>.jpg
+    ROOT/annotations/<name>.mat     (S: COCO id, 0 = unlabelled; read with scipy)
 """
 
 from __future__ import annotations
@@ -55,30 +62,56 @@ class _CocoBase(SegmentationDataset):
             raise FileNotFoundError(f"{images} holds no images")
 
 
+def _coarse_27(dataset: SegmentationDataset) -> None:
+    """27 coarse classes, predicted as the 171 fine ones and mapped."""
+    tables = coco_stuff_tables()
+    values = fine_values()
+    dataset.class_names = list(tables["coarse_names"])
+    dataset.lut = lookup_table({v: tables["coarse_of_value"][v] for v in values})
+    dataset.predict_names = [tables["names"][v] for v in values]
+    dataset.predict_to_class = np.array([tables["coarse_of_value"][v] for v in values], dtype=np.int64)
+
+
 class CocoStuff(_CocoBase):
     """``variant`` '171' (every image of the split) or '27' (STEGO's curated list)."""
 
     def __init__(self, root: str | Path, split: str = "val", variant: str = "27"):
-        tables = coco_stuff_tables()
-        values = fine_values()
-        if variant == "171":
-            ids = None
-            names = [tables["names"][v] for v in values]
-            mapping = {v: i for i, v in enumerate(values)}
-        elif variant == "27":
-            ids = read_list(Path(root) / "curated" / f"{split}2017" / CURATED_LIST,
-                            f"ROOT/curated/<split>2017/{CURATED_LIST} (STEGO's curated list) beside " + LAYOUT)
-            names = list(tables["coarse_names"])
-            mapping = {v: tables["coarse_of_value"][v] for v in values}
-        else:
+        if variant not in ("27", "171"):
             raise ValueError(f"COCO-Stuff variant must be '27' or '171', got {variant!r}")
+        ids = None if variant == "171" else read_list(
+            Path(root) / "curated" / f"{split}2017" / CURATED_LIST,
+            f"ROOT/curated/<split>2017/{CURATED_LIST} (STEGO's curated list) beside " + LAYOUT)
         super().__init__(root, split, ids)
         self.variant = variant
-        self.class_names = names
-        self.lut = lookup_table(mapping)
         if variant == "27":
-            self.predict_names = [tables["names"][v] for v in values]
-            self.predict_to_class = np.array([tables["coarse_of_value"][v] for v in values], dtype=np.int64)
+            _coarse_27(self)
+        else:
+            values = fine_values()
+            self.class_names = [coco_stuff_tables()["names"][v] for v in values]
+            self.lut = lookup_table({v: i for i, v in enumerate(values)})
+
+
+class CocoStuff10k(SegmentationDataset):
+    """COCO-Stuff-10k with the 27 coarse classes (``split``: train or test)."""
+
+    def __init__(self, root: str | Path, split: str = "train"):
+        super().__init__()
+        layout = "ROOT/imageLists/<split>.txt, ROOT/images/<name>.jpg, ROOT/annotations/<name>.mat"
+        root = Path(root)
+        for name in read_list(root / "imageLists" / f"{split}.txt", layout):
+            self.files.append((name, root / "images" / f"{name}.jpg", root / "annotations" / f"{name}.mat"))
+        if not self.files:
+            raise FileNotFoundError(f"{root / 'imageLists' / f'{split}.txt'} lists no images")
+        _coarse_27(self)
+
+    def read_values(self, path: Path) -> np.ndarray:
+        """The stuffthingmaps convention (COCO id - 1, 255 unlabelled) from the .mat's ``S``."""
+        try:
+            from scipy.io import loadmat
+        except ImportError:
+            raise ImportError("COCO-Stuff-10k labels are .mat files: pip install scipy") from None
+        ids = loadmat(path)["S"].astype(np.int64)
+        return np.where(ids > 0, ids - 1, 255).astype(np.uint8)
 
 
 class CocoObject(_CocoBase):

@@ -7,13 +7,14 @@ from typing import Callable
 
 def _builders() -> dict[str, Callable]:
     from .cityscapes import Cityscapes
-    from .coco import CocoObject, CocoStuff
+    from .coco import CocoObject, CocoStuff, CocoStuff10k
     from .others import ADE20K, FolderDataset, KittiStep, PascalContext
     from .voc import PascalVOC
 
     return {
         "cocostuff27": lambda **kw: CocoStuff(variant="27", **kw),
         "cocostuff171": lambda **kw: CocoStuff(variant="171", **kw),
+        "cocostuff10k": CocoStuff10k,
         "cityscapes27": lambda **kw: Cityscapes(variant="27", **kw),
         "cityscapes19": lambda **kw: Cityscapes(variant="19", **kw),
         "kitti-step": KittiStep,

@@ -41,10 +41,15 @@ def build_reco_plus(arch: str, num_classes: int, encoder_weights: str | None = N
                                        + (f" ({'; '.join(notes)})" if notes else ""))
         state = load_state_dict(path)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # torchvision/timm classifier
-        missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+        expected = set(model.encoder.state_dict())
+        missing, unexpected = expected - set(state), set(state) - expected
         if missing or unexpected:
             raise ValueError(f"{encoder_weights}: not a {encoder} state dict "
                              f"(missing {len(missing)}, unexpected {len(unexpected)} keys)")
+        try:
+            model.encoder.load_state_dict(state)
+        except RuntimeError:  # same names, other shapes (another depth or width)
+            raise ValueError(f"{encoder_weights}: not a {encoder} state dict (tensor shapes differ)") from None
     return model
 
 
@@ -58,14 +63,3 @@ def save_checkpoint(path: Path, state: dict) -> None:
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
-
-@torch.no_grad()
-def predict(model, image, device="cpu") -> torch.Tensor:
-    """(H, W) class indices for a PIL image (padded to a multiple of 16, cropped back)."""
-    import torch.nn.functional as F
-    from torchvision.transforms import functional as TF
-
-    x = TF.normalize(TF.to_tensor(image.convert("RGB")), MEAN, STD)[None].to(device)
-    h, w = x.shape[-2:]
-    x = F.pad(x, (0, (-w) % 16, 0, (-h) % 16))
-    return model(x)[0, :, :h, :w].argmax(0).cpu()

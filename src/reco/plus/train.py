@@ -27,7 +27,9 @@ TRAIN_DEFAULTS = {
     "model": {"arch": "deeplabv3plus-resnet101", "encoder_weights": None},
     "train": {"iterations": 20000, "batch_size": 8, "resize": 320, "crop": 320, "random_crop": 320, "lr_head": 5e-4,
               "lr_backbone": 5e-5, "weight_decay": 2e-4, "poly_power": 0.9, "checkpoint_every": 1000,
-              "val_every": 1000, "val_limit": None, "seed": 0, "num_workers": 4, "amp": True, "blur_p": 0.5},
+              "val_every": 1000, "val_limit": None, "seed": 0, "num_workers": 4, "amp": True, "blur_p": 0.5,
+              "val_crf": True},
+    "eval_checkpoint": None,
     "out": None,
 }
 
@@ -42,7 +44,11 @@ def load_train_config(path, overrides=None) -> dict:
     for key in ("train_dataset", "val_dataset"):
         if not config[key]:
             raise ValueError(f"{path}: the config needs {key} (a dataset spec)")
-    return expand_paths(config, ("reco", "train_dataset", "val_dataset", "pseudo_labels", "out"))
+    config = expand_paths(config, ("reco", "train_dataset", "val_dataset", "pseudo_labels", "eval_checkpoint", "out"))
+    beside = Path(path).parent / str(config["reco"])
+    if config["reco"] and not Path(config["reco"]).is_file() and beside.is_file():
+        config["reco"] = str(beside)  # a ReCo config named relative to this one
+    return config
 
 
 def _mix(*values: int) -> int:
@@ -93,12 +99,15 @@ class PseudoLabelSet(torch.utils.data.Dataset):
 
 
 def training_items(config: dict) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(image, pseudo-label) pairs of the training split, and the class names."""
+    """(image, pseudo-label) pairs of the training split (less the images ``reco pseudo-label``
+    could not read), and the class names."""
     from ..data import open_dataset
+    from .pseudo_label import read_skipped
 
     dataset = open_dataset(config["train_dataset"])
     labels = Path(config["pseudo_labels"])
-    items = [(image, labels / f"{name}.png") for name, image, _ in dataset.files]
+    unreadable = read_skipped(labels)
+    items = [(image, labels / f"{name}.png") for name, image, _ in dataset.files if name not in unreadable]
     missing = [label for _, label in items if not label.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(items)} pseudo-labels are missing (e.g. {missing[0]}): "
@@ -126,14 +135,16 @@ def _distributed() -> tuple[int, int]:
 
 
 @torch.no_grad()
-def validate(model, config: dict, device, limit: int | None = None) -> float:
-    """mIoU (%) of ``model`` on the validation split under the paper's protocol."""
+def validate(model, config: dict, limit: int | None = None) -> float:
+    """mIoU (%) of ``model`` on the validation split under the paper's protocol (with DenseCRF
+    when ``train.val_crf``, as the published code selects its best checkpoint)."""
     from ..data import open_dataset
     from ..evaluate import centre_crop, centre_crop_label
     from ..metrics import MeanIoU
-    from .model import predict
+    from .segment import ReCoPlusSegmenter
 
     dataset = open_dataset(config["val_dataset"])
+    segmenter = ReCoPlusSegmenter(model, dataset.class_names, size=None, crf=config["train"]["val_crf"], amp=False)
     metric = MeanIoU(dataset.num_classes)
     was_training = model.training
     model.eval()
@@ -142,7 +153,7 @@ def validate(model, config: dict, device, limit: int | None = None) -> float:
         item = dataset[i]
         image = centre_crop(item["image"], t["resize"], t["crop"])
         label = centre_crop_label(item["label"], t["resize"], t["crop"])
-        metric.update(predict(model, image, device), label)
+        metric.update(segmenter.predict_image(image).labels, label)
     model.train(was_training)
     return 100 * metric.compute()["miou"]
 
@@ -151,6 +162,7 @@ def train(config: dict, *, resume: bool = False, device: str | None = None, prog
     """Train ReCo+ as ``config`` says; returns {"iteration", "best_miou", "last_loss"}."""
     from tqdm.auto import tqdm
 
+    from ..data import open_dataset
     from ..device import pick_device
     from .augment import PairAugment
     from .model import save_checkpoint
@@ -161,6 +173,10 @@ def train(config: dict, *, resume: bool = False, device: str | None = None, prog
     out = Path(config["out"])
     out.mkdir(parents=True, exist_ok=True)
     items, class_names = training_items(config)
+    val_names = list(open_dataset(config["val_dataset"]).class_names)  # fails now, not at the first validation
+    if val_names != class_names:
+        raise ValueError(f"val_dataset has other classes ({len(val_names)}: {', '.join(val_names[:3])}, ...) than "
+                         f"train_dataset ({len(class_names)}: {', '.join(class_names[:3])}, ...)")
     if t["batch_size"] % world:
         raise ValueError(f"batch size {t['batch_size']} is not divisible by the {world} processes")
     last = out / "last.pt"
@@ -212,7 +228,7 @@ def train(config: dict, *, resume: bool = False, device: str | None = None, prog
             continue
         miou = None
         if step % t["val_every"] == 0 or step == iterations:
-            miou = validate(model, config, dev, t["val_limit"])
+            miou = validate(model, config, t["val_limit"])
             if miou > best:
                 best = miou
                 save_checkpoint(out / "best.pt", {"model": model.state_dict(), "reco_plus": meta, "iteration": step,
