@@ -230,6 +230,11 @@ def test_pseudo_labels_are_recos_crf_predictions_and_resume(pipeline, monkeypatc
     assert sorted(p.name for p in labels.glob("*.png")) == ["000.png", "001.png"]
     stamp = (labels / "000.png").stat().st_mtime_ns
 
+    assert main(["pseudo-label", "--config", str(plus), "--limit", "1", "--out", str(root / "elsewhere"),
+                 "--no-progress"]) == 0
+    assert (root / "elsewhere" / "000.png").is_file()
+    assert f"--set pseudo_labels={root / 'elsewhere'}" in capsys.readouterr().out
+
     calls = _count_encodes(monkeypatch)
     assert main(["pseudo-label", "--config", str(plus), "--confidence", "--no-progress"]) == 0
     assert len(calls) == 4  # resumed: images 002..005 only; zzz.png is unreadable
@@ -413,3 +418,24 @@ def test_encoder_weights_load_from_an_imagenet_resnet_state_dict(tmp_path, sourc
     save_file({**state, "conv1.weight": torch.zeros(8, 3, 7, 7)}, tmp_path / "narrow.safetensors")
     with pytest.raises(ValueError, match="tensor shapes differ"):
         build_reco_plus("tiny-deeplabv3plus", 4, f"file:{tmp_path / 'narrow.safetensors'}")
+
+
+def test_sliding_windows_average_the_overlap_and_keep_the_rest():
+    from reco.plus.model import build_reco_plus
+    from reco.plus.segment import ReCoPlusSegmenter, class_probabilities
+
+    torch.manual_seed(0)
+    model = build_reco_plus("tiny-deeplabv3plus", 3).eval()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8))
+    pred = ReCoPlusSegmenter(model, ["a", "b", "c"], size=None, window=48, stride=32).predict_image(image)
+    left = class_probabilities(model, image.crop((0, 0, 48, 48)))   # windows at x = 0 and x = 32
+    right = class_probabilities(model, image.crop((32, 0, 80, 48)))
+    p = pred.probabilities
+    assert p.shape == (3, 48, 80)
+    assert torch.allclose(p[:, :, :32], left[:, :, :32], atol=1e-6)
+    assert torch.allclose(p[:, :, 48:], right[:, :, 16:], atol=1e-6)
+    assert torch.allclose(p[:, :, 32:48], (left[:, :, 32:] + right[:, :, :16]) / 2, atol=1e-6)
+    whole = ReCoPlusSegmenter(model, ["a", "b", "c"], size=None).predict_image(image)
+    assert torch.allclose(whole.probabilities, class_probabilities(model, image), atol=1e-6)
+    subset = ReCoPlusSegmenter(model, ["a", "b", "c"], size=24).predict_image(image, ["c", "a"])
+    assert subset.probabilities.shape == (2, 48, 80) and subset.concepts == ["c", "a"]

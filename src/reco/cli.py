@@ -559,6 +559,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .plus.pseudo_label import SKIPPED, make_pseudo_labels
     from .plus.train import load_train_config
 
@@ -567,6 +569,8 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
                            progress=not args.no_progress)
     print(f"{config['name']}: wrote {r['written']} pseudo-labels to {r['out']}; {r['done']} of {r['total']} training "
           f"images labelled" + (f", {r['skipped']} unreadable (listed in {r['out']}/{SKIPPED})" if r["skipped"] else ""))
+    if args.out and Path(args.out).resolve() != Path(config["pseudo_labels"]).resolve():
+        print(f"train on them with: reco train --config {args.config} --set pseudo_labels={args.out}")
     return 0
 
 
