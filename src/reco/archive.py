@@ -48,12 +48,10 @@ def load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
 def mask_to_grid(mask: np.ndarray, image_size: int, patch_size: int) -> torch.Tensor:
     """Apply the square resize + centre crop of :func:`square_input` to a mask, then reduce it to
     the patch grid: a patch is inside when at least half of it is (at least one patch always is)."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
+    from .protocol import centre_crop
 
     side = model_side(image_size, patch_size)
-    pil = Image.fromarray(mask.astype(np.uint8) * 255)
-    pil = TF.center_crop(TF.resize(pil, side, interpolation=InterpolationMode.NEAREST), side)
+    pil = centre_crop(Image.fromarray(mask.astype(np.uint8) * 255), side, side, nearest=True)
     full = torch.from_numpy(np.asarray(pil) > 127).float()[None, None]
     fraction = F.avg_pool2d(full, patch_size)[0, 0]
     grid = fraction >= 0.5

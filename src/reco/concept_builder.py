@@ -18,6 +18,9 @@ from .errors import EmptyInputError, ImageLoadError, ModelMismatchError
 
 #: The paper's context concepts, built first and in this order.
 DEFAULT_CONTEXT = ("tree", "sky", "building", "road", "person")
+#: Builder parameters recorded in a bank's provenance; adding to a bank requires the same ones.
+SETTINGS = ("n_seeds", "image_size", "archive_size", "language_guidance", "context_elimination", "rephrase",
+            "published_code_compat")
 MASK_SUFFIX = ".mask.png"
 
 
@@ -110,24 +113,12 @@ class ConceptBankBuilder:
     def for_bank(cls, bank: ConceptBank, encoder, clip=None, *, retrieval_clip=None,
                  progress: bool = True) -> "ConceptBankBuilder":
         """A builder with the settings recorded in ``bank``, so the concepts it adds match the others."""
-        p = bank.provenance
-        return cls(encoder, clip, retrieval_clip=retrieval_clip, n_seeds=p.get("n_seeds", 1),
-                   archive_size=p.get("archive_size", 50), image_size=p.get("image_size", 320),
-                   language_guidance=p.get("language_guidance", True),
-                   context_elimination=p.get("context_elimination", True), rephrase=p.get("rephrase"),
-                   published_code_compat=p.get("published_code_compat", False), progress=progress)
+        recorded = {key: bank.provenance[key] for key in SETTINGS if key in bank.provenance}
+        return cls(encoder, clip, retrieval_clip=retrieval_clip, progress=progress, **recorded)
 
     # ---- provenance --------------------------------------------------------------------------
     def _settings(self) -> dict:
-        return {
-            "n_seeds": self.n_seeds,
-            "image_size": self.image_size,
-            "archive_size": self.archive_size,
-            "language_guidance": self.language_guidance,
-            "context_elimination": self.context_elimination,
-            "rephrase": self.rephrase,
-            "published_code_compat": self.published_code_compat,
-        }
+        return {key: getattr(self, key) for key in SETTINGS}
 
     def new_bank(self, index_id: str | None = None) -> ConceptBank:
         return ConceptBank({

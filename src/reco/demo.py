@@ -19,7 +19,8 @@ from PIL import Image
 DEMO_ENCODER = "dinov2-vits14"
 DEMO_CLIP = "clip-vit-b16"
 ZERO_SHOT_CONCEPTS = ("person", "cat", "bus", "cup", "building", "tree", "sky", "road")
-ZERO_SHOT_TARGETS = ("bus", "zidane", "chelsea", "coffee", "china")
+#: The photos segmented on either path (none is used to build an exemplar concept).
+TARGETS = ("bus", "zidane", "chelsea", "coffee", "china")
 ZERO_SHOT_ARCHIVE = 5
 # exemplar path: concept -> [(sample, mask)], mask "polygon" (the quokka annotation),
 # "outside" (its complement), "all" (every pixel) or None (co-segmentation finds the concept)
@@ -28,7 +29,6 @@ EXEMPLARS = {
     "background": [("quokka", "outside"), ("grass", "all"), ("gravel", "all"), ("brick", "all")],
     "face": [("astronaut", None), ("camera", None), ("grace_hopper", None)],
 }
-EXEMPLAR_TARGETS = ("bus", "zidane", "chelsea", "coffee", "china")
 SEGMENT_SIZE = 448
 
 
@@ -125,7 +125,7 @@ def _zero_shot(out: Path, encoder, clip, concepts, progress: bool) -> DemoResult
     index = ImageIndex.open(index_dir, clip=clip)
     builder = ConceptBankBuilder(encoder, clip, archive_size=min(ZERO_SHOT_ARCHIVE, len(index)), progress=progress)
     bank, _ = builder.build_from_names(list(concepts), index)
-    targets = [t for t in ZERO_SHOT_TARGETS if t in samples]
+    targets = [t for t in TARGETS if t in samples]
     return _segment_and_draw(out, bank, encoder, clip, targets, "zero-shot")
 
 
@@ -136,7 +136,7 @@ def _exemplar(out: Path, encoder, progress: bool) -> DemoResult:
     builder = ConceptBankBuilder(encoder, image_size=SEGMENT_SIZE, language_guidance=False, context_elimination=False,
                                  progress=progress)
     bank, _ = builder.build_from_exemplars(root)
-    return _segment_and_draw(out, bank, encoder, None, list(EXEMPLAR_TARGETS), "exemplar")
+    return _segment_and_draw(out, bank, encoder, None, list(TARGETS), "exemplar")
 
 
 def _segment_and_draw(out: Path, bank, encoder, clip, targets, path_name: str) -> DemoResult:

@@ -85,27 +85,6 @@ def reco_plus_eval_config(plus: dict) -> dict:
         "checkpoint": plus["eval_checkpoint"] or f"{plus['out']}/best.pt", "out": f"{plus['out']}/eval"})
 
 
-# ---- protocols -------------------------------------------------------------------------------
-
-def centre_crop(image, resize: int, crop: int):
-    """The paper's protocol for images: shorter side to ``resize`` (bilinear), centre crop."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
-
-    return TF.center_crop(TF.resize(image, resize, interpolation=InterpolationMode.BILINEAR), crop)
-
-
-def centre_crop_label(label: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
-    """The same geometry for a label map, with nearest-neighbour resizing."""
-    from PIL import Image
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
-
-    label_image = Image.fromarray(label.numpy().astype(np.uint8))
-    label_image = TF.center_crop(TF.resize(label_image, resize, interpolation=InterpolationMode.NEAREST), crop)
-    return torch.from_numpy(np.asarray(label_image).astype(np.int64))
-
-
 # ---- running ---------------------------------------------------------------------------------
 
 def prepare_run(config: dict) -> Path:
@@ -218,7 +197,9 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
     from . import __version__
     from .data import open_dataset
     from .device import pick_device
+    from .imageio import load_image
     from .metrics import MeanIoU
+    from .protocol import centre_crop, centre_crop_label
 
     dataset = open_dataset(config["dataset"])
     out = prepare_run(config)
@@ -235,7 +216,7 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
     metric = MeanIoU(dataset.num_classes)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(n), desc=config["name"], unit="img", disable=not progress):
-        name = dataset.files[i][0]
+        name, image_path, _ = dataset.files[i]
         label = dataset.label(i)
         if crop:
             label = centre_crop_label(label, protocol["resize"], protocol["crop"])
@@ -243,7 +224,7 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
         if path.is_file():  # resumed: the image is not decoded again
             pred = _read_png(path)
         else:
-            image = dataset[i]["image"]
+            image = load_image(image_path)  # not dataset[i]: the label is read already
             if crop:
                 image = centre_crop(image, protocol["resize"], protocol["crop"])
             pred = predict(image).labels

@@ -69,6 +69,13 @@ def window_boxes(height: int, width: int, window: int | None, stride: int | None
     return [(t, l, min(window, height), min(window, width)) for t in starts(height) for l in starts(width)]
 
 
+def resize_shorter_side(image: Image.Image, size: int, resample=Image.BICUBIC) -> Image.Image:
+    """``image`` with its shorter side at ``size`` (aspect ratio kept; unchanged if it already is)."""
+    scale = size / min(image.size)
+    new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(new, resample) if new != image.size else image
+
+
 def _grid(model, crop: torch.Tensor, amp: bool = False) -> torch.Tensor:
     """Dense features of a normalised (3, h, w) crop padded right/bottom to the model's patch
     multiple; with ``amp`` on a CUDA model the encoder runs under float16 autocast."""
@@ -110,11 +117,7 @@ class Segmenter:
         from .imageio import to_rgb
 
         image = to_rgb(image)
-        if self.size is None:
-            return image
-        scale = self.size / min(image.size)
-        new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        return image.resize(new, Image.BICUBIC) if new != image.size else image
+        return image if self.size is None else resize_shorter_side(image, self.size)
 
     def encode(self, image: Image.Image) -> ImageEmbedding:
         """Run the encoder (and dense CLIP) over every window of ``image`` once."""

@@ -1,31 +1,10 @@
-"""Small image helpers for demos and reports: feature PCA, mask overlays, side-by-side panels."""
+"""Pictures of results: label overlays with legends, co-segmentation grids, side-by-side panels."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from PIL import Image
-
-
-def feature_pca_image(features: torch.Tensor, size: tuple[int, int]) -> Image.Image:
-    """(D, h, w) features -> RGB image of their first three principal components, resized to ``size`` (W, H)."""
-    d, h, w = features.shape
-    x = features.reshape(d, -1).T.float()
-    x = x - x.mean(0, keepdim=True)
-    _, _, v = torch.pca_lowrank(x, q=3, center=False)
-    proj = x @ v[:, :3]
-    lo, hi = proj.quantile(0.01, dim=0), proj.quantile(0.99, dim=0)
-    proj = ((proj - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
-    arr = (proj.reshape(h, w, 3).numpy() * 255).astype(np.uint8)
-    return Image.fromarray(arr).resize(size, Image.NEAREST)
-
-
-def overlay_mask(image: Image.Image, mask: np.ndarray, color=(255, 64, 32), alpha: float = 0.5) -> Image.Image:
-    """Blend ``color`` into ``image`` where ``mask`` (H, W bool) is set."""
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    tint = np.array(color, dtype=np.float32)
-    out = np.where(mask[..., None], (1 - alpha) * base + alpha * tint, base)
-    return Image.fromarray(out.astype(np.uint8))
 
 
 def side_by_side(images: list[Image.Image], height: int = 320) -> Image.Image:
@@ -70,6 +49,7 @@ def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 
 
     from .archive import model_side, square_input
     from .imageio import load_image
+    from .protocol import centre_crop
 
     concept = bank[name]
     paths = concept.archive_paths[:max_images]
@@ -90,7 +70,7 @@ def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 
     draw.text((6, 8), text, fill="black", font=_font(16))
     side = model_side(size, encoder.patch_size)
     for k, (image, sim) in enumerate(zip(images, sims)):
-        base = _square_crop(image, side).resize((tile, tile), Image.BICUBIC)  # what the encoder saw
+        base = centre_crop(image, side, side).resize((tile, tile), Image.BICUBIC)  # what the encoder saw
         heat = Image.fromarray(heat_colors(((sim - lo) / max(hi - lo, 1e-6)).numpy())).resize((tile, tile), Image.BILINEAR)
         cell = Image.blend(base, heat, 0.5)
         x0, y0 = (k % columns) * tile, header + (k // columns) * tile
@@ -102,13 +82,6 @@ def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 
                 for radius, colour in ((9, "white"), (7, "black")):
                     draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], outline=colour, width=2)
     return canvas
-
-
-def _square_crop(image: Image.Image, side: int) -> Image.Image:
-    """Resize the shorter side to ``side`` and centre-crop a square, as the model inputs are."""
-    from torchvision.transforms import functional as TF
-
-    return TF.center_crop(TF.resize(image, side), side)
 
 
 def palette(n: int) -> list[tuple[int, int, int]]:
@@ -153,7 +126,8 @@ def overlay_with_legend(image: Image.Image, labels: np.ndarray, names: list[str]
     row = size + 6
     legend = Image.new("RGB", (blended.width, row * len(present) + 8), "white")
     draw = ImageDraw.Draw(legend)
-    for k, (i, colour) in enumerate((i, palette(len(names))[i]) for i in present):
+    colours = palette(len(names))
+    for k, (i, colour) in enumerate((i, colours[i]) for i in present):
         y = 4 + k * row
         draw.rectangle([6, y + 2, 6 + size, y + 2 + size], fill=colour, outline="black")
         draw.text((14 + size, y), f"{names[i]}  {100 * shares[i]:.1f}%", fill="black", font=font)

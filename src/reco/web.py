@@ -171,8 +171,6 @@ def build_app(service: SegmentationService):
     """The Gradio Blocks page around ``service``."""
     import gradio as gr
 
-    from .errors import ImageLoadError
-
     bank_names = list(service.banks)
 
     def on_segment(path, bank_name, concepts_text):
@@ -180,7 +178,7 @@ def build_app(service: SegmentationService):
             return None, "", "**Upload an image first.**"
         try:
             overlay, legend, summary = service.segment(path, bank_name, concepts_text or "")
-        except (ImageLoadError, RecoError, KeyError, ValueError, FileNotFoundError) as e:
+        except (RecoError, KeyError, ValueError, FileNotFoundError) as e:
             return None, "", _message(e, path)
         return overlay, legend_html(legend), f"Segmented {html.escape(summary)}"
 
@@ -196,7 +194,7 @@ def build_app(service: SegmentationService):
             return None, "**Choose a concept.**"
         try:
             return service.grid(bank_name, concept), f"Co-segmentation grid of {html.escape(concept)}"
-        except (ImageLoadError, RecoError, KeyError, ValueError, FileNotFoundError) as e:
+        except (RecoError, KeyError, ValueError, FileNotFoundError) as e:
             return None, _message(e)
 
     with gr.Blocks(title="reco", analytics_enabled=False) as app:

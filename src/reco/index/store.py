@@ -49,10 +49,17 @@ def shard_done(root: Path, shard: int) -> bool:
     return shard_paths(root, shard)[1].is_file()
 
 
+def _write_parquet(path: Path, table) -> None:
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue())
+
+
 def write_shard(root: Path, shard: int, rows: list[dict], embeddings: np.ndarray) -> None:
     """Write one shard: embeddings first, then the table (the commit)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     npy, table_path = shard_paths(root, shard)
     buffer = io.BytesIO()
@@ -62,9 +69,7 @@ def write_shard(root: Path, shard: int, rows: list[dict], embeddings: np.ndarray
                      schema=pa.schema([("id", pa.string()), ("path", pa.string()), ("width", pa.int32()),
                                        ("height", pa.int32()), ("sha256", pa.string()), ("ok", pa.bool_()),
                                        ("error", pa.string())]))
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    atomic_write_bytes(table_path, sink.getvalue())
+    _write_parquet(table_path, table)
 
 
 def finalize(root: Path, n_shards: int) -> tuple[int, int]:
@@ -77,10 +82,8 @@ def finalize(root: Path, n_shards: int) -> tuple[int, int]:
     table = pa.concat_tables(tables)
     ok = table.filter(pc.field("ok")).drop_columns(["ok", "error"])
     bad = table.filter(~pc.field("ok")).select(["id", "path", "error"])
-    for name, part in (("items.parquet", ok), ("skipped.parquet", bad)):
-        sink = io.BytesIO()
-        pq.write_table(part, sink)
-        atomic_write_bytes(root / name, sink.getvalue())
+    _write_parquet(root / "items.parquet", ok)
+    _write_parquet(root / "skipped.parquet", bad)
     return ok.num_rows, bad.num_rows
 
 

@@ -56,9 +56,10 @@ def make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: in
     from ..data import open_dataset
     from ..device import pick_device
     from ..errors import ImageLoadError
-    from ..evaluate import prepare_run, centre_crop, reco_predictor, save_png
+    from ..evaluate import prepare_run, reco_predictor, save_png
     from ..imageio import load_image
     from ..paths import atomic_write_bytes
+    from ..protocol import centre_crop
 
     reco = reco_config_for(config, out)
     dataset = open_dataset(reco["dataset"])

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..imageio import to_rgb
-from ..segment import Prediction, window_boxes
+from ..segment import Prediction, resize_shorter_side, window_boxes
 
 
 def load_trained(path: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
@@ -76,9 +76,7 @@ class ReCoPlusSegmenter:
             raise KeyError(f"classes not in the model: {', '.join(unknown)}; it has: {', '.join(self.class_names)}")
         work = to_rgb(image)
         if self.size is not None:
-            scale = self.size / min(image.size)
-            work = work.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                                Image.BILINEAR)
+            work = resize_shorter_side(work, self.size, Image.BILINEAR)
         total = torch.zeros(len(self.class_names), work.height, work.width)
         count = torch.zeros(1, work.height, work.width)
         for top, left, h, w in window_boxes(work.height, work.width, self.window, self.stride):

@@ -84,8 +84,8 @@ class PseudoLabelSet(torch.utils.data.Dataset):
     def __getitem__(self, key):
         from PIL import Image
 
-        from ..evaluate import centre_crop
         from ..imageio import load_image
+        from ..protocol import centre_crop
 
         index, sample_key = key
         image_path, label_path = self.items[index]
@@ -139,8 +139,8 @@ def validate(model, config: dict, limit: int | None = None) -> float:
     """mIoU (%) of ``model`` on the validation split under the paper's protocol (with DenseCRF
     when ``train.val_crf``, as the published code selects its best checkpoint)."""
     from ..data import open_dataset
-    from ..evaluate import centre_crop, centre_crop_label
     from ..metrics import MeanIoU
+    from ..protocol import centre_crop, centre_crop_label
     from .segment import ReCoPlusSegmenter
 
     dataset = open_dataset(config["val_dataset"])
