@@ -23,6 +23,20 @@ def require_offline_weights():
         pytest.skip(message)
 
 
+def camvid_root():
+    """CamVid in the folder layout ($RECO_CAMVID, else shared/data/camvid beside the checkout);
+    skips locally and fails in CI when it is missing."""
+    from pathlib import Path
+
+    root = Path(os.environ.get("RECO_CAMVID") or Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid")
+    if not (root / "val" / "classes.txt").is_file():
+        message = f"no CamVid at {root} (set RECO_CAMVID)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
 def tiny_clip_index(root, seed: int, n: int = 6):
     """An index (tiny-clip) of ``n`` noise photos written to ``root/photos``; returns its folder."""
     import numpy as np

@@ -256,3 +256,31 @@ def test_concept_grid(tmp_path, encoder):
 def test_summary_json(tmp_path, encoder):
     bank = ConceptBank({"encoder": None}, [Concept("b", torch.ones(3), "masks"), Concept("a", torch.ones(3), "masks")])
     assert json.loads(json.dumps(bank.summary()))["concepts"] == ["b", "a"]
+
+
+def test_exemplar_concepts_that_are_context_concepts_keep_their_context_reference(tmp_path, encoder):
+    context_root = _exemplars(tmp_path / "ctx", {"sky": 2, "road": 2})
+    context, _ = ConceptBankBuilder(encoder, image_size=64, progress=False).build_from_exemplars(context_root)
+    root = _exemplars(tmp_path / "ex", {"sky": 3, "kite": 3})
+    builder = ConceptBankBuilder(encoder, image_size=64, language_guidance=False, progress=False)
+    bank, _ = builder.build_from_exemplars(root, context_bank=context)
+    assert torch.equal(bank["sky"].reference, context["sky"].reference) and bank["sky"].seeds is None
+    # kite is co-segmented with both context references eliminating pixels
+    from reco.coseg import co_segment, context_elimination
+
+    images = [Image.open(p).convert("RGB") for p in bank["kite"].archive_paths]
+    feats = builder.encode(images)
+    weights = context_elimination(feats, torch.stack([context["road"].reference, context["sky"].reference]))
+    torch.testing.assert_close(bank["kite"].reference, co_segment(feats, weights).reference)
+
+
+def test_seed_prototypes_are_the_features_at_the_seeds(tmp_path, encoder):
+    root = _exemplars(tmp_path / "ex", {"kite": 4})
+    builder = ConceptBankBuilder(encoder, n_seeds=2, image_size=64, prototypes="seeds", progress=False)
+    bank, _ = builder.build_from_exemplars(root)
+    kite = bank["kite"]
+    feats = builder.encode([Image.open(p).convert("RGB") for p in kite.archive_paths])
+    expected = torch.stack([feats[i, :, r, c] for i in range(4) for r, c in kite.seeds[i].tolist()])
+    torch.testing.assert_close(kite.prototypes, F.normalize(expected, dim=1))
+    torch.testing.assert_close(kite.reference, F.normalize(expected.mean(0), dim=0))
+    assert bank.provenance["prototypes"] == "seeds"

@@ -173,5 +173,10 @@ def test_every_shipped_config_loads_and_names_what_it_reproduces(monkeypatch):
         if path.name.startswith("reco-plus-"):  # evaluates its trained checkpoint (tests/test_reco_plus.py)
             assert config["checkpoint"] == f"runs/{path.stem}/best.pt" and config["index"] is None, path
             continue
+        if config["labelled"]:  # concepts from a labelled split, no CLIP (configs/camvid-exemplars.yaml)
+            assert config["models"]["clip"] is None and config["index"] is None, path
+            assert config["models"]["encoder"] in list_models(), path
+            assert parse_dataset_spec(config["labelled"])[1]["root"] == "/data/camvid", path
+            continue
         assert {config["models"]["encoder"], config["models"]["clip"]} <= set(list_models()), path
         assert config["index"].startswith("/indexes/imagenet-train-clip-"), path

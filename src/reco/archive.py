@@ -1,4 +1,5 @@
-"""Turning archive images (and optional masks) into fixed-size model inputs."""
+"""Turning images (and optional masks or label maps) into model inputs and patch grids: the
+paper's square archive inputs, and full frames at a shorter side as the Segmenter sees them."""
 
 from __future__ import annotations
 
@@ -58,3 +59,49 @@ def mask_to_grid(mask: np.ndarray, image_size: int, patch_size: int) -> torch.Te
     if not grid.any():
         grid = fraction == fraction.max()
     return grid
+
+
+def resize_shorter_side(image: Image.Image, size: int, resample=Image.BICUBIC) -> Image.Image:
+    """``image`` with its shorter side at ``size`` (aspect ratio kept; unchanged if it already is)."""
+    scale = size / min(image.size)
+    new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(new, resample) if new != image.size else image
+
+
+def padded_features(model, crop: torch.Tensor, amp: bool = False) -> torch.Tensor:
+    """Dense features of a normalised (3, h, w) crop padded right/bottom to the model's patch
+    multiple; with ``amp`` on a CUDA model the encoder runs under float16 autocast."""
+    p = model.patch_size
+    h, w = crop.shape[-2:]
+    padded = F.pad(crop, (0, (-w) % p, 0, (-h) % p))
+    device = model.device
+    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16,
+                                         enabled=amp and device.type == "cuda"):
+        return model.dense_features(padded[None].to(device))[0].float().cpu()
+
+
+def full_frame_features(model, image: Image.Image, size: int | None, amp: bool = False) -> torch.Tensor:
+    """Dense features (D, gh, gw) of the whole ``image`` with its shorter side at ``size`` (None
+    keeps it), padded right/bottom to the patch multiple: the framing of a one-window Segmenter."""
+    from .imageio import to_rgb
+
+    image = to_rgb(image)
+    work = image if size is None else resize_shorter_side(image, size)
+    cfg = replace(model.spec.preprocess, size=None, crop="none")
+    return padded_features(model, cfg(work), amp)
+
+
+def label_fractions(label: torch.Tensor, size: int | None, patch_size: int, num_classes: int) -> torch.Tensor:
+    """(num_classes, gh, gw): the share of each patch of :func:`full_frame_features` that each class
+    fills. ``label`` (H, W) holds class indices (others, e.g. 255, are ignored); it is resized
+    (nearest) like the image and padded like it."""
+    h, w = label.shape
+    if size is not None:
+        scale = size / min(h, w)
+        h, w = max(1, round(h * scale)), max(1, round(w * scale))
+    values = label.long()
+    values = torch.where((values >= 0) & (values < num_classes), values, num_classes)
+    one_hot = F.one_hot(values, num_classes + 1).permute(2, 0, 1).float()[None]
+    one_hot = F.interpolate(one_hot, size=(h, w), mode="nearest")
+    one_hot = F.pad(one_hot, (0, (-w) % patch_size, 0, (-h) % patch_size))
+    return F.avg_pool2d(one_hot, patch_size)[0, :num_classes]

@@ -201,6 +201,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"{results['name']}: pixel accuracy {results['pixel_accuracy']:.1f}, mIoU {results['miou']:.1f} "
               f"over {results['num_images']} images (paper: {paper.get('pixel_accuracy', '-')}, "
               f"{paper.get('miou', '-')}); wrote {results['config']['out']}/results.json and results.md")
+    if args.overview:
+        from .evaluate import write_overview
+
+        print(f"wrote {write_overview(results, args.overview)}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -211,6 +215,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set concepts.n_seeds=5 --set crf=false (repeatable)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images (a quick run; resumable)")
+    p.add_argument("--overview", type=int, metavar="N",
+                   help="also write OUT/overview.png: N photos beside their ground truth and prediction")
     p.add_argument("--report", action="store_true", help="fill the results table of --doc from the runs' results.json")
     p.add_argument("--configs", default="configs", metavar="DIR", help="with --report: config folder (default configs)")
     p.add_argument("--doc", default="docs/reproduce.md", metavar="MD", help="with --report: the page to fill")
@@ -243,8 +249,8 @@ def _cmd_concepts_build(args: argparse.Namespace) -> int:
     from .device import pick_device
     from .models import create_model
 
-    if (args.exemplars is None) == (args.names is None):
-        raise ValueError("give either --exemplars DIR or --names 'a,b,c' (with --index DIR)")
+    if sum(x is not None for x in (args.exemplars, args.names, args.labelled)) != 1:
+        raise ValueError("give one of --exemplars DIR, --labelled SPEC or --names 'a,b,c' (with --index DIR)")
     device = pick_device(args.device)
     encoder = create_model(args.encoder, weights=args.encoder_weights, device=device)
     out = Path(args.out)
@@ -256,6 +262,8 @@ def _cmd_concepts_build(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", UserWarning)
         if args.names is not None:
             bank, report = _build_from_names(args, encoder, bank, device)
+        elif args.labelled is not None:
+            bank, report = _build_from_labelled(args, encoder, bank)
         else:
             bank, report = _build_from_exemplars(args, encoder, bank, context)
     bank.save(out)
@@ -266,17 +274,38 @@ def _cmd_concepts_build(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Prototypes when --prototypes is not given: the paper's single reference for names, the
+#: measured best (docs/camvid.md) for exemplars and labelled datasets.
+DEFAULT_PROTOTYPES = {"names": ("mean", 1), "exemplars": ("memory", 256), "labelled": ("memory", 256)}
+
+
+def _prototype_options(args, path: str) -> dict:
+    method, n = DEFAULT_PROTOTYPES[path]
+    return {"prototypes": args.prototypes or method, "n_prototypes": args.n_prototypes or n, "seed": args.seed}
+
+
 def _build_from_exemplars(args, encoder, bank, context):
     from .concept_builder import ConceptBankBuilder
 
     # exemplar concepts use no language guidance; context elimination only with context references
-    builder = ConceptBankBuilder(encoder, n_seeds=args.n_seeds, image_size=args.image_size,
+    builder = ConceptBankBuilder(encoder, n_seeds=args.n_seeds, image_size=args.image_size or 320,
                                  language_guidance=False,
                                  context_elimination=bool(context or (bank is not None and bank.context)),
-                                 published_code_compat=args.published_code_compat)
+                                 published_code_compat=args.published_code_compat,
+                                 **_prototype_options(args, "exemplars"))
     if bank is None:
         return builder.build_from_exemplars(args.exemplars, context_bank=context)
     return bank, builder.add_exemplars(bank, args.exemplars)
+
+
+def _build_from_labelled(args, encoder, bank):
+    from .concept_builder import ConceptBankBuilder
+
+    if bank is not None:
+        raise ValueError("--labelled builds a new bank; it cannot be combined with --append")
+    builder = ConceptBankBuilder(encoder, image_size=args.image_size or 448, language_guidance=False,
+                                 context_elimination=False, **_prototype_options(args, "labelled"))
+    return builder.build_from_labelled(args.labelled, per_class=args.per_class)
 
 
 def _build_from_names(args, encoder, bank, device):
@@ -293,8 +322,8 @@ def _build_from_names(args, encoder, bank, device):
     clip = create_model(args.clip, weights=args.clip_weights, device=device)  # text embeddings for inference too
     builder = ConceptBankBuilder(
         encoder, clip, retrieval_clip=index.clip, n_seeds=args.n_seeds, archive_size=args.k,
-        image_size=args.image_size, language_guidance=language_guidance,
-        context_elimination=not args.no_context_elimination,
+        image_size=args.image_size or 320, language_guidance=language_guidance,
+        context_elimination=not args.no_context_elimination, **_prototype_options(args, "names"),
         context_concepts=parse_concept_names(args.context) if args.context else DEFAULT_CONTEXT,
         rephrase=load_rephrase(args.rephrase), published_code_compat=args.published_code_compat,
     )
@@ -355,13 +384,24 @@ def _add_concepts(sub) -> None:
     b.add_argument("--rephrase", metavar="NAME|YAML", help="with --names: rephrasing map (cityscapes, kitti-step or a YAML file)")
     b.add_argument("--exemplars", metavar="DIR",
                    help="one folder per concept; IMAGE.mask.png beside an image restricts it to the mask")
+    b.add_argument("--labelled", metavar="SPEC",
+                   help="a labelled dataset spec (e.g. folder:root=DIR:split=train): a concept per class "
+                        "from --per-class images")
+    b.add_argument("--per-class", type=int, default=10, help="with --labelled: images per class (default 10)")
+    b.add_argument("--prototypes", choices=("mean", "kmeans", "memory", "seeds"),
+                   help="how a concept's prototypes are made (default: mean for --names, the paper's single "
+                        "reference; memory for --exemplars and --labelled)")
+    b.add_argument("--n-prototypes", type=int, help="prototypes per concept for kmeans/memory/seeds (default 256)")
+    b.add_argument("--seed", type=int, default=0, help="seed of exemplar sampling and k-means (default 0)")
     b.add_argument("--encoder", required=True, help="dense encoder, e.g. dinov2-vits14 (see `reco models`)")
     b.add_argument("--encoder-weights", metavar="SPEC", help="weight spec for the encoder")
     b.add_argument("--out", required=True, metavar="BANK", help="the bank file to write (.safetensors)")
     b.add_argument("--append", action="store_true", help="add the concepts to the existing bank at --out")
     b.add_argument("--context-bank", metavar="BANK", help="use this bank's concepts for context elimination")
     b.add_argument("--n-seeds", type=int, default=1, help="seed pixels per image (default 1)")
-    b.add_argument("--image-size", type=int, default=320, help="square side of the archive images (default 320)")
+    b.add_argument("--image-size", type=int,
+                   help="square side of the archive images (default 320); with --labelled the shorter side of "
+                        "the whole images (default 448, the segmenter's)")
     b.add_argument("--published-code-compat", action="store_true",
                    help="reproduce the published code's co-segmentation slicing (off: the paper's formula)")
     b.add_argument("--device", default=None, help="torch device (default: cuda if available)")
@@ -430,7 +470,7 @@ def _segment_predictor(args: argparse.Namespace, device):
     clip = create_model(clip_record["name"], weights=args.clip_weights, device=device) if use_clip else None
     bank.check_models(encoder, clip)
     segmenter = Segmenter(bank, encoder, clip, size=args.size or 448, language_guidance=use_clip, crf=not args.no_crf,
-                          window=args.window, stride=args.stride, amp=not args.no_amp)
+                          window=args.window, stride=args.stride, amp=not args.no_amp, scales=args.scales or (1.0,))
     return (lambda image: segmenter.predict_embedding(segmenter.encode(image), names)), names or bank.names
 
 
@@ -478,7 +518,7 @@ def _build_bank_for_segment(args: argparse.Namespace) -> None:
         names=args.concepts, exemplars=None, index=args.index, encoder=args.encoder, encoder_weights=args.encoder_weights,
         clip=args.clip, clip_weights=args.clip_weights, k=50, no_language_guidance=args.no_language_guidance,
         no_context_elimination=False, context=None, rephrase=None, n_seeds=1, image_size=320,
-        published_code_compat=False, append=False, context_bank=None, out=args.bank, device=args.device)
+        published_code_compat=False, labelled=None, prototypes=None, n_prototypes=None, seed=0, append=False, context_bank=None, out=args.bank, device=args.device)
     _cmd_concepts_build(build_args)
 
 
@@ -499,6 +539,8 @@ def _add_segment(sub) -> None:
     p.add_argument("--no-language-guidance", action="store_true", help="skip the dense-CLIP factor")
     p.add_argument("--size", type=int,
                    help="shorter side of the working image (default 448; with --model the training size, 320)")
+    p.add_argument("--scales", type=float, nargs="+", metavar="F",
+                   help="also encode at these factors of --size and average (e.g. 0.75 1; default 1: one scale)")
     p.add_argument("--window", type=int, help="sliding-window side in pixels for large images")
     p.add_argument("--stride", type=int, help="sliding-window stride (default window/2)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_probabilities.safetensors")

@@ -1,4 +1,5 @@
-"""Building concept banks: from exemplar folders (optionally masked) or from names through retrieval."""
+"""Building concept banks: from exemplar folders (optionally masked), labelled datasets, or names
+through retrieval."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from .archive import load_mask, mask_to_grid, square_input
 from .coseg import co_segment, context_elimination, language_guidance
 from .concepts import Concept, ConceptBank, model_record
 from .errors import EmptyInputError, ImageLoadError, ModelMismatchError
+from .prototypes import check_method, make_prototypes
 
 #: The paper's context concepts, built first and in this order.
 DEFAULT_CONTEXT = ("tree", "sky", "building", "road", "person")
 #: Builder parameters recorded in a bank's provenance; adding to a bank requires the same ones.
 SETTINGS = ("n_seeds", "image_size", "archive_size", "language_guidance", "context_elimination", "rephrase",
-            "published_code_compat")
+            "published_code_compat", "prototypes", "n_prototypes", "seed")
 MASK_SUFFIX = ".mask.png"
 
 
@@ -74,7 +76,11 @@ class ConceptBankBuilder:
     """Makes concepts with one dense encoder (and, for names, a dense CLIP and a retrieval CLIP).
 
     ``image_size``: archive images are resized (shorter side) and centre-cropped to a square of
-    this side, rounded down to each model's patch multiple. Switches and parameters are recorded
+    this side, rounded down to each model's patch multiple (labelled datasets: whole images with
+    this shorter side, as the Segmenter sees them). ``prototypes`` / ``n_prototypes``: how each
+    concept's prototypes are made (:mod:`reco.prototypes`; ``"mean"`` = the paper's single
+    reference) from its masked features or its co-segmentation seeds; ``seed`` makes every
+    random choice (exemplar sampling, k-means) repeatable. Switches and parameters are recorded
     in the bank's provenance; adding to a bank requires the same ones.
     """
 
@@ -92,6 +98,9 @@ class ConceptBankBuilder:
         context_concepts: Sequence[str] = DEFAULT_CONTEXT,
         rephrase: dict[str, str] | None = None,
         published_code_compat: bool = False,
+        prototypes: str = "mean",
+        n_prototypes: int = 256,
+        seed: int = 0,
         batch_size: int = 8,
         progress: bool = True,
     ):
@@ -106,6 +115,11 @@ class ConceptBankBuilder:
         self.context_concepts = tuple(context_concepts)
         self.rephrase = dict(rephrase or {})
         self.published_code_compat = published_code_compat
+        self.prototypes = check_method(prototypes)
+        if n_prototypes < 1:
+            raise ValueError(f"n_prototypes must be at least 1, got {n_prototypes}")
+        self.n_prototypes = n_prototypes
+        self.seed = seed
         self.batch_size = batch_size
         self.progress = progress
 
@@ -211,6 +225,15 @@ class ConceptBankBuilder:
             masks.append(mask)
         if not images:
             raise EmptyInputError(f"concept {folder.name!r}: no readable images in {folder}")
+        return self.concept_from_images(folder.name, images, paths, bank, masks)
+
+    def concept_from_images(self, name: str, images, paths: list[str], bank: ConceptBank,
+                            masks: list | None = None) -> Concept:
+        """A concept from PIL ``images``: the masked features when every image has a mask
+        ((H, W) bool arrays), else co-segmentation (seeds inside the masks given) weighted by
+        context elimination against ``bank``'s context references. A concept that is itself a
+        context concept keeps its context reference, as named concepts do."""
+        masks = list(masks) if masks is not None else [None] * len(images)
         feats = self.encode(images)
         n, d, h, w = feats.shape
         p = self.encoder.patch_size
@@ -220,13 +243,52 @@ class ConceptBankBuilder:
         ]).to(feats.device)
         if all(m is not None for m in masks):
             pixels = feats.permute(0, 2, 3, 1)[grids]  # (M, D) raw features inside the masks
-            return Concept(folder.name, F.normalize(pixels.mean(0), dim=0).cpu(), "masks", archive=paths, archive_paths=paths)
-        weights = grids.float()
-        weights = weights * self._context_weights(bank, feats)
+            return self.pooled_concept(name, pixels, "masks", paths)
+        if self.context_elimination and name in bank.context:
+            return Concept(name, bank.context[name], "exemplars", archive=paths, archive_paths=paths)
+        weights = grids.float() * self._context_weights(bank, feats)
         result = co_segment(feats, weights, n_seeds=self.n_seeds, seed_mask=grids,
                             published_code_compat=self.published_code_compat)
-        return Concept(folder.name, result.reference.cpu(), "exemplars", archive=paths, archive_paths=paths,
-                       seeds=result.seeds.cpu())
+        return Concept(name, result.reference.cpu(), "exemplars", archive=paths, archive_paths=paths,
+                       seeds=result.seeds.cpu(), prototypes=self._seed_prototypes(feats, result.seeds))
+
+    def pooled_concept(self, name: str, pixels: torch.Tensor, source: str, paths: list[str]) -> Concept:
+        """A concept from the raw features (M, D) of its pixels: their normalised mean is the
+        reference, and the prototypes are made from them by the builder's method."""
+        pixels = pixels.float().cpu()
+        reference = F.normalize(pixels.mean(0), dim=0)
+        prototypes = None if self.prototypes == "mean" else make_prototypes(
+            pixels, self.prototypes, self.n_prototypes, self.seed)
+        return Concept(name, reference, source, archive=paths, archive_paths=paths, prototypes=prototypes)
+
+    def _seed_prototypes(self, feats: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor | None:
+        """Prototypes of a co-segmented concept from the raw features at its seeds (None: "mean")."""
+        if self.prototypes == "mean":
+            return None
+        rows, cols = seeds[..., 0].to(feats.device), seeds[..., 1].to(feats.device)
+        image = torch.arange(feats.shape[0], device=feats.device)[:, None].expand_as(rows)
+        pool = feats.permute(0, 2, 3, 1)[image, rows, cols].reshape(-1, feats.shape[1]).float().cpu()
+        return make_prototypes(pool, self.prototypes, self.n_prototypes, self.seed)
+
+    # ---- labelled datasets -------------------------------------------------------------------
+    def build_from_labelled(self, dataset, per_class: int = 10) -> tuple[ConceptBank, BuildReport]:
+        """A bank with a concept per class of a labelled ``dataset`` (a :mod:`reco.data` spec such as
+        ``folder:root=DIR:split=train``, or an opened dataset), from ``per_class`` images each
+        (see :mod:`reco.labelled`). Classes without pixels are reported and left out."""
+        from .data import open_dataset
+        from .labelled import labelled_concepts
+
+        spec = dataset if isinstance(dataset, str) else getattr(dataset, "spec", type(dataset).__name__)
+        dataset = open_dataset(dataset) if isinstance(dataset, str) else dataset
+        bank = self.new_bank()
+        bank.provenance["labelled"] = {"dataset": spec, "per_class": per_class}
+        report = BuildReport()
+        for concept in labelled_concepts(self, dataset, per_class, report, self.progress):
+            bank.add(concept)
+            report.added.append(concept.name)
+        if not bank.concepts:
+            raise EmptyInputError(f"no class of {spec} has a pixel in its labels")
+        return bank, report
 
     # ---- names through retrieval ---------------------------------------------------------------
     def build_from_names(self, names: str | Sequence[str], retriever: Retriever) -> tuple[ConceptBank, BuildReport]:
@@ -288,4 +350,5 @@ class ConceptBankBuilder:
         weights = weights * self._context_weights(bank, feats)
         result = co_segment(feats, weights, n_seeds=self.n_seeds, published_code_compat=self.published_code_compat)
         return Concept(name, result.reference.cpu(), "retrieval", archive=ids, archive_paths=paths,
-                       text_embedding=text, seeds=result.seeds.cpu(), prompt=prompt)
+                       text_embedding=text, seeds=result.seeds.cpu(), prompt=prompt,
+                       prototypes=self._seed_prototypes(feats, result.seeds))

@@ -1,4 +1,5 @@
-"""ConceptBank: one reference embedding per concept, with how it was made.
+"""ConceptBank: one reference embedding per concept (and optionally several prototypes), with how
+it was made.
 
 Saved as a single safetensors file whose header holds the JSON metadata, written through a
 temporary file and a rename, so a bank on disk is always complete. A bank records the models
@@ -20,17 +21,23 @@ FORMAT = "reco.concept_bank/1"
 
 @dataclass
 class Concept:
-    """One concept: ``reference`` (D,), optional ``text_embedding`` (E,), the seeds (N, n_seeds, 2)
-    of its co-segmentation if any, the archive it came from, and how it was defined."""
+    """One concept: ``reference`` (D,), optional ``prototypes`` (P, D) (DESIGN.md §1.10; None: the
+    reference alone), optional ``text_embedding`` (E,), the seeds (N, n_seeds, 2) of its
+    co-segmentation if any, the archive it came from, and how it was defined."""
 
     name: str
     reference: torch.Tensor
-    source: str  # "retrieval", "exemplars" or "masks"
+    source: str  # "retrieval", "exemplars", "masks" or "labelled"
     archive: list[str] = field(default_factory=list)  # image ids (exemplars: their paths)
     archive_paths: list[str] = field(default_factory=list)
     text_embedding: torch.Tensor | None = None
     seeds: torch.Tensor | None = None
     prompt: str | None = None  # the (rephrased) name the text embedding and retrieval used
+    prototypes: torch.Tensor | None = None
+
+    def vectors(self) -> torch.Tensor:
+        """(P, D): the prototypes, or the reference as the one prototype."""
+        return self.reference[None] if self.prototypes is None else self.prototypes
 
 
 def model_record(model) -> dict | None:
@@ -41,9 +48,10 @@ def model_record(model) -> dict | None:
 class ConceptBank:
     """An ordered set of concepts plus the provenance of the whole bank.
 
-    ``provenance`` keys: ``encoder`` and ``clip`` (model records), ``index``, ``n_seeds``,
-    ``archive_size``, ``image_size``, switches (``language_guidance``, ``context_elimination``,
-    ``published_code_compat``), ``context_concepts`` and ``rephrase``. Context references used
+    ``provenance`` keys: ``encoder``, ``clip`` and ``retrieval_clip`` (model records), ``index``,
+    and the builder's settings (``n_seeds``, ``archive_size``, ``image_size``,
+    ``language_guidance``, ``context_elimination``, ``published_code_compat``, ``rephrase``,
+    ``prototypes``, ``n_prototypes``, ``seed``); a labelled bank adds ``labelled``. Context references used
     to build the bank are kept so that :meth:`extend`-style additions use the same ones.
     """
 
@@ -74,6 +82,10 @@ class ConceptBank:
     def references(self) -> torch.Tensor:
         """(C, D) reference embeddings in bank order."""
         return torch.stack([c.reference for c in self.concepts.values()])
+
+    def prototypes(self, names: list[str] | None = None) -> list[torch.Tensor]:
+        """One (P_c, D) tensor per concept of ``names`` (default: the bank, in order)."""
+        return [self[n].vectors() for n in (names or self.names)]
 
     def add(self, concept: Concept) -> None:
         if concept.name in self.concepts:
@@ -113,6 +125,8 @@ class ConceptBank:
                 tensors[f"text.{i}"] = c.text_embedding.detach().float().cpu().contiguous()
             if c.seeds is not None:
                 tensors[f"seeds.{i}"] = c.seeds.detach().long().cpu().contiguous()
+            if c.prototypes is not None:
+                tensors[f"prototypes.{i}"] = c.prototypes.detach().float().cpu().contiguous()
             entries.append({"name": c.name, "source": c.source, "archive": c.archive,
                             "archive_paths": c.archive_paths, "prompt": c.prompt})
         for i, ref in enumerate(self.context.values()):
@@ -144,6 +158,7 @@ class ConceptBank:
                 name=e["name"], reference=tensors[f"reference.{i}"], source=e["source"], archive=e["archive"],
                 archive_paths=e.get("archive_paths", []),
                 text_embedding=tensors.get(f"text.{i}"), seeds=tensors.get(f"seeds.{i}"), prompt=e.get("prompt"),
+                prototypes=tensors.get(f"prototypes.{i}"),
             )
             for i, e in enumerate(meta["concepts"])
         ]
@@ -159,6 +174,7 @@ class ConceptBank:
             "provenance": self.provenance,
             "details": [
                 {"name": c.name, "source": c.source, "archive_size": len(c.archive),
+                 "prototypes": len(c.vectors()),
                  "has_text_embedding": c.text_embedding is not None, "prompt": c.prompt}
                 for c in self.concepts.values()
             ],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,12 @@ DEFAULTS = {
     "protocol": {"resize": 320, "crop": 320},
     "index": None,
     "bank": None,
+    "labelled": None,
     "models": {"encoder": "deit-s16-sin", "encoder_weights": None, "clip": "clip-rn50x16", "clip_weights": None},
     "concepts": {"archive_size": 50, "n_seeds": 1, "image_size": 320, "language_guidance": True,
                  "context_elimination": True, "context": ["tree", "sky", "building", "road", "person"],
-                 "rephrase": None, "published_code_compat": False},
+                 "rephrase": None, "published_code_compat": False, "prototypes": "mean", "n_prototypes": 256,
+                 "seed": 0, "per_class": 10},
     "crf": True,
     "checkpoint": None,
     "out": None,
@@ -54,13 +57,15 @@ def load_config(path: str | Path, overrides=None) -> dict:
     config["out"] = config["out"] or f"runs/{config['name']}"
     if not config["dataset"]:
         raise ValueError(f"{path}: the config needs a dataset spec (e.g. cityscapes27:root=$RECO_DATA/cityscapes)")
-    config = expand_paths(config, ("dataset", "index", "bank", "checkpoint", "out"))
+    config = expand_paths(config, ("dataset", "index", "bank", "labelled", "checkpoint", "out"))
     protocol = config["protocol"]
-    if set(protocol) not in ({"resize", "crop"}, {"resize", "window", "stride"}):
-        raise ValueError(f"{path}: protocol is {{resize, crop}} (the paper's) or {{resize, window, stride}} "
-                         f"(sliding windows), got {protocol}")
-    if config["bank"] is None and config["index"] is None and config["checkpoint"] is None:
-        raise ValueError(f"{path}: give an index to build the concepts from (or a saved bank, or a ReCo+ checkpoint)")
+    if set(protocol) - {"scales"} not in ({"resize", "crop"}, {"resize", "window", "stride"}, {"resize"}) or (
+            "scales" in protocol and "crop" in protocol):
+        raise ValueError(f"{path}: protocol is {{resize, crop}} (the paper's), {{resize, window, stride}} "
+                         f"(sliding windows) or {{resize}}, the last two optionally with scales; got {protocol}")
+    if all(config[k] is None for k in ("bank", "index", "labelled", "checkpoint")):
+        raise ValueError(f"{path}: give an index to build the concepts from (or a labelled dataset, a saved bank, "
+                         f"or a ReCo+ checkpoint)")
     return config
 
 
@@ -114,13 +119,17 @@ def _build_bank(config: dict, names: list[str], encoder, clip, out: Path, progre
     if path.is_file():
         return ConceptBank.load(path, encoder=encoder, clip=clip)
     c = config["concepts"]
-    index = ImageIndex.open(config["index"])
+    index = None if config["labelled"] else ImageIndex.open(config["index"])
     builder = ConceptBankBuilder(
-        encoder, clip, retrieval_clip=index.clip, n_seeds=c["n_seeds"], archive_size=c["archive_size"],
-        image_size=c["image_size"], language_guidance=c["language_guidance"],
+        encoder, clip, retrieval_clip=index.clip if index else None, n_seeds=c["n_seeds"],
+        archive_size=c["archive_size"], image_size=c["image_size"], language_guidance=c["language_guidance"],
         context_elimination=c["context_elimination"], context_concepts=c["context"] or (),
-        rephrase=load_rephrase(c["rephrase"]), published_code_compat=c["published_code_compat"], progress=progress)
-    bank, report = builder.build_from_names(names, index)
+        rephrase=load_rephrase(c["rephrase"]), published_code_compat=c["published_code_compat"],
+        prototypes=c["prototypes"], n_prototypes=c["n_prototypes"], seed=c["seed"], progress=progress)
+    if index is None:
+        bank, report = builder.build_from_labelled(config["labelled"], per_class=c["per_class"])
+    else:
+        bank, report = builder.build_from_names(names, index)
     for skipped, reason in report.skipped:
         print(f"skipped {skipped}: {reason}")
     bank.save(path)
@@ -154,18 +163,23 @@ def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = Tr
 
     m, c, protocol = config["models"], config["concepts"], config["protocol"]
     encoder = create_model(m["encoder"], weights=m["encoder_weights"], device=device)
-    clip = create_model(m["clip"], weights=m["clip_weights"], device=device) if c["language_guidance"] else None
+    use_clip = c["language_guidance"] and m["clip"]
+    clip = create_model(m["clip"], weights=m["clip_weights"], device=device) if use_clip else None
     names = list(dataset.predict_names or dataset.class_names)
     bank = _build_bank(config, names, encoder, clip, out, progress)
+    present = [n for n in names if n in bank]  # a labelled bank leaves out classes without pixels
+    if not present:
+        raise ValueError(f"the concept bank has none of the classes of {config['dataset']}")
     segmenter = Segmenter(bank, encoder, clip, size=None if "crop" in protocol else protocol["resize"],
-                          language_guidance=c["language_guidance"], crf=config["crf"], window=protocol.get("window"),
-                          stride=protocol.get("stride"), progress=False)
-    to_class = dataset.predict_to_class
+                          language_guidance=bool(use_clip), crf=config["crf"], window=protocol.get("window"),
+                          stride=protocol.get("stride"), scales=tuple(protocol.get("scales", (1.0,))), progress=False)
+    to_dataset = np.array([names.index(n) for n in present])
+    if dataset.predict_to_class is not None:
+        to_dataset = dataset.predict_to_class[to_dataset]
 
     def predict(image):
-        pred = segmenter.predict_embedding(segmenter.encode(image), names)
-        if to_class is not None:
-            pred.labels = torch.from_numpy(to_class[pred.labels.numpy()])
+        pred = segmenter.predict_embedding(segmenter.encode(image), present)
+        pred.labels = torch.from_numpy(to_dataset[pred.labels.numpy()])
         return pred
 
     records = {"encoder": encoder.record(), "clip": clip.record() if clip is not None else None,
@@ -215,6 +229,7 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
     crop = "crop" in protocol
     metric = MeanIoU(dataset.num_classes)
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    predicted, seconds = 0, 0.0
     for i in tqdm(range(n), desc=config["name"], unit="img", disable=not progress):
         name, image_path, _ = dataset.files[i]
         label = dataset.label(i)
@@ -224,10 +239,13 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
         if path.is_file():  # resumed: the image is not decoded again
             pred = _read_png(path)
         else:
+            start = time.perf_counter()
             image = load_image(image_path)  # not dataset[i]: the label is read already
             if crop:
                 image = centre_crop(image, protocol["resize"], protocol["crop"])
             pred = predict(image).labels
+            seconds += time.perf_counter() - start
+            predicted += 1
             save_png(path, pred.numpy())
         metric.update(pred, label)
     scores = metric.compute()
@@ -242,6 +260,7 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
         "miou": 100 * scores["miou"],
         "iou": {name: (None if np.isnan(v) else 100 * v) for name, v in zip(dataset.class_names, scores["iou"])},
         "predictions": str(predictions),
+        "seconds_per_image": seconds / predicted if predicted else None,  # images predicted by this run
         "models": models,
         "reco_version": __version__,
         "config": config,
@@ -251,9 +270,34 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
     return results
 
 
+def write_overview(results: dict, count: int = 4, path: str | Path | None = None) -> Path:
+    """``overview.png`` beside the results: ``count`` images evenly spread over the evaluated ones,
+    each as photo, ground truth and prediction (under the config's protocol), with the class legend."""
+    from .data import open_dataset
+    from .imageio import load_image
+    from .protocol import centre_crop, centre_crop_label
+    from .viz import comparison_panel
+
+    config = results["config"]
+    dataset = open_dataset(config["dataset"])
+    protocol, predictions = config["protocol"], Path(results["predictions"])
+    rows = []
+    for i in np.linspace(0, results["num_images"] - 1, min(count, results["num_images"])).round().astype(int):
+        name, image_path, _ = dataset.files[i]
+        image, label = load_image(image_path), dataset.label(i)
+        if "crop" in protocol:
+            image = centre_crop(image, protocol["resize"], protocol["crop"])
+            label = centre_crop_label(label, protocol["resize"], protocol["crop"])
+        rows.append((image, label.numpy(), _read_png(predictions / f"{name}.png").numpy()))
+    path = Path(path or Path(config["out"]) / "overview.png")
+    comparison_panel(rows, dataset.class_names, dataset.colours()).save(path)
+    return path
+
+
 def results_markdown(results: dict) -> str:
     """A markdown summary: headline numbers beside the paper's, then IoU per class."""
     paper = results.get("paper") or {}
+    seconds = results.get("seconds_per_image")
 
     def fmt(v):
         return "" if v is None else f"{v:.1f}"
@@ -264,6 +308,7 @@ def results_markdown(results: dict) -> str:
              "| metric | reco | paper |", "|---|---|---|",
              f"| pixel accuracy | {fmt(results['pixel_accuracy'])} | {fmt(paper.get('pixel_accuracy'))} |",
              f"| mIoU | {fmt(results['miou'])} | {fmt(paper.get('miou'))} |", "",
+             f"Seconds per image (this run's predictions): {seconds:.2f}" if seconds else "", "",
              "| class | IoU |", "|---|---|"]
     lines += [f"| {name} | {fmt(v) or 'absent'} |" for name, v in results["iou"].items()]
     return "\n".join(lines) + "\n"

@@ -1,6 +1,7 @@
 """Segmenter: dense features -> concept probabilities -> labels (DESIGN.md §1.6).
 
-``P_c = sigmoid(cos(f, e_c))`` (dense encoder vs the concept's reference), upsampled
+``P_c = sigmoid(cos(f, e_c))`` (dense encoder vs the concept's reference; for a concept with
+several prototypes the max cosine over them, DESIGN.md §1.10), upsampled
 bilinearly to the image, times ``sigmoid(10 cos(g, t_c))`` (dense CLIP vs the concept's text
 embedding), upsampled likewise, when language guidance is on and the concept has a text
 embedding; label = argmax over concepts; optional DenseCRF.
@@ -18,7 +19,7 @@ pixels whose probabilities are averaged where they overlap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 
 import numpy as np
@@ -26,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .archive import padded_features, resize_shorter_side  # noqa: F401 (resize_shorter_side: public here too)
 from .coseg import LANGUAGE_TEMPERATURE
+from .prototypes import concept_similarity
 
 
 @dataclass
@@ -40,6 +43,7 @@ class ImageEmbedding:
     size: tuple[int, int]  # working size (H, W)
     original_size: tuple[int, int]
     image: np.ndarray  # (H, W, 3) uint8 working image, for the CRF
+    others: list["ImageEmbedding"] = field(default_factory=list)  # the other scales, if any
 
 
 @dataclass
@@ -69,25 +73,6 @@ def window_boxes(height: int, width: int, window: int | None, stride: int | None
     return [(t, l, min(window, height), min(window, width)) for t in starts(height) for l in starts(width)]
 
 
-def resize_shorter_side(image: Image.Image, size: int, resample=Image.BICUBIC) -> Image.Image:
-    """``image`` with its shorter side at ``size`` (aspect ratio kept; unchanged if it already is)."""
-    scale = size / min(image.size)
-    new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(new, resample) if new != image.size else image
-
-
-def _grid(model, crop: torch.Tensor, amp: bool = False) -> torch.Tensor:
-    """Dense features of a normalised (3, h, w) crop padded right/bottom to the model's patch
-    multiple; with ``amp`` on a CUDA model the encoder runs under float16 autocast."""
-    p = model.patch_size
-    h, w = crop.shape[-2:]
-    padded = F.pad(crop, (0, (-w) % p, 0, (-h) % p))
-    device = model.device
-    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16,
-                                         enabled=amp and device.type == "cuda"):
-        return model.dense_features(padded[None].to(device))[0].float().cpu()
-
-
 def _upsample(grid_scores: torch.Tensor, patch: int, size: tuple[int, int]) -> torch.Tensor:
     """(C, gh, gw) -> bilinear to the padded size (gh*patch, gw*patch), cropped to ``size``."""
     gh, gw = grid_scores.shape[-2:]
@@ -98,30 +83,44 @@ def _upsample(grid_scores: torch.Tensor, patch: int, size: tuple[int, int]) -> t
 class Segmenter:
     """Segment images into the concepts of a ConceptBank.
 
-    ``size``: shorter side of the working image (None: the original size); ``window`` /
-    ``stride``: sliding-window inference for large images; ``crf``: DenseCRF refinement;
-    ``amp``: float16 autocast for the encoders on CUDA (ignored on CPU).
+    ``size``: shorter side of the working image (None: the original size); ``scales``: factors
+    of ``size`` at which the image is encoded, their probabilities averaged at the largest one's
+    working size (``(1.0,)``: one scale, the paper's inference); ``window`` / ``stride``: sliding-window
+    inference for large images; ``crf``: DenseCRF refinement; ``amp``: float16 autocast for the
+    encoders on CUDA (ignored on CPU).
     """
 
     def __init__(self, bank, encoder, clip=None, *, size: int | None = 448, language_guidance: bool = True,
                  crf: bool = False, window: int | None = None, stride: int | None = None, amp: bool = True,
-                 progress: bool = True):
+                 scales: tuple[float, ...] = (1.0,), progress: bool = True):
         bank.check_models(encoder, clip)
+        scales = tuple(float(x) for x in scales)
+        if not scales or min(scales) <= 0 or len(set(scales)) != len(scales):
+            raise ValueError(f"scales must be distinct positive factors, got {scales}")
+        if len(scales) > 1 and size is None:
+            raise ValueError("several scales need a working size (size=...)")
+        self.scales = scales
         self.bank, self.encoder, self.clip = bank, encoder, clip
         self.size, self.language_guidance, self.crf, self.amp = size, language_guidance, crf, amp
         self.window, self.stride, self.progress = window, stride, progress
         self._embedding: ImageEmbedding | None = None
 
     # ---- stateless core ----------------------------------------------------------------------
-    def working_image(self, image: Image.Image) -> Image.Image:
+    def working_image(self, image: Image.Image, scale: float = 1.0) -> Image.Image:
         from .imageio import to_rgb
 
         image = to_rgb(image)
-        return image if self.size is None else resize_shorter_side(image, self.size)
+        return image if self.size is None else resize_shorter_side(image, round(self.size * scale))
 
     def encode(self, image: Image.Image) -> ImageEmbedding:
-        """Run the encoder (and dense CLIP) over every window of ``image`` once."""
-        work = self.working_image(image)
+        """Run the encoder (and dense CLIP) over every window of ``image`` once per scale."""
+        order = sorted(self.scales, reverse=True)  # the largest scale is the working size
+        first, *others = [self._encode_at(image, scale) for scale in order]
+        first.others = others
+        return first
+
+    def _encode_at(self, image: Image.Image, scale: float) -> ImageEmbedding:
+        work = self.working_image(image, scale)
         arr = np.asarray(work)
         h, w = arr.shape[:2]
         boxes = window_boxes(h, w, self.window, self.stride)
@@ -134,8 +133,8 @@ class Segmenter:
         x_clip = normalised(self.clip) if self._uses_clip() else None
         feats, clips = [], []
         for top, left, bh, bw in boxes:
-            feats.append(_grid(self.encoder, x_enc[:, top:top + bh, left:left + bw], self.amp))
-            clips.append(_grid(self.clip, x_clip[:, top:top + bh, left:left + bw], self.amp) if x_clip is not None else None)
+            feats.append(padded_features(self.encoder, x_enc[:, top:top + bh, left:left + bw], self.amp))
+            clips.append(padded_features(self.clip, x_clip[:, top:top + bh, left:left + bw], self.amp) if x_clip is not None else None)
         return ImageEmbedding(boxes, feats, clips, (h, w), (image.height, image.width), arr)
 
     def _uses_clip(self) -> bool:
@@ -143,15 +142,23 @@ class Segmenter:
             c.text_embedding is not None for c in self.bank.concepts.values())
 
     def probabilities(self, embedding: ImageEmbedding, concepts: list[str] | None = None) -> torch.Tensor:
-        """Fused (C, H, W) probabilities at the working size, windows averaged."""
+        """Fused (C, H, W) probabilities at the working size, windows averaged, then scales averaged
+        (each other scale resized bilinearly to the working size)."""
         names = concepts or self.bank.names
-        refs = F.normalize(torch.stack([self.bank[n].reference.float() for n in names]), dim=1)
+        probs = self._scale_probabilities(embedding, names)
+        for other in embedding.others:
+            p = self._scale_probabilities(other, names)
+            probs = probs + F.interpolate(p[None], size=embedding.size, mode="bilinear", align_corners=False)[0]
+        return probs / (1 + len(embedding.others)) if embedding.others else probs
+
+    def _scale_probabilities(self, embedding: ImageEmbedding, names: list[str]) -> torch.Tensor:
+        prototypes = self.bank.prototypes(names)
         texts = [self.bank[n].text_embedding for n in names]
         h, w = embedding.size
         total = torch.zeros(len(names), h, w)
         count = torch.zeros(1, h, w)
         for (top, left, bh, bw), f, g in zip(embedding.boxes, embedding.features, embedding.clip_features):
-            sims = torch.einsum("dhw,cd->chw", F.normalize(f, dim=0), refs)
+            sims = concept_similarity(f, prototypes)
             p = _upsample(torch.sigmoid(sims), self.encoder.patch_size, (bh, bw))
             if g is not None and self.language_guidance:
                 guided = [i for i, t in enumerate(texts) if t is not None]

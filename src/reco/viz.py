@@ -135,3 +135,41 @@ def overlay_with_legend(image: Image.Image, labels: np.ndarray, names: list[str]
     canvas.paste(blended, (0, 0))
     canvas.paste(legend, (0, blended.height))
     return canvas
+
+
+def colour_labels(labels: np.ndarray, colours: list[tuple[int, int, int]], ignore: int = 255) -> Image.Image:
+    """RGB picture of a class map in ``colours`` (``ignore`` and unknown values black)."""
+    table = np.zeros((256, 3), np.uint8)
+    table[: len(colours)] = np.array(colours, np.uint8)[:256]
+    table[ignore] = 0
+    return Image.fromarray(table[np.clip(labels, 0, 255).astype(np.uint8)])
+
+
+def comparison_panel(rows: list[tuple[Image.Image, np.ndarray, np.ndarray]], names: list[str],
+                     colours: list[tuple[int, int, int]], height: int = 240) -> Image.Image:
+    """One row per (photo, ground truth, prediction) side by side at ``height``, and a legend of
+    every class below (black: ignored pixels)."""
+    from PIL import ImageDraw
+
+    strips = [side_by_side([photo, colour_labels(truth, colours), colour_labels(pred, colours)], height)
+              for photo, truth, pred in rows]
+    width = max(s.width for s in strips)
+    size = 16
+    font = _font(size)
+    per_row = max(1, width // 170)
+    legend_rows = -(-len(names) // per_row)
+    header = size + 12
+    canvas = Image.new("RGB", (width, header + sum(s.height for s in strips) + legend_rows * (size + 8) + 8), "white")
+    draw = ImageDraw.Draw(canvas)
+    third = strips[0].width // 3
+    for k, title in enumerate(("photo", "ground truth", "prediction")):
+        draw.text((k * third + 6, 4), title, fill="black", font=font)
+    y = header
+    for strip in strips:
+        canvas.paste(strip, (0, y))
+        y += strip.height
+    for i, (name, colour) in enumerate(zip(names, colours)):
+        x, yy = 6 + (i % per_row) * 170, y + 4 + (i // per_row) * (size + 8)
+        draw.rectangle([x, yy + 2, x + size, yy + 2 + size], fill=tuple(colour), outline="black")
+        draw.text((x + size + 6, yy), name, fill="black", font=font)
+    return canvas
