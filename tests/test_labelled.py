@@ -180,3 +180,22 @@ def test_eval_of_a_labelled_config_maps_bank_concepts_to_dataset_classes(tmp_pat
         expected = to_dataset[segmenter.predict_embedding(segmenter.encode(load_image(image_path))).labels.numpy()]
         saved = np.asarray(Image.open(tmp_path / "run" / "predictions" / f"{name}.png"))
         assert np.array_equal(saved, expected)
+
+
+def test_cli_segment_with_scales_and_self_support(tmp_path, encoder):
+    from reco.imageio import load_image
+    from reco.segment import Segmenter
+
+    spec = _labelled_folder(tmp_path / "ds", n=3)
+    bank_path = tmp_path / "bank.safetensors"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["concepts", "build", "--labelled", spec, "--encoder", "tiny-vit", "--out", str(bank_path)]) == 0
+    photo = tmp_path / "ds" / "images" / "im1.png"
+    assert main(["segment", str(photo), "--bank", str(bank_path), "--out", str(tmp_path / "out"), "--no-crf",
+                 "--size", "48", "--scales", "0.5", "1", "--self-support", "0.5"]) == 0
+    segmenter = Segmenter(ConceptBank.load(bank_path), encoder, size=48, scales=(0.5, 1.0), self_support=0.5)
+    expected = segmenter.predict_embedding(segmenter.encode(load_image(photo))).labels.numpy()
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "im1.png")), expected)
+    assert main(["segment", str(photo), "--bank", str(bank_path), "--out", str(tmp_path / "o2"),
+                 "--scales", "1", "1"]) == 2

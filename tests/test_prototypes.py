@@ -128,3 +128,37 @@ def test_memory_is_a_seeded_capped_sample_of_the_unit_features():
     torch.testing.assert_close(make_prototypes(x, "mean", 10), F.normalize(x.mean(0), dim=0)[None])
     with pytest.raises(ValueError, match="unknown prototype method"):
         make_prototypes(x, "median", 3)
+
+
+def test_self_support_blends_in_the_images_own_prototype_of_each_winning_concept():
+    from reco.prototypes import self_support
+
+    g = torch.Generator().manual_seed(6)
+    features = torch.randn(8, 5, 6, generator=g)
+    similarity = torch.rand(4, 5, 6, generator=g)
+    similarity[3] -= 2  # concept 3 wins no pixel: left as it is
+    out = self_support(features, similarity, 0.3)
+    winners = similarity.argmax(0)
+    for c in range(4):
+        pixels = [(y, x) for y in range(5) for x in range(6) if winners[y, x] == c]
+        if not pixels:
+            assert torch.equal(out[c], similarity[c])
+            continue
+        own = sum(features[:, y, x] / features[:, y, x].norm() for y, x in pixels)
+        own = own / own.norm()
+        for y, x in [(0, 0), (4, 5), pixels[0]]:
+            f = features[:, y, x]
+            expected = 0.7 * similarity[c, y, x] + 0.3 * float(f @ own / f.norm())
+            assert abs(float(out[c, y, x]) - expected) < 1e-5
+    assert torch.equal(self_support(features, similarity, 0.0), similarity)
+
+
+def test_segmenter_self_support_is_off_by_default_and_checked(encoder):
+    bank = _bank(encoder)
+    image = _photo()
+    plain = Segmenter(bank, encoder, size=None)
+    adapted = Segmenter(bank, encoder, size=None, self_support=0.5)
+    emb = plain.encode(image)
+    assert not torch.equal(plain.probabilities(emb), adapted.probabilities(emb))
+    with pytest.raises(ValueError, match=r"self_support must lie in \[0, 1\]"):
+        Segmenter(bank, encoder, self_support=1.5)

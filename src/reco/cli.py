@@ -470,7 +470,8 @@ def _segment_predictor(args: argparse.Namespace, device):
     clip = create_model(clip_record["name"], weights=args.clip_weights, device=device) if use_clip else None
     bank.check_models(encoder, clip)
     segmenter = Segmenter(bank, encoder, clip, size=args.size or 448, language_guidance=use_clip, crf=not args.no_crf,
-                          window=args.window, stride=args.stride, amp=not args.no_amp, scales=args.scales or (1.0,))
+                          window=args.window, stride=args.stride, amp=not args.no_amp, scales=args.scales or (1.0,),
+                          self_support=args.self_support)
     return (lambda image: segmenter.predict_embedding(segmenter.encode(image), names)), names or bank.names
 
 
@@ -541,6 +542,8 @@ def _add_segment(sub) -> None:
                    help="shorter side of the working image (default 448; with --model the training size, 320)")
     p.add_argument("--scales", type=float, nargs="+", metavar="F",
                    help="also encode at these factors of --size and average (e.g. 0.75 1; default 1: one scale)")
+    p.add_argument("--self-support", type=float, default=0.0, metavar="W",
+                   help="blend in each photo's own concept prototypes with weight W (e.g. 0.5; default 0: the paper)")
     p.add_argument("--window", type=int, help="sliding-window side in pixels for large images")
     p.add_argument("--stride", type=int, help="sliding-window stride (default window/2)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_probabilities.safetensors")

@@ -38,6 +38,7 @@ DEFAULTS = {
                  "rephrase": None, "published_code_compat": False, "prototypes": "mean", "n_prototypes": 256,
                  "seed": 0, "per_class": 10},
     "crf": True,
+    "self_support": 0.0,
     "checkpoint": None,
     "out": None,
 }
@@ -172,7 +173,8 @@ def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = Tr
         raise ValueError(f"the concept bank has none of the classes of {config['dataset']}")
     segmenter = Segmenter(bank, encoder, clip, size=None if "crop" in protocol else protocol["resize"],
                           language_guidance=bool(use_clip), crf=config["crf"], window=protocol.get("window"),
-                          stride=protocol.get("stride"), scales=tuple(protocol.get("scales", (1.0,))), progress=False)
+                          stride=protocol.get("stride"), scales=tuple(protocol.get("scales", (1.0,))),
+                          self_support=config["self_support"], progress=False)
     to_dataset = np.array([names.index(n) for n in present])
     if dataset.predict_to_class is not None:
         to_dataset = dataset.predict_to_class[to_dataset]

@@ -93,3 +93,23 @@ def concept_similarity(features: torch.Tensor, prototypes: list[torch.Tensor]) -
     if max(sizes) == 1:
         return sims
     return torch.stack([part.amax(0) for part in sims.split(sizes)])
+
+
+def self_support(features: torch.Tensor, similarity: torch.Tensor, weight: float) -> torch.Tensor:
+    """Blend each concept's similarity with the similarity to the image's own prototype of it.
+
+    The image's prototype of a concept is the normalised mean of the unit features (D, h, w) of the
+    patches where that concept has the highest similarity (C, h, w); the result is
+    ``(1 - weight) * similarity + weight * cos(f, own prototype)`` for the concepts that win at
+    least one patch, unchanged for the others. It adapts references made from other photos to this
+    photo's light and viewpoint (self-support prototypes, Fan et al., ECCV 2022).
+    """
+    if weight == 0:
+        return similarity
+    unit = F.normalize(features, dim=0)
+    winner = similarity.argmax(0)
+    out = similarity.clone()
+    for c in winner.unique().tolist():
+        own = F.normalize(unit[:, winner == c].mean(1), dim=0)
+        out[c] = (1 - weight) * similarity[c] + weight * torch.einsum("dhw,d->hw", unit, own)
+    return out

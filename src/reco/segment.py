@@ -29,7 +29,7 @@ from PIL import Image
 
 from .archive import padded_features, resize_shorter_side  # noqa: F401 (resize_shorter_side: public here too)
 from .coseg import LANGUAGE_TEMPERATURE
-from .prototypes import concept_similarity
+from .prototypes import concept_similarity, self_support
 
 
 @dataclass
@@ -86,13 +86,14 @@ class Segmenter:
     ``size``: shorter side of the working image (None: the original size); ``scales``: factors
     of ``size`` at which the image is encoded, their probabilities averaged at the largest one's
     working size (``(1.0,)``: one scale, the paper's inference); ``window`` / ``stride``: sliding-window
-    inference for large images; ``crf``: DenseCRF refinement; ``amp``: float16 autocast for the
-    encoders on CUDA (ignored on CPU).
+    inference for large images; ``self_support``: weight of each window's own concept prototypes
+    (:func:`~reco.prototypes.self_support`; 0: the paper's fusion); ``crf``: DenseCRF refinement;
+    ``amp``: float16 autocast for the encoders on CUDA (ignored on CPU).
     """
 
     def __init__(self, bank, encoder, clip=None, *, size: int | None = 448, language_guidance: bool = True,
                  crf: bool = False, window: int | None = None, stride: int | None = None, amp: bool = True,
-                 scales: tuple[float, ...] = (1.0,), progress: bool = True):
+                 scales: tuple[float, ...] = (1.0,), self_support: float = 0.0, progress: bool = True):
         bank.check_models(encoder, clip)
         scales = tuple(float(x) for x in scales)
         if not scales or min(scales) <= 0 or len(set(scales)) != len(scales):
@@ -100,6 +101,9 @@ class Segmenter:
         if len(scales) > 1 and size is None:
             raise ValueError("several scales need a working size (size=...)")
         self.scales = scales
+        if not 0 <= self_support <= 1:
+            raise ValueError(f"self_support must lie in [0, 1], got {self_support}")
+        self.self_support = self_support
         self.bank, self.encoder, self.clip = bank, encoder, clip
         self.size, self.language_guidance, self.crf, self.amp = size, language_guidance, crf, amp
         self.window, self.stride, self.progress = window, stride, progress
@@ -158,7 +162,7 @@ class Segmenter:
         total = torch.zeros(len(names), h, w)
         count = torch.zeros(1, h, w)
         for (top, left, bh, bw), f, g in zip(embedding.boxes, embedding.features, embedding.clip_features):
-            sims = concept_similarity(f, prototypes)
+            sims = self_support(f, concept_similarity(f, prototypes), self.self_support)
             p = _upsample(torch.sigmoid(sims), self.encoder.patch_size, (bh, bw))
             if g is not None and self.language_guidance:
                 guided = [i for i, t in enumerate(texts) if t is not None]

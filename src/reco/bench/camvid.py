@@ -3,7 +3,8 @@
 Two studies on the same val embeddings (encoded once per scale):
 
 - **labelled**: concepts from K labelled train photos per class (``build_from_labelled``), one
-  row per option: mean reference, k-means prototypes, a patch memory, one or two scales, CRF.
+  row per option: mean reference, k-means prototypes, a patch memory, one or two scales,
+  self-support, CRF, and the default with two other seeded choices of exemplars.
 - **coseg**: ReCo's own mechanism without masks: each class's archive is the K train photos
   where it covers most pixels (a stand-in for perfect retrieval: no CLIP weights load here),
   co-segmented into a reference; without and with context elimination against references of
@@ -25,6 +26,7 @@ import numpy as np
 ENCODER = "dinov2-vits14"
 SIZE = 448
 SCALES = (0.75, 1.0)
+SELF_SUPPORT = 0.5
 CONTEXT = ("tree", "sky", "building", "road")
 
 
@@ -91,8 +93,9 @@ def run(quick: bool = False, device: str | None = None) -> dict:
 
     rows = []
 
-    def record(study, option, bank, cached, crf=False, build_seconds=None, **extra):
-        scores = _score(Segmenter(bank, encoder, size=SIZE, crf=crf, progress=False), cached, val)
+    def record(study, option, bank, cached, crf=False, self_support=0.0, build_seconds=None, **extra):
+        segmenter = Segmenter(bank, encoder, size=SIZE, crf=crf, self_support=self_support, progress=False)
+        scores = _score(segmenter, cached, val)
         rows.append({"study": study, "option": option, "build_seconds": build_seconds, **extra, **scores})
         print(f"  {study:9s} {option:44s} mIoU {scores['miou']:5.1f}  acc {scores['pixel_accuracy']:5.1f}", flush=True)
 
@@ -105,8 +108,16 @@ def run(quick: bool = False, device: str | None = None) -> dict:
         seconds = time.perf_counter() - start
         record("labelled", f"{option}, 1 scale", banks[option], single, build_seconds=seconds)
         record("labelled", f"{option}, scales {SCALES}", banks[option], embeddings, build_seconds=seconds)
-    record("labelled", f"memory of 256 patches, scales {SCALES}, CRF", banks["memory of 256 patches"], embeddings,
-           crf=True)
+        record("labelled", f"{option}, scales {SCALES}, self-support {SELF_SUPPORT}", banks[option], embeddings,
+               self_support=SELF_SUPPORT, build_seconds=seconds)
+    memory = banks["memory of 256 patches"]
+    record("labelled", f"memory of 256 patches, scales {SCALES}, self-support {SELF_SUPPORT}, CRF", memory,
+           embeddings, crf=True, self_support=SELF_SUPPORT)
+    for seed in (1, 2):  # how much the choice of exemplars moves the default
+        bank = builder(prototypes="memory", seed=seed).build_from_labelled(train, per_class)[0]
+        record("labelled", f"memory, scales, self-support {SELF_SUPPORT}: exemplar seed {seed}", bank, embeddings,
+               self_support=SELF_SUPPORT)
+        record("labelled", f"memory, scales, no self-support: exemplar seed {seed}", bank, embeddings)
 
     # ReCo's co-segmentation without masks, on the same val embeddings (one scale, as the paper)
     archives = _largest_share(train, per_class)
@@ -125,6 +136,8 @@ def run(quick: bool = False, device: str | None = None) -> dict:
             if images:
                 bank.add(b.concept_from_images(name, images, [str(train.files[i][1]) for i in archives[c]], bank))
         record("coseg", option, bank, single, build_seconds=time.perf_counter() - start)
+    record("coseg", f"the last, scales {SCALES}, self-support {SELF_SUPPORT}", bank, embeddings,
+           self_support=SELF_SUPPORT)
     return {"device": str(dev), "encoder": ENCODER, "size": SIZE, "scales": list(SCALES), "val_images": n_val,
             "per_class": per_class, "encode_seconds_per_image": encode_seconds, "rows": rows}
 
