@@ -61,11 +61,21 @@ def mask_to_grid(mask: np.ndarray, image_size: int, patch_size: int) -> torch.Te
     return grid
 
 
+def shorter_side_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) scaled so that the shorter side is ``size``, aspect ratio kept."""
+    scale = size / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def resize_shorter_side(image: Image.Image, size: int, resample=Image.BICUBIC) -> Image.Image:
     """``image`` with its shorter side at ``size`` (aspect ratio kept; unchanged if it already is)."""
-    scale = size / min(image.size)
-    new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    new = shorter_side_size(image.width, image.height, size)
     return image.resize(new, resample) if new != image.size else image
+
+
+def unresized_input(model, image: Image.Image) -> torch.Tensor:
+    """``image`` (RGB, already at its working size) normalised as ``model`` expects, not resized."""
+    return replace(model.spec.preprocess, size=None, crop="none")(image)
 
 
 def padded_features(model, crop: torch.Tensor, amp: bool = False) -> torch.Tensor:
@@ -87,8 +97,7 @@ def full_frame_features(model, image: Image.Image, size: int | None, amp: bool =
 
     image = to_rgb(image)
     work = image if size is None else resize_shorter_side(image, size)
-    cfg = replace(model.spec.preprocess, size=None, crop="none")
-    return padded_features(model, cfg(work), amp)
+    return padded_features(model, unresized_input(model, work), amp)
 
 
 def label_fractions(label: torch.Tensor, size: int | None, patch_size: int, num_classes: int) -> torch.Tensor:
@@ -97,8 +106,7 @@ def label_fractions(label: torch.Tensor, size: int | None, patch_size: int, num_
     (nearest) like the image and padded like it."""
     h, w = label.shape
     if size is not None:
-        scale = size / min(h, w)
-        h, w = max(1, round(h * scale)), max(1, round(w * scale))
+        w, h = shorter_side_size(w, h, size)
     values = label.long()
     values = torch.where((values >= 0) & (values < num_classes), values, num_classes)
     one_hot = F.one_hot(values, num_classes + 1).permute(2, 0, 1).float()[None]

@@ -20,14 +20,13 @@ pixels whose probabilities are averaged where they overlap.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from dataclasses import replace as dc_replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .archive import padded_features, resize_shorter_side  # noqa: F401 (resize_shorter_side: public here too)
+from .archive import padded_features, resize_shorter_side, unresized_input  # noqa: F401 (resize_shorter_side: public here too)
 from .coseg import LANGUAGE_TEMPERATURE
 from .prototypes import concept_similarity, self_support
 
@@ -129,12 +128,8 @@ class Segmenter:
         h, w = arr.shape[:2]
         boxes = window_boxes(h, w, self.window, self.stride)
 
-        def normalised(model):
-            cfg = dc_replace(model.spec.preprocess, size=None, crop="none")
-            return cfg(work)
-
-        x_enc = normalised(self.encoder)
-        x_clip = normalised(self.clip) if self._uses_clip() else None
+        x_enc = unresized_input(self.encoder, work)
+        x_clip = unresized_input(self.clip, work) if self._uses_clip() else None
         feats, clips = [], []
         for top, left, bh, bw in boxes:
             feats.append(padded_features(self.encoder, x_enc[:, top:top + bh, left:left + bw], self.amp))
