@@ -199,3 +199,40 @@ def test_cli_segment_with_scales_and_self_support(tmp_path, encoder):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "im1.png")), expected)
     assert main(["segment", str(photo), "--bank", str(bank_path), "--out", str(tmp_path / "o2"),
                  "--scales", "1", "1"]) == 2
+
+
+def test_label_fractions_resize_like_the_image_and_count_each_patch():
+    from reco.archive import label_fractions
+
+    rng = np.random.default_rng(1)
+    label = rng.integers(0, 4, (40, 60))
+    label[rng.random((40, 60)) < 0.2] = 255
+    got = label_fractions(torch.from_numpy(label), 44, 8, 4)  # 60x40 -> 66x44, padded to 72x48
+    rows = np.floor(np.arange(44) * 40 / 44).astype(int)  # nearest: source index floor(dst * in / out)
+    cols = np.floor(np.arange(66) * 60 / 66).astype(int)
+    resized = np.full((48, 72), 255)
+    resized[:44, :66] = label[rows][:, cols]
+    for c in range(4):
+        for y in range(6):
+            for x in range(9):
+                share = (resized[y * 8:(y + 1) * 8, x * 8:(x + 1) * 8] == c).mean()
+                assert abs(float(got[c, y, x]) - share) < 1e-6
+
+
+def test_a_class_too_small_to_fill_half_a_patch_keeps_its_fullest_patch(tmp_path, encoder):
+    from reco.archive import full_frame_features, label_fractions
+
+    spec = _labelled_folder(tmp_path / "ds", n=2)
+    label = np.full((40, 60), 2, np.uint8)
+    label[20:23, 30:33] = 3  # a 3x3 car: a few pixels of one 8x8 patch once resized by 1.1
+    Image.fromarray(label, mode="L").save(tmp_path / "ds" / "labels" / "im0.png")
+    Image.fromarray(np.full((40, 60), 2, np.uint8), mode="L").save(tmp_path / "ds" / "labels" / "im1.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bank, _ = ConceptBankBuilder(encoder, image_size=44, progress=False).build_from_labelled(spec, per_class=1)
+    assert "car" in bank and len(bank["car"].archive) == 1
+    fractions = label_fractions(torch.from_numpy(label), 44, 8, 4)[3]
+    assert 0 < fractions.max() < 0.5
+    feats = full_frame_features(encoder, Image.open(tmp_path / "ds" / "images" / "im0.png"), 44)
+    fullest = feats[:, fractions == fractions.max()].T
+    torch.testing.assert_close(bank["car"].reference, F.normalize(fullest.mean(0), dim=0))

@@ -162,3 +162,41 @@ def test_segmenter_self_support_is_off_by_default_and_checked(encoder):
     assert not torch.equal(plain.probabilities(emb), adapted.probabilities(emb))
     with pytest.raises(ValueError, match=r"self_support must lie in \[0, 1\]"):
         Segmenter(bank, encoder, self_support=1.5)
+
+
+def test_overlapping_windows_are_averaged_like_independent_single_window_runs(encoder):
+    bank = _bank(encoder)
+    image = _photo(100, 60)
+    windowed = Segmenter(bank, encoder, size=None, window=48, stride=20)
+    emb = windowed.encode(image)
+    assert len(emb.boxes) > 4  # real overlap in both directions
+    total, count = torch.zeros(3, 60, 100), torch.zeros(1, 60, 100)
+    single = Segmenter(bank, encoder, size=None)
+    for top, left, h, w in emb.boxes:
+        crop = image.crop((left, top, left + w, top + h))
+        total[:, top:top + h, left:left + w] += single.probabilities(single.encode(crop))
+        count[:, top:top + h, left:left + w] += 1
+    torch.testing.assert_close(windowed.probabilities(emb), total / count, atol=1e-5, rtol=1e-5)
+
+
+def test_crf_refines_the_working_size_probabilities():
+    pytest.importorskip("pydensecrf")
+    from reco.crf import dense_crf
+
+    encoder = reco.create_model("tiny-vit")
+    bank = _bank(encoder)
+    image = _photo(64, 48)
+    plain, refined = Segmenter(bank, encoder, size=None), Segmenter(bank, encoder, size=None, crf=True)
+    emb = plain.encode(image)
+    expected = torch.from_numpy(dense_crf(emb.image, plain.probabilities(emb).numpy()))
+    got = refined.predict_embedding(emb).probabilities
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, plain.predict_embedding(emb).probabilities)
+
+
+@pytest.mark.parametrize("size, expected", [((70, 45, 32), (50, 32)), ((45, 70, 32), (32, 50)),
+                                            ((100, 100, 50), (50, 50)), ((3, 2000, 448), (448, 298667))])
+def test_shorter_side_size_rounds_to_nearest(size, expected):
+    from reco.archive import shorter_side_size
+
+    assert shorter_side_size(*size) == expected
