@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reco.concept_builder import ConceptBankBuilder
+from reco.building import ConceptBankBuilder
 from reco.models import create_model
 from reco.samples import quokka_mask, sample_path
 from reco.viz import concept_grid

@@ -9,13 +9,13 @@ float differences between machines, and above what a broken mechanism gives.
 import warnings
 
 import pytest
-
 from conftest import camvid_root
-from reco.concept_builder import ConceptBankBuilder
+
+from reco.building import ConceptBankBuilder
 from reco.data import open_dataset
 from reco.imageio import load_image
 from reco.metrics import MeanIoU
-from reco.segment import Segmenter
+from reco.segmenter import Segmenter
 
 pytestmark = pytest.mark.real_weights
 

@@ -7,10 +7,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 import reco
-from reco.archive import mask_to_grid, square_input
-from reco.concept_builder import ConceptBankBuilder, Hit, parse_concept_names
+from reco.building import ConceptBankBuilder, parse_concept_names
 from reco.concepts import Concept, ConceptBank
 from reco.errors import EmptyInputError, ModelMismatchError
+from reco.geometry import mask_to_grid
+from reco.inputs import square_input
+from reco.retrieval import Hit
 
 
 @pytest.fixture(scope="module")

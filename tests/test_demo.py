@@ -1,9 +1,8 @@
 """``reco demo``: the exemplar path with the real offline weights, the zero-shot path with tiny models."""
 
 import pytest
-from PIL import Image
-
 from conftest import require_offline_weights
+from PIL import Image
 
 
 @pytest.mark.real_weights

@@ -100,7 +100,7 @@ def test_eval_resumes_and_refuses_another_config(setup, monkeypatch):
     done = sorted(p.name for p in (out / "predictions").iterdir())
     stamp = (out / "predictions" / done[0]).stat().st_mtime_ns
 
-    from reco import segment
+    from reco import segmenter as segment
 
     calls = []
     original = segment.Segmenter.encode
@@ -119,7 +119,7 @@ def test_eval_resumes_and_refuses_another_config(setup, monkeypatch):
     (["crf"], "--set expects key=value"),
 ])
 def test_bad_overrides(setup, overrides, message, monkeypatch):
-    from reco.evaluate import load_config
+    from reco.evaluation import load_config
 
     monkeypatch.setenv("RECO_TEST_DATA", "/x")
     with pytest.raises(ValueError, match=message):
@@ -127,7 +127,7 @@ def test_bad_overrides(setup, overrides, message, monkeypatch):
 
 
 def test_unset_variable_is_named(setup, monkeypatch):
-    from reco.evaluate import load_config
+    from reco.evaluation import load_config
 
     monkeypatch.delenv("RECO_TEST_DATA", raising=False)
     with pytest.raises(ValueError, match="environment variable not set"):
@@ -135,7 +135,7 @@ def test_unset_variable_is_named(setup, monkeypatch):
 
 
 def test_report_fills_the_table(setup, tmp_path, monkeypatch):
-    from reco.evaluate import REPORT_END, REPORT_START
+    from reco.evaluation.report import REPORT_END, REPORT_START
 
     root, data, config = setup
     monkeypatch.setenv("RECO_TEST_DATA", str(data))
@@ -159,7 +159,7 @@ def test_every_shipped_config_loads_and_names_what_it_reproduces(monkeypatch):
     from pathlib import Path
 
     from reco.data import list_datasets, parse_dataset_spec
-    from reco.evaluate import load_config
+    from reco.evaluation import load_config
     from reco.models import list_models
 
     monkeypatch.setenv("RECO_DATA", "/data")

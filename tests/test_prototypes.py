@@ -9,7 +9,7 @@ from PIL import Image
 import reco
 from reco.concepts import Concept, ConceptBank, model_record
 from reco.prototypes import concept_similarity, make_prototypes, seeded_sample, spherical_kmeans
-from reco.segment import Segmenter
+from reco.segmenter import Segmenter
 
 
 def _cosine_oracle(features, prototypes):
@@ -197,6 +197,6 @@ def test_crf_refines_the_working_size_probabilities():
 @pytest.mark.parametrize("size, expected", [((70, 45, 32), (50, 32)), ((45, 70, 32), (32, 50)),
                                             ((100, 100, 50), (50, 50)), ((3, 2000, 448), (448, 298667))])
 def test_shorter_side_size_rounds_to_nearest(size, expected):
-    from reco.archive import shorter_side_size
+    from reco.geometry import shorter_side_size
 
     assert shorter_side_size(*size) == expected

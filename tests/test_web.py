@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import require_offline_weights
+from PIL import Image
 
 pytest.importorskip("gradio", reason="the web extra (gradio) is not installed: pip install 'reco[web]'")
 
@@ -23,7 +22,7 @@ MAX_PIXELS = 4_000_000
 def demo_bank(tmp_path_factory):
     """The demo's exemplar bank (face / animal / background) with the real DINOv2 ViT-S/14 weights."""
     require_offline_weights()
-    from reco.concept_builder import ConceptBankBuilder
+    from reco.building import ConceptBankBuilder
     from reco.demo import SEGMENT_SIZE, write_exemplar_folders
     from reco.models import create_model
 
@@ -217,27 +216,69 @@ def test_browser_bad_upload_shows_a_message_and_the_app_keeps_serving(server, br
     assert status.startswith("Segmented chelsea.png"), status
 
 
-def test_service_builds_missing_concepts_from_the_index(tmp_path):
-    from reco.concept_builder import ConceptBankBuilder
+@pytest.fixture(scope="module")
+def names_bank(tmp_path_factory):
+    """A bank of one named concept (tiny models) and the index of the sample photos it came from."""
+    from reco.building import build_bank
     from reco.demo import write_collection
     from reco.index.build import build_index
-    from reco.index.image_index import ImageIndex
     from reco.models import create_model
-    from reco.samples import available_samples, sample_path
+    from reco.samples import available_samples
+
+    root = tmp_path_factory.mktemp("names")
+    clip, encoder = create_model("tiny-clip"), create_model("tiny-vit")
+    index_dir = build_index(write_collection(root / "photos", available_samples()), clip, root / "index",
+                            num_workers=0, progress=False)
+    bank, _ = build_bank(encoder=encoder, clip=clip, names=["person"], index=index_dir, progress=False,
+                         settings={"archive_size": 3, "context": ["sky"]})
+    return bank.save(root / "names.safetensors"), index_dir
+
+
+def test_service_builds_missing_concepts_from_the_index(names_bank):
+    from reco.samples import sample_path
     from reco.web import SegmentationService
 
-    clip, encoder = create_model("tiny-clip"), create_model("tiny-vit")
-    index_dir = build_index(write_collection(tmp_path / "photos", available_samples()), clip, tmp_path / "index",
-                            num_workers=0, progress=False)
-    builder = ConceptBankBuilder(encoder, clip, archive_size=3, context_concepts=("sky",), progress=False)
-    bank, _ = builder.build_from_names(["person"], ImageIndex.open(index_dir, clip=clip))
-    path = bank.save(tmp_path / "names.safetensors")
-
+    path, index_dir = names_bank
     without = SegmentationService({"names": path})
     with pytest.raises(KeyError, match="start the app with --index"):
         without.segment(sample_path("chelsea"), "names", "person, cat")
     service = SegmentationService({"names": path}, index=index_dir)
+    before = service.segmenter("names").bank
     overlay, legend, _ = service.segment(sample_path("chelsea"), "names", "person, cat")
     assert sorted(name for name, _, _ in legend) == ["cat", "person"]
     assert service.concepts("names") == ["person", "cat"]  # kept for later requests
     assert len(service.segmenter("names").bank["cat"].archive) == 3
+    assert before.names == ["person"]  # a grown copy was swapped in: requests holding the old bank see it whole
+
+
+def test_service_serves_threads_with_different_concepts_while_the_bank_grows(names_bank):
+    """Eight threads, each with its own concept set, while two of them make the bank build new
+    concepts: every answer has exactly its concepts and equals the answer of a quiet service."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from reco.samples import sample_path
+    from reco.web import SegmentationService
+
+    path, index_dir = names_bank
+    photo = sample_path("chelsea")
+    requests = ["person", "person, cat", "", "cat, person", "person", "bus, person", "", "person, bus, cat"] * 2
+    service = SegmentationService({"names": path}, index=index_dir)
+
+    def ask(text):
+        overlay, legend, _ = service.segment(photo, "names", text)
+        return {name: share for name, share, _ in legend}, np.asarray(overlay)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, requests))
+    quiet = SegmentationService({"names": path}, index=index_dir)
+    quiet.segment(photo, "names", "person, cat, bus")  # the same concepts, built one after the other
+    for text, (shares, overlay) in zip(requests, answers):
+        if text:
+            assert sorted(shares) == sorted(n.strip() for n in text.split(","))
+        else:  # the whole bank as that request found it
+            assert "person" in shares
+            continue
+        expected_shares, expected_overlay = (lambda r: ({n: s for n, s, _ in r[1]}, np.asarray(r[0])))(
+            quiet.segment(photo, "names", text))
+        assert shares == pytest.approx(expected_shares) and np.array_equal(overlay, expected_overlay)
+    assert sorted(service.concepts("names")) == ["bus", "cat", "person"]

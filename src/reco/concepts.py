@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import EmptyInputError, ModelMismatchError
+from .errors import EmptyInputError, InputNotFoundError, InvalidInputError, ModelMismatchError, UnknownConceptError
 
 FORMAT = "reco.concept_bank/1"
 
@@ -48,11 +48,13 @@ def model_record(model) -> dict | None:
 class ConceptBank:
     """An ordered set of concepts plus the provenance of the whole bank.
 
-    ``provenance`` keys: ``encoder``, ``clip`` and ``retrieval_clip`` (model records), ``index``,
-    and the builder's settings (``n_seeds``, ``archive_size``, ``image_size``,
-    ``language_guidance``, ``context_elimination``, ``published_code_compat``, ``rephrase``,
-    ``prototypes``, ``n_prototypes``, ``seed``); a labelled bank adds ``labelled``. Context references used
-    to build the bank are kept so that :meth:`extend`-style additions use the same ones.
+    ``provenance`` keys: ``reco_version``, ``encoder``, ``clip`` and ``retrieval_clip`` (model
+    records), ``index``, and every field of :class:`~reco.building.settings.BankSettings`
+    (``n_seeds``, ``archive_size``, ``image_size``, ``language_guidance``,
+    ``context_elimination``, ``context``, ``rephrase``, ``published_code_compat``,
+    ``prototypes``, ``n_prototypes``, ``seed``, ``per_class``); a labelled bank adds
+    ``labelled``. The context references used to build the bank are kept so that concepts
+    added later use the same ones.
     """
 
     def __init__(self, provenance: dict, concepts: list[Concept] | None = None,
@@ -76,7 +78,7 @@ class ConceptBank:
 
     def __getitem__(self, name: str) -> Concept:
         if name not in self.concepts:
-            raise KeyError(f"no concept {name!r} in the bank; it has: {', '.join(self.names) or 'none'}")
+            raise UnknownConceptError(f"no concept {name!r} in the bank; it has: {', '.join(self.names) or 'none'}")
         return self.concepts[name]
 
     def references(self) -> torch.Tensor:
@@ -87,9 +89,13 @@ class ConceptBank:
         """One (P_c, D) tensor per concept of ``names`` (default: the bank, in order)."""
         return [self[n].vectors() for n in (names or self.names)]
 
+    def copy(self) -> "ConceptBank":
+        """A bank with the same concepts (shared, not cloned) that can grow without changing this one."""
+        return ConceptBank(self.provenance, list(self.concepts.values()), self.context)
+
     def add(self, concept: Concept) -> None:
         if concept.name in self.concepts:
-            raise ValueError(f"concept {concept.name!r} is already in the bank")
+            raise InvalidInputError(f"concept {concept.name!r} is already in the bank")
         self.concepts[concept.name] = concept
 
     # ---- compatibility -----------------------------------------------------------------------
@@ -144,15 +150,15 @@ class ConceptBank:
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such concept bank")
+            raise InputNotFoundError(f"{path}: no such concept bank")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = json.loads((f.metadata() or {}).get("reco", "{}"))
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except (OSError, ValueError, SafetensorError) as e:
-            raise ValueError(f"{path}: not a reco concept bank ({e})") from None
+            raise InvalidInputError(f"{path}: not a reco concept bank ({e})") from None
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a reco concept bank (format {meta.get('format')!r})")
+            raise InvalidInputError(f"{path}: not a reco concept bank (format {meta.get('format')!r})")
         concepts = [
             Concept(
                 name=e["name"], reference=tensors[f"reference.{i}"], source=e["source"], archive=e["archive"],

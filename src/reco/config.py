@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import ConfigError, InputNotFoundError
+
 #: Mappings replaced as a whole by a config or an override (not merged key by key).
 WHOLE_VALUES = ("paper", "protocol")
 
@@ -17,10 +19,10 @@ def merge(base: dict, update: dict, where: str = "") -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
         if key not in base:
-            raise ValueError(f"unknown config key {where + key!r}; known: {', '.join(where + k for k in base)}")
+            raise ConfigError(f"unknown config key {where + key!r}; known: {', '.join(where + k for k in base)}")
         if isinstance(base[key], dict) and key not in WHOLE_VALUES:
             if not isinstance(value, dict):
-                raise ValueError(f"config key {where + key!r} must be a mapping")
+                raise ConfigError(f"config key {where + key!r} must be a mapping")
             out[key] = merge(base[key], value, f"{where}{key}.")
         else:
             out[key] = value
@@ -31,7 +33,7 @@ def apply_overrides(config: dict, overrides) -> dict:
     """Apply ``key.sub=value`` strings (values parsed as YAML) to a config."""
     for item in overrides or ():
         if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw) if raw else None
         for part in reversed(key.strip().split(".")):
@@ -44,13 +46,13 @@ def read_config(path: str | Path, defaults: dict, overrides=None) -> dict:
     """The YAML mapping at ``path`` over ``defaults``, then ``overrides``; name defaults to the stem."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config")
+        raise InputNotFoundError(f"{path}: no such config")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config is a YAML mapping")
+        raise ConfigError(f"{path}: a config is a YAML mapping")
     config = apply_overrides(merge(defaults, data), overrides)
     config["name"] = config["name"] or path.stem
     return config
@@ -63,6 +65,6 @@ def expand_paths(config: dict, keys) -> dict:
             value = str(config[key])
             expanded = os.path.expandvars(os.path.expanduser(value))
             if "$" in expanded:
-                raise ValueError(f"config {key}: environment variable not set in {value!r}")
+                raise ConfigError(f"config {key}: environment variable not set in {value!r}")
             config[key] = expanded
     return config

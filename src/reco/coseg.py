@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .errors import InvalidInputError
+
 #: Bytes allowed for one block of similarities (the rest is O(input)).
 DEFAULT_MEMORY_BUDGET = 16 * 2**20
 #: Temperature of language guidance (DESIGN.md §1.4).
@@ -36,33 +38,33 @@ class CoSegResult:
 def _check_inputs(features, weights, n_seeds, seed_mask):
     if not isinstance(features, torch.Tensor) or features.ndim != 4:
         shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-        raise ValueError(f"features must be a tensor of shape (N, D, H, W), got {shape}")
+        raise InvalidInputError(f"features must be a tensor of shape (N, D, H, W), got {shape}")
     n, d, h, w = features.shape
     if min(n, d, h, w) == 0:
-        raise ValueError(f"features of shape {tuple(features.shape)} are empty")
+        raise InvalidInputError(f"features of shape {tuple(features.shape)} are empty")
     f = features.detach().float()
     if not torch.isfinite(f).all():
-        raise ValueError("features contain NaN or inf values")
+        raise InvalidInputError("features contain NaN or inf values")
     if weights is None:
         wts = torch.ones(n, h, w, device=f.device)
     else:
         if tuple(weights.shape) != (n, h, w):
-            raise ValueError(f"weights must have shape (N, H, W) = {(n, h, w)}, got {tuple(weights.shape)}")
+            raise InvalidInputError(f"weights must have shape (N, H, W) = {(n, h, w)}, got {tuple(weights.shape)}")
         wts = weights.detach().float().to(f.device)
         if not torch.isfinite(wts).all():
-            raise ValueError("weights contain NaN or inf values")
+            raise InvalidInputError("weights contain NaN or inf values")
         if wts.min() < -1e-6 or wts.max() > 1 + 1e-6:
-            raise ValueError(f"weights must lie in [0, 1], got [{wts.min():.4g}, {wts.max():.4g}]")
+            raise InvalidInputError(f"weights must lie in [0, 1], got [{wts.min():.4g}, {wts.max():.4g}]")
         wts = wts.clamp(0, 1)
     if not isinstance(n_seeds, int) or not 1 <= n_seeds <= h * w:
-        raise ValueError(f"n_seeds must be an integer in [1, H*W = {h * w}], got {n_seeds!r}")
+        raise InvalidInputError(f"n_seeds must be an integer in [1, H*W = {h * w}], got {n_seeds!r}")
     if seed_mask is not None:
         if tuple(seed_mask.shape) != (n, h, w):
-            raise ValueError(f"seed_mask must have shape (N, H, W) = {(n, h, w)}, got {tuple(seed_mask.shape)}")
+            raise InvalidInputError(f"seed_mask must have shape (N, H, W) = {(n, h, w)}, got {tuple(seed_mask.shape)}")
         seed_mask = seed_mask.to(device=f.device, dtype=torch.bool)
         short = (seed_mask.flatten(1).sum(1) < n_seeds).nonzero().flatten().tolist()
         if short:
-            raise ValueError(f"seed_mask leaves fewer than n_seeds={n_seeds} pixels in images {short}")
+            raise InvalidInputError(f"seed_mask leaves fewer than n_seeds={n_seeds} pixels in images {short}")
     return f, wts, seed_mask
 
 
@@ -127,22 +129,41 @@ def co_segment(
     return CoSegResult(reference=reference, seeds=seeds, scores=scores.view(n, h, w))
 
 
+def similarity_probability(cosine: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``sigmoid(temperature * cosine)``: the one map from a cosine similarity to a probability
+    (temperature 1 for the encoder's references, :data:`LANGUAGE_TEMPERATURE` for CLIP's texts)."""
+    return torch.sigmoid(temperature * cosine)
+
+
+def language_scores(
+    dense_clip_features: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    temperature: float = LANGUAGE_TEMPERATURE,
+) -> torch.Tensor:
+    """``sigmoid(temperature * cos(g, t_c))`` for dense CLIP features g (N, E, h, w) and text
+    embeddings t (C, E), at the CLIP grid. -> (N, C, h, w)."""
+    if (dense_clip_features.ndim != 4 or text_embeddings.ndim != 2
+            or dense_clip_features.shape[1] != text_embeddings.shape[1]):
+        raise InvalidInputError(
+            f"dense CLIP features (N, E, h, w) and text embeddings (C, E) must share E; got "
+            f"{tuple(dense_clip_features.shape)} and {tuple(text_embeddings.shape)}"
+        )
+    g = F.normalize(dense_clip_features.float(), dim=1)
+    t = F.normalize(text_embeddings.float().to(g.device), dim=1)
+    return similarity_probability(torch.einsum("nehw,ce->nchw", g, t), temperature)
+
+
 def language_guidance(
     dense_clip_features: torch.Tensor,
     text_embedding: torch.Tensor,
     size: tuple[int, int] | None = None,
     temperature: float = LANGUAGE_TEMPERATURE,
 ) -> torch.Tensor:
-    """``sigmoid(temperature * cos(g, t))`` for dense CLIP features g (N, E, h, w) and a text
-    embedding t (E,), resized bilinearly to ``size`` (H, W) as the published code does. -> (N, H, W)."""
-    if dense_clip_features.ndim != 4 or text_embedding.ndim != 1 or dense_clip_features.shape[1] != text_embedding.shape[0]:
-        raise ValueError(
-            f"dense CLIP features (N, E, h, w) and a text embedding (E,) must share E; got "
-            f"{tuple(dense_clip_features.shape)} and {tuple(text_embedding.shape)}"
-        )
-    g = F.normalize(dense_clip_features.float(), dim=1)
-    t = F.normalize(text_embedding.float().to(g.device), dim=0)
-    weights = torch.sigmoid(temperature * torch.einsum("nehw,e->nhw", g, t))
+    """:func:`language_scores` of one text embedding (E,), resized bilinearly to ``size`` (H, W)
+    as the published code does. -> (N, H, W)."""
+    if text_embedding.ndim != 1:
+        raise InvalidInputError(f"a text embedding is a vector (E,), got {tuple(text_embedding.shape)}")
+    weights = language_scores(dense_clip_features, text_embedding[None], temperature)[:, 0]
     if size is not None and tuple(size) != tuple(weights.shape[-2:]):
         weights = F.interpolate(weights[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
     return weights
@@ -154,8 +175,8 @@ def context_elimination(features: torch.Tensor, context_references: torch.Tensor
     if context_references.numel() == 0:
         return torch.ones(n, h, w, device=features.device)
     if context_references.ndim != 2 or context_references.shape[1] != d:
-        raise ValueError(f"context references must be (R, {d}), got {tuple(context_references.shape)}")
+        raise InvalidInputError(f"context references must be (R, {d}), got {tuple(context_references.shape)}")
     f = F.normalize(features.float(), dim=1)
     e = F.normalize(context_references.float().to(f.device), dim=1)
     sims = torch.einsum("ndhw,rd->nrhw", f, e)
-    return (1 - torch.sigmoid(sims)).prod(1)
+    return (1 - similarity_probability(sims)).prod(1)

@@ -45,7 +45,7 @@ class DemoResult:
 
 def write_exemplar_folders(root: Path) -> Path:
     """Materialise :data:`EXEMPLARS` as ``root/<concept>/<sample>.png`` (+ ``.mask.png``) folders."""
-    from .concept_builder import MASK_SUFFIX
+    from .building import MASK_SUFFIX
     from .imageio import load_image
     from .samples import quokka_mask, sample_path
 
@@ -114,7 +114,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, device: str | None = None,
 
 
 def _zero_shot(out: Path, encoder, clip, concepts, progress: bool) -> DemoResult:
-    from .concept_builder import ConceptBankBuilder
+    from .building import build_bank
     from .index.build import build_index
     from .index.image_index import ImageIndex
     from .samples import available_samples
@@ -123,34 +123,34 @@ def _zero_shot(out: Path, encoder, clip, concepts, progress: bool) -> DemoResult
     index_dir = build_index(write_collection(out / "collection", samples), clip, out / "index", progress=progress,
                             num_workers=0)
     index = ImageIndex.open(index_dir, clip=clip)
-    builder = ConceptBankBuilder(encoder, clip, archive_size=min(ZERO_SHOT_ARCHIVE, len(index)), progress=progress)
-    bank, _ = builder.build_from_names(list(concepts), index)
+    bank, _ = build_bank(encoder=encoder, clip=clip, names=list(concepts), index=index, progress=progress,
+                         settings={"archive_size": min(ZERO_SHOT_ARCHIVE, len(index))})
     targets = [t for t in TARGETS if t in samples]
     return _segment_and_draw(out, bank, encoder, clip, targets, "zero-shot")
 
 
 def _exemplar(out: Path, encoder, progress: bool) -> DemoResult:
-    from .concept_builder import ConceptBankBuilder
+    from .building import build_bank
 
     root = write_exemplar_folders(out / "exemplars")
-    builder = ConceptBankBuilder(encoder, image_size=SEGMENT_SIZE, language_guidance=False, context_elimination=False,
-                                 progress=progress)
-    bank, _ = builder.build_from_exemplars(root)
+    # one mean reference per concept: the demo's concepts have one to four photos each
+    bank, _ = build_bank(encoder=encoder, exemplars=root, progress=progress,
+                         settings={"image_size": SEGMENT_SIZE, "prototypes": "mean"})
     return _segment_and_draw(out, bank, encoder, None, list(TARGETS), "exemplar")
 
 
 def _segment_and_draw(out: Path, bank, encoder, clip, targets, path_name: str) -> DemoResult:
     from .imageio import load_image
+    from .predictor import load_predictor
     from .samples import sample_path
-    from .segment import Segmenter
     from .viz import concept_grid, overlay_with_legend, side_by_side
 
     result = DemoResult(path_name, bank.save(out / "concepts.safetensors"))
-    segmenter = Segmenter(bank, encoder, clip, size=SEGMENT_SIZE, progress=False)
+    segmenter = load_predictor(bank, encoder=encoder, clip=clip, size=SEGMENT_SIZE)
     panels = []
     for name in targets:
         image = load_image(sample_path(name))
-        pred = segmenter.predict_embedding(segmenter.encode(image))
+        pred = segmenter.predict_image(image)
         panel = overlay_with_legend(image, pred.labels.numpy(), pred.concepts)
         path = out / f"{name}_overlay.png"
         panel.save(path)

@@ -29,3 +29,26 @@ class ModelMismatchError(RecoError, ValueError):
 
 class EmptyInputError(RecoError, ValueError):
     """Nothing to work on: an empty folder, an empty or duplicated concept list."""
+
+
+class ConfigError(RecoError, ValueError):
+    """A setting, option or config value that is out of range, of the wrong type or contradictory."""
+
+
+class InvalidInputError(RecoError, ValueError):
+    """Input data that cannot be used as given (wrong shape, foreign or broken file, bad combination)."""
+
+
+class InputNotFoundError(RecoError, FileNotFoundError):
+    """A file or folder the user named does not exist (or is not what was expected)."""
+
+
+class UnknownConceptError(RecoError, KeyError):
+    """A concept or class name that a bank or model does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingDependencyError(RecoError, ImportError):
+    """An optional extra that a feature needs is not installed (the message names the pip command)."""

@@ -69,3 +69,20 @@ def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Im
     if not path.is_file():
         raise ImageLoadError(f"{path}: no such file")
     return decode_image(path.read_bytes(), str(path), max_pixels)
+
+
+def load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Read a mask PNG (non-zero = inside) that must match the image ``size`` (W, H)."""
+    try:
+        with Image.open(path) as mask:
+            mask.load()
+            if mask.size != tuple(size):
+                raise ImageLoadError(f"{path}: mask is {mask.size[0]}x{mask.size[1]}, image is {size[0]}x{size[1]}")
+            arr = np.asarray(mask.convert("L")) > 0
+    except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, ImageLoadError):
+            raise
+        raise ImageLoadError(f"{path}: unreadable mask ({e})") from None
+    if not arr.any():
+        raise ImageLoadError(f"{path}: mask is empty")
+    return arr

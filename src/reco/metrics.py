@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import InvalidInputError
+
 
 class MeanIoU:
     """Accumulates a (num_classes x num_classes) confusion matrix (rows: ground truth, columns:
@@ -15,7 +17,7 @@ class MeanIoU:
 
     def __init__(self, num_classes: int, ignore_index: int = 255):
         if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+            raise InvalidInputError(f"num_classes must be positive, got {num_classes}")
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.confusion: torch.Tensor | None = None
 
@@ -26,13 +28,13 @@ class MeanIoU:
         """Add a batch: integer label maps of the same shape."""
         pred, target = torch.as_tensor(pred), torch.as_tensor(target).to(torch.as_tensor(pred).device)
         if pred.shape != target.shape:
-            raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+            raise InvalidInputError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
         keep = target != self.ignore_index
         p, t = pred[keep].long(), target[keep].long()
         n = self.num_classes
         bad = ((t < 0) | (t >= n)).any() or ((p < 0) | (p >= n)).any()
         if bad:
-            raise ValueError(f"labels outside [0, {n}) (other than ignore_index={self.ignore_index})")
+            raise InvalidInputError(f"labels outside [0, {n}) (other than ignore_index={self.ignore_index})")
         counts = torch.bincount(t * n + p, minlength=n * n).reshape(n, n)
         self.confusion = counts if self.confusion is None else self.confusion + counts.to(self.confusion.device)
 

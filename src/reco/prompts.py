@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .errors import InvalidInputError
+
 SCENE_TEMPLATES = (
     "there is a {} in the scene.",
     "there is the {} in the scene.",
@@ -29,7 +31,7 @@ def text_embeddings(clip, concepts: Sequence[str], batch_size: int = 256) -> tor
     if isinstance(concepts, str):
         concepts = [concepts]
     if not concepts:
-        raise ValueError("no concepts given")
+        raise InvalidInputError("no concepts given")
     out = []
     for concept in concepts:
         prompts = prompts_for(concept)

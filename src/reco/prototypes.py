@@ -4,7 +4,8 @@ A concept's prototypes are P >= 1 unit vectors (P, D); its similarity at a pixel
 maximum cosine over them. With P = 1 (the paper's single reference) this is exactly the
 paper's ``cos(f, e_c)``.
 
-Ways to make prototypes from the features a concept was built from (``PROTOTYPE_METHODS``):
+Ways to make prototypes from the features a concept was built from
+(:data:`reco.building.settings.PROTOTYPE_METHODS`):
 
 - ``mean``: one prototype, the normalised mean (the paper's reference).
 - ``kmeans``: spherical k-means of the unit features, ``n_prototypes`` centres.
@@ -19,13 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-PROTOTYPE_METHODS = ("mean", "kmeans", "memory", "seeds")
-
-
-def check_method(method: str) -> str:
-    if method not in PROTOTYPE_METHODS:
-        raise ValueError(f"unknown prototype method {method!r}; choose one of {', '.join(PROTOTYPE_METHODS)}")
-    return method
+from .errors import InvalidInputError
 
 
 def spherical_kmeans(x: torch.Tensor, k: int, *, seed: int = 0, iterations: int = 25) -> torch.Tensor:
@@ -71,9 +66,10 @@ def seeded_sample(x: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
 
 def make_prototypes(features: torch.Tensor, method: str, n_prototypes: int, seed: int = 0) -> torch.Tensor:
     """(P, D) unit prototypes of a concept from its raw features (M, D) by ``method``."""
-    check_method(method)
+    if method not in ("mean", "kmeans", "memory", "seeds"):
+        raise InvalidInputError(f"unknown prototype method {method!r}; choose mean, kmeans, memory or seeds")
     if features.ndim != 2 or features.shape[0] == 0:
-        raise ValueError(f"prototypes need features of shape (M, D) with M >= 1, got {tuple(features.shape)}")
+        raise InvalidInputError(f"prototypes need features of shape (M, D) with M >= 1, got {tuple(features.shape)}")
     if method == "mean":
         return F.normalize(features.float().mean(0), dim=0)[None]
     if method == "kmeans":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 def _shipped() -> dict[str, dict[str, str]]:
     import yaml
@@ -24,8 +26,8 @@ def load_rephrase(spec: str | Path | None) -> dict[str, str]:
         return dict(shipped[str(spec)])
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"unknown rephrasing {spec!r}: use one of {', '.join(sorted(shipped))} or a YAML file")
+        raise ConfigError(f"unknown rephrasing {spec!r}: use one of {', '.join(sorted(shipped))} or a YAML file")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise ValueError(f"{path}: a rephrasing file maps names to prompts (name: prompt per line)")
+        raise ConfigError(f"{path}: a rephrasing file maps names to prompts (name: prompt per line)")
     return data

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputNotFoundError, UnknownConceptError
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -54,11 +56,11 @@ def _locate(distribution: str, relpath: str) -> Path | None:
 def sample_path(name: str) -> Path:
     """Path of the offline sample image ``name``; FileNotFoundError says which package to install."""
     if name not in SAMPLES:
-        raise KeyError(f"unknown sample {name!r}; known: {', '.join(sorted(SAMPLES))}")
+        raise UnknownConceptError(f"unknown sample {name!r}; known: {', '.join(sorted(SAMPLES))}")
     s = SAMPLES[name]
     path = _locate(s.distribution, s.relpath)
     if path is None:
-        raise FileNotFoundError(f"sample {name!r} needs the {s.distribution} package: {s.install}")
+        raise InputNotFoundError(f"sample {name!r} needs the {s.distribution} package: {s.install}")
     return path
 
 

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import InvalidInputError
+
 
 def side_by_side(images: list[Image.Image], height: int = 320) -> Image.Image:
     """Resize each image to ``height`` and paste them left to right."""
@@ -47,14 +49,14 @@ def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 
     concept's reference (shared colour scale), seeds marked with rings (as in the paper's Fig. D.1)."""
     from PIL import ImageDraw
 
-    from .archive import model_side, square_input
+    from .geometry import centre_crop, model_side
     from .imageio import load_image
-    from .protocol import centre_crop
+    from .inputs import square_input
 
     concept = bank[name]
     paths = concept.archive_paths[:max_images]
     if not paths:
-        raise ValueError(f"concept {name!r} has no archive images to show")
+        raise InvalidInputError(f"concept {name!r} has no archive images to show")
     size = bank.provenance.get("image_size", 320)
     images = [load_image(p) for p in paths]
     with torch.no_grad():
@@ -95,7 +97,7 @@ def palette(n: int) -> list[tuple[int, int, int]]:
 def label_image(labels: np.ndarray, n_classes: int) -> Image.Image:
     """uint8 palette PNG of a label map whose values are concept indices."""
     if n_classes > 256:
-        raise ValueError("a palette PNG holds at most 256 concepts")
+        raise InvalidInputError("a palette PNG holds at most 256 concepts")
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     flat = [c for rgb in palette(n_classes) for c in rgb]
     image.putpalette(flat + [0] * (768 - len(flat)))

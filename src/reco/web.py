@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import RecoError
+from .errors import InputNotFoundError, InvalidInputError, RecoError, UnknownConceptError
 
 #: Uploads with more pixels than this are refused with a message (the CLI's limit is higher).
 WEB_MAX_PIXELS = 40_000_000
@@ -29,12 +29,12 @@ def find_banks(paths) -> dict[str, Path]:
         elif p.is_file():
             files = [p]
         else:
-            raise FileNotFoundError(f"{p}: no such concept bank or folder")
+            raise InputNotFoundError(f"{p}: no such concept bank or folder")
         for f in files:
             label = f.stem if f.stem not in banks else f"{f.parent.name}/{f.stem}"
             banks[label] = f
     if not banks:
-        raise FileNotFoundError(f"no concept banks (*.safetensors) in {', '.join(map(str, paths))}: "
+        raise InputNotFoundError(f"no concept banks (*.safetensors) in {', '.join(map(str, paths))}: "
                                 "run `reco demo` or `reco concepts build` first")
     return banks
 
@@ -70,25 +70,25 @@ class SegmentationService:
     def segmenter(self, bank_name: str):
         """The Segmenter of bank ``bank_name`` (loaded on first use)."""
         from .concepts import ConceptBank
-        from .segment import Segmenter
+        from .predictor import load_predictor
 
         if bank_name not in self.banks:
-            raise KeyError(f"no concept bank {bank_name!r}; available: {', '.join(self.banks)}")
+            raise UnknownConceptError(f"no concept bank {bank_name!r}; available: {', '.join(self.banks)}")
         with self._lock:
             if bank_name not in self._segmenters:
                 bank = ConceptBank.load(self.banks[bank_name])
-                encoder = self._model(bank.provenance["encoder"]["name"])
                 clip_record = bank.provenance.get("clip")
-                clip = self._model(clip_record["name"]) if clip_record else None
-                self._segmenters[bank_name] = Segmenter(bank, encoder, clip, size=self.size, crf=False,
-                                                        progress=False)
+                self._segmenters[bank_name] = load_predictor(
+                    bank, encoder=self._model(bank.provenance["encoder"]["name"]),
+                    clip=self._model(clip_record["name"]) if clip_record else None, size=self.size,
+                    device=self.device)
             return self._segmenters[bank_name]
 
     def concepts(self, bank_name: str) -> list[str]:
-        return list(self.segmenter(bank_name).bank.names)
+        return list(self.segmenter(bank_name).concepts)
 
     def _resolve_concepts(self, segmenter, text: str) -> list[str]:
-        from .concept_builder import parse_concept_names
+        from .building import parse_concept_names
 
         bank = segmenter.bank
         if not text.strip():
@@ -96,14 +96,16 @@ class SegmentationService:
         names = parse_concept_names(text)
         missing = [n for n in names if n not in bank]
         if missing and self.index is None:
-            raise KeyError(f"not in this bank: {', '.join(missing)}. It has: {', '.join(bank.names)} "
-                           "(start the app with --index DIR to build concepts from names)")
+            raise UnknownConceptError(f"not in this bank: {', '.join(missing)}. It has: {', '.join(bank.names)} "
+                                      "(start the app with --index DIR to build concepts from names)")
         if missing:
             self._build_from_names(segmenter, missing)
         return names
 
     def _build_from_names(self, segmenter, names: list[str]) -> None:
-        from .concept_builder import ConceptBankBuilder
+        """Build ``names`` into a grown copy of the segmenter's bank, then swap it in: requests
+        running meanwhile keep reading the bank they started with."""
+        from .building import build_bank
         from .index.image_index import ImageIndex
 
         with self._lock:
@@ -111,11 +113,11 @@ class SegmentationService:
             if not names:
                 return
             if segmenter.clip is None:
-                raise ValueError("this bank has no CLIP model, so concepts cannot be built from names")
+                raise InvalidInputError("this bank has no CLIP model, so concepts cannot be built from names")
             index = ImageIndex.open(self.index)
-            builder = ConceptBankBuilder.for_bank(segmenter.bank, segmenter.encoder, segmenter.clip,
-                                                  retrieval_clip=self._model(index.model_name), progress=False)
-            builder.add_names(segmenter.bank, names, index)
+            index.use_clip(self._model(index.model_name))
+            segmenter.bank, _ = build_bank(encoder=segmenter.encoder, clip=segmenter.clip, names=names, index=index,
+                                           bank=segmenter.bank, progress=False)
 
     # ---- requests ------------------------------------------------------------------------------
     def segment(self, path: str | Path, bank_name: str, concepts_text: str = ""):
@@ -128,7 +130,7 @@ class SegmentationService:
         image = load_image(path, self.max_pixels)
         segmenter = self.segmenter(bank_name)
         names = self._resolve_concepts(segmenter, concepts_text)
-        pred = segmenter.predict_embedding(segmenter.encode(image), names)
+        pred = segmenter.predict_image(image, names)
         labels = pred.labels.numpy()
         shares = label_shares(labels, len(names))
         colours = palette(len(names))
@@ -143,10 +145,10 @@ class SegmentationService:
 
         segmenter = self.segmenter(bank_name)
         if concept not in segmenter.bank:
-            raise KeyError(f"no concept {concept!r} in bank {bank_name!r}")
+            raise UnknownConceptError(f"no concept {concept!r} in bank {bank_name!r}")
         missing = [p for p in segmenter.bank[concept].archive_paths if not Path(p).is_file()]
         if missing:
-            raise FileNotFoundError(f"the archive images of {concept!r} are not on this machine (e.g. {missing[0]})")
+            raise InputNotFoundError(f"the archive images of {concept!r} are not on this machine (e.g. {missing[0]})")
         return concept_grid(segmenter.bank, concept, segmenter.encoder, max_images=10)
 
 
@@ -178,14 +180,14 @@ def build_app(service: SegmentationService):
             return None, "", "**Upload an image first.**"
         try:
             overlay, legend, summary = service.segment(path, bank_name, concepts_text or "")
-        except (RecoError, KeyError, ValueError, FileNotFoundError) as e:
+        except RecoError as e:
             return None, "", _message(e, path)
         return overlay, legend_html(legend), f"Segmented {html.escape(summary)}"
 
     def on_bank(bank_name):
         try:
             names = service.concepts(bank_name)
-        except (RecoError, KeyError, ValueError, FileNotFoundError) as e:
+        except RecoError as e:
             return gr.update(choices=[], value=None), _message(e)
         return gr.update(choices=names, value=names[0]), f"Bank {html.escape(bank_name)}: {html.escape(', '.join(names))}"
 
@@ -194,7 +196,7 @@ def build_app(service: SegmentationService):
             return None, "**Choose a concept.**"
         try:
             return service.grid(bank_name, concept), f"Co-segmentation grid of {html.escape(concept)}"
-        except (RecoError, KeyError, ValueError, FileNotFoundError) as e:
+        except RecoError as e:
             return None, _message(e)
 
     with gr.Blocks(title="reco", analytics_enabled=False) as app:

@@ -67,12 +67,12 @@ def _largest_share(dataset, k: int) -> list[list[int]]:
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
-    from ..concept_builder import ConceptBankBuilder
+    from ..building import ConceptBankBuilder
     from ..data import open_dataset
     from ..device import pick_device
     from ..imageio import load_image
     from ..models import create_model
-    from ..segment import Segmenter
+    from ..segmenter import Segmenter
 
     root, dev = camvid_root(), pick_device(device)
     encoder = create_model(ENCODER, device=dev)

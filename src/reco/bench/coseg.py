@@ -16,6 +16,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from ..errors import InvalidInputError
 from . import median_time
 
 D = 384
@@ -90,7 +91,7 @@ def _available_bytes() -> int:
 
 def run(quick: bool = False, device: str | None = None) -> dict:
     if device not in (None, "cpu"):
-        raise ValueError("the coseg suite measures CPU memory; run it with --device cpu")
+        raise InvalidInputError("the coseg suite measures CPU memory; run it with --device cpu")
     configs = QUICK_CONFIGS if quick else CONFIGS
     repeats = 1 if quick else 3
     rows = []

@@ -15,7 +15,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
     from ..device import pick_device
     from ..imageio import load_image
     from ..samples import sample_path
-    from ..segment import Segmenter
+    from ..segmenter import Segmenter
 
     dev = pick_device(device)
     encoder, weights = model_or_random(ENCODER, dev)

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputNotFoundError, InvalidInputError
+
 IGNORE = 255
 
 
@@ -67,14 +69,14 @@ class SegmentationDataset:
 
         with Image.open(path) as im:
             if im.mode not in ("P", "L"):
-                raise ValueError(f"{path}: expected a single-channel PNG of label values, got mode {im.mode}")
+                raise InvalidInputError(f"{path}: expected a single-channel PNG of label values, got mode {im.mode}")
             return np.asarray(im)
 
     def label(self, i: int) -> torch.Tensor:
         """The (H, W) int64 class map of item ``i`` alone (no image decoded)."""
         name, _, label_path = self.files[i]
         if not label_path.is_file():
-            raise FileNotFoundError(f"{label_path} is missing (the ground truth of {name})")
+            raise InputNotFoundError(f"{label_path} is missing (the ground truth of {name})")
         return torch.from_numpy(self.lut[self.read_values(label_path)])
 
     def __getitem__(self, i: int) -> dict:

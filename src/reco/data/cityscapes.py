@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputNotFoundError, InvalidInputError
 from .base import SegmentationDataset, lookup_table, missing_layout
 
 #: labelIds 7..33 in order: the 27 classes of the paper.
@@ -36,7 +37,7 @@ def label_lut(variant: str) -> np.ndarray:
         return lookup_table({label: label - 7 for label in range(7, 34)})
     if variant == "19":
         return lookup_table(TRAIN_IDS)
-    raise ValueError(f"Cityscapes variant must be '27' or '19', got {variant!r}")
+    raise InvalidInputError(f"Cityscapes variant must be '27' or '19', got {variant!r}")
 
 
 class Cityscapes(SegmentationDataset):
@@ -54,6 +55,6 @@ class Cityscapes(SegmentationDataset):
             label = self.root / "gtFine" / split / path.parent.name / f"{stem}_gtFine_labelIds.png"
             self.files.append((stem, path, label))
         if not self.files:
-            raise FileNotFoundError(f"{images} holds no <city>/*_leftImg8bit.png files")
+            raise InputNotFoundError(f"{images} holds no <city>/*_leftImg8bit.png files")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputNotFoundError, InvalidInputError, MissingDependencyError
 from .base import SegmentationDataset, lookup_table, missing_layout, read_list
 
 CURATED_LIST = "Coco164kFull_Stuff_Coarse_7.txt"
@@ -59,7 +60,7 @@ class _CocoBase(SegmentationDataset):
         for i in ids:
             self.files.append((i, images / f"{i}.jpg", self.root / "annotations" / f"{split}2017" / f"{i}.png"))
         if not self.files:
-            raise FileNotFoundError(f"{images} holds no images")
+            raise InputNotFoundError(f"{images} holds no images")
 
 
 def _coarse_27(dataset: SegmentationDataset) -> None:
@@ -77,7 +78,7 @@ class CocoStuff(_CocoBase):
 
     def __init__(self, root: str | Path, split: str = "val", variant: str = "27"):
         if variant not in ("27", "171"):
-            raise ValueError(f"COCO-Stuff variant must be '27' or '171', got {variant!r}")
+            raise InvalidInputError(f"COCO-Stuff variant must be '27' or '171', got {variant!r}")
         ids = None if variant == "171" else read_list(
             Path(root) / "curated" / f"{split}2017" / CURATED_LIST,
             f"ROOT/curated/<split>2017/{CURATED_LIST} (STEGO's curated list) beside " + LAYOUT)
@@ -101,7 +102,7 @@ class CocoStuff10k(SegmentationDataset):
         for name in read_list(root / "imageLists" / f"{split}.txt", layout):
             self.files.append((name, root / "images" / f"{name}.jpg", root / "annotations" / f"{name}.mat"))
         if not self.files:
-            raise FileNotFoundError(f"{root / 'imageLists' / f'{split}.txt'} lists no images")
+            raise InputNotFoundError(f"{root / 'imageLists' / f'{split}.txt'} lists no images")
         _coarse_27(self)
 
     def read_values(self, path: Path) -> np.ndarray:
@@ -109,7 +110,7 @@ class CocoStuff10k(SegmentationDataset):
         try:
             from scipy.io import loadmat
         except ImportError:
-            raise ImportError("COCO-Stuff-10k labels are .mat files: pip install scipy") from None
+            raise MissingDependencyError("COCO-Stuff-10k labels are .mat files: pip install scipy") from None
         ids = loadmat(path)["S"].astype(np.int64)
         return np.where(ids > 0, ids - 1, 255).astype(np.uint8)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputNotFoundError, InvalidInputError
 from .base import SegmentationDataset, lookup_table, missing_layout, read_list
 from .cityscapes import CLASSES_19, PALETTE_19
 from .voc import devkit_folder
@@ -57,7 +58,7 @@ class KittiStep(SegmentationDataset):
             self.files.append((f"{path.parent.name}_{path.stem}", path,
                                self.root / "panoptic_maps" / split / path.parent.name / path.name))
         if not self.files:
-            raise FileNotFoundError(f"{images} holds no <seq>/<frame>.png images")
+            raise InputNotFoundError(f"{images} holds no <seq>/<frame>.png images")
         self.class_names = list(CLASSES_19)
         self.lut = lookup_table({i: i for i in range(19)})
 
@@ -66,7 +67,7 @@ class KittiStep(SegmentationDataset):
 
         with Image.open(path) as im:
             if im.mode != "RGB":
-                raise ValueError(f"{path}: expected an RGB panoptic map (semantic id in red), got mode {im.mode}")
+                raise InvalidInputError(f"{path}: expected an RGB panoptic map (semantic id in red), got mode {im.mode}")
             return np.asarray(im)[..., 0]
 
 
@@ -76,7 +77,7 @@ class PascalContext(SegmentationDataset):
     def __init__(self, root: str | Path, split: str = "val", variant: str = "59"):
         super().__init__()
         if variant not in ("59", "60"):
-            raise ValueError(f"PASCAL-Context variant must be '59' or '60', got {variant!r}")
+            raise InvalidInputError(f"PASCAL-Context variant must be '59' or '60', got {variant!r}")
         base = devkit_folder(Path(root), "2010")
         self.split, self.variant = split, variant
         offset = 1 if variant == "59" else 0
@@ -101,7 +102,7 @@ class ADE20K(SegmentationDataset):
         for path in sorted(images.glob("*.jpg")):
             self.files.append((path.stem, path, base / "annotations" / split / f"{path.stem}.png"))
         if not self.files:
-            raise FileNotFoundError(f"{images} holds no ADE_*.jpg images")
+            raise InputNotFoundError(f"{images} holds no ADE_*.jpg images")
         self.class_names = list(ADE_150)
         self.lut = lookup_table({v: v - 1 for v in range(1, 151)})
 
@@ -122,4 +123,4 @@ class FolderDataset(SegmentationDataset):
         for path in sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
             self.files.append((path.stem, path, base / "labels" / f"{path.stem}.png"))
         if not self.files:
-            raise FileNotFoundError(f"{images} holds no images")
+            raise InputNotFoundError(f"{images} holds no images")

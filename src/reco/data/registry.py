@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..errors import InvalidInputError
+
 
 def _builders() -> dict[str, Callable]:
     from .cityscapes import Cityscapes
@@ -38,7 +40,7 @@ def parse_dataset_spec(spec: str) -> tuple[str, dict[str, str]]:
     options = {}
     for part in parts:
         if "=" not in part:
-            raise ValueError(f"dataset spec {spec!r}: expected key=value after the name, got {part!r}")
+            raise InvalidInputError(f"dataset spec {spec!r}: expected key=value after the name, got {part!r}")
         key, value = part.split("=", 1)
         options[key.strip()] = value
     return name.strip(), options
@@ -49,7 +51,7 @@ def open_dataset(spec: str):
     name, options = parse_dataset_spec(spec)
     builders = _builders()
     if name not in builders:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(builders))}")
+        raise InvalidInputError(f"unknown dataset {name!r}; known: {', '.join(sorted(builders))}")
     if "root" not in options:
-        raise ValueError(f"dataset spec {spec!r} needs root=PATH")
+        raise InvalidInputError(f"dataset spec {spec!r} needs root=PATH")
     return builders[name](**options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InvalidInputError
 from .base import SegmentationDataset, lookup_table, read_list
 
 CLASSES_20 = (
@@ -30,7 +31,7 @@ class PascalVOC(SegmentationDataset):
     def __init__(self, root: str | Path, split: str = "val", variant: str = "21"):
         super().__init__()
         if variant not in ("20", "21"):
-            raise ValueError(f"VOC variant must be '20' or '21', got {variant!r}")
+            raise InvalidInputError(f"VOC variant must be '20' or '21', got {variant!r}")
         base = devkit_folder(Path(root), "2012")
         self.base, self.split, self.variant = base, split, variant
         self.class_names = list(CLASSES_21 if variant == "21" else CLASSES_20)

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from ..errors import InvalidInputError
+
 RECALL_K = 50
 
 
@@ -28,7 +30,7 @@ def ivfpq_params(n: int, d: int) -> dict:
     rotation on at most 16384.
     """
     if n < 1024:
-        raise ValueError(f"IVF-PQ needs at least 1024 images to train (got {n}); use the exact index")
+        raise InvalidInputError(f"IVF-PQ needs at least 1024 images to train (got {n}); use the exact index")
     nlist = 2 ** round(math.log2(math.sqrt(n)))
     nlist = int(max(16, min(nlist, 65536, 2 ** int(math.log2(n // 39)))))
     d_out = d // 2 if d >= 256 else d

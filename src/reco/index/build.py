@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -11,84 +10,10 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import ImageLoadError, ModelMismatchError
+from ..errors import InvalidInputError, ModelMismatchError
 from . import store
+from .shards import ItemDataset, ShardWriter, collate, embed_rows, shard_batches, unfinished_shards
 from .sources import SourceItem, list_source
-
-
-def read_item(item: SourceItem, preprocess, blank_shape: tuple[int, int, int]) -> tuple[torch.Tensor, dict]:
-    """Decode and preprocess one item -> (input tensor, table row). An unreadable item gives a
-    blank tensor and a row with ok=False and the reason."""
-    from ..imageio import decode_image
-
-    row = {"id": item.id, "path": item.display_path}
-    try:
-        data = item.read_bytes()
-        image = decode_image(data, item.display_path)
-        row.update(width=image.width, height=image.height, sha256=hashlib.sha256(data).hexdigest(), ok=True, error="")
-        return preprocess(image), row
-    except (ImageLoadError, OSError) as e:
-        reason = str(e).split(": ", 1)[-1] if isinstance(e, ImageLoadError) else f"unreadable ({e})"
-        row.update(width=-1, height=-1, sha256="", ok=False, error=reason)
-        return torch.zeros(blank_shape), row
-
-
-def embed_rows(model, images: torch.Tensor, rows: list[dict]) -> np.ndarray:
-    """L2-normalised float32 embeddings of the readable images of a batch."""
-    ok = torch.tensor([r["ok"] for r in rows])
-    if not ok.any():
-        return np.zeros((0, model.embed_dim), np.float32)
-    with torch.no_grad():
-        return model.encode_image(images[ok].to(model.device), normalize=True).float().cpu().numpy()
-
-
-def shard_batches(n_items: int, shard_size: int, batch_size: int, shards: list[int]) -> list[tuple[int, range]]:
-    """(shard, item range) batches of the given shards. Batches never straddle shards and always
-    start at the same places, so a resumed or distributed build computes exactly the batches an
-    uninterrupted local one would, and its results are bit-identical."""
-    out = []
-    for s in shards:
-        start, end = s * shard_size, min((s + 1) * shard_size, n_items)
-        out += [(s, range(a, min(a + batch_size, end))) for a in range(start, end, batch_size)]
-    return out
-
-
-class ShardWriter:
-    """Collects (rows, embeddings) batch by batch, in order, and writes each shard once complete."""
-
-    def __init__(self, out: Path):
-        self.out, self.shard, self.rows, self.embs = out, None, [], []
-
-    def add(self, shard: int, rows: list[dict], embeddings: np.ndarray) -> None:
-        if self.shard is not None and shard != self.shard:
-            self.flush()
-        self.shard = shard
-        self.rows += rows
-        self.embs.append(embeddings)
-
-    def flush(self) -> None:
-        if self.shard is not None:
-            store.write_shard(self.out, self.shard, self.rows, np.concatenate(self.embs))
-        self.shard, self.rows, self.embs = None, [], []
-
-
-class _ItemDataset(torch.utils.data.Dataset):
-    def __init__(self, items: list[SourceItem], preprocess, blank_shape: tuple[int, int, int]):
-        self.items, self.preprocess, self.blank_shape = items, preprocess, blank_shape
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return read_item(self.items[i], self.preprocess, self.blank_shape)
-
-
-def _collate(samples):
-    return torch.stack([t for t, _ in samples]), [row for _, row in samples]
-
-
-def unfinished_shards(out: Path, n_items: int, shard_size: int) -> list[int]:
-    return [s for s in range(math.ceil(n_items / shard_size)) if not store.shard_done(out, s)]
 
 
 def new_meta(model, source, items: list[SourceItem], shard_size: int, index_type: str) -> dict:
@@ -147,14 +72,14 @@ def build_index(
     from ..models import create_model
 
     if index_type not in ("flat", "ivfpq"):
-        raise ValueError(f"index type must be 'flat' or 'ivfpq', got {index_type!r}")
+        raise InvalidInputError(f"index type must be 'flat' or 'ivfpq', got {index_type!r}")
     if shard_size < 1 or batch_size < 1:
-        raise ValueError("shard size and batch size must be positive")
+        raise InvalidInputError("shard size and batch size must be positive")
     out = Path(out)
     if isinstance(model, str):
         model = create_model(model, weights=weights, device=pick_device(device))
     if model.spec.kind != "clip":
-        raise ValueError(f"{model.name} is not a CLIP model: an index needs a CLIP image tower")
+        raise InvalidInputError(f"{model.name} is not a CLIP model: an index needs a CLIP image tower")
     items = list_source(source)
     meta = prepare(out, new_meta(model, source, items, shard_size, index_type))
     n_shards = math.ceil(len(items) / shard_size)
@@ -166,7 +91,7 @@ def build_index(
         elif engine == "local":
             _embed_shards(items, model, out, shard_size, batch_size, num_workers, progress)
         else:
-            raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+            raise InvalidInputError(f"engine must be 'local' or 'ray', got {engine!r}")
         meta["count"], meta["skipped"] = store.finalize(out, n_shards)
         meta["status"] = "complete"
     if index_type == "ivfpq" and "ivfpq" not in meta:
@@ -182,9 +107,9 @@ def _embed_shards(items, model, out, shard_size, batch_size, num_workers, progre
     if not batches:
         return
     size = model.spec.preprocess.size
-    loader = torch.utils.data.DataLoader(_ItemDataset(items, model.preprocess, (3, size, size)),
+    loader = torch.utils.data.DataLoader(ItemDataset(items, model.preprocess, (3, size, size)),
                                          batch_sampler=[list(r) for _, r in batches], num_workers=num_workers,
-                                         collate_fn=_collate)
+                                         collate_fn=collate)
     writer = ShardWriter(out)
     with tqdm(total=sum(len(r) for _, r in batches), desc="embedding", unit="img", disable=not progress) as bar:
         for (shard, _), (images, rows) in zip(batches, loader):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..concept_builder import Hit
-from ..errors import ModelMismatchError
+from ..errors import InputNotFoundError, InvalidInputError, ModelMismatchError
+from ..retrieval import Hit
 from . import store
 
 
@@ -31,15 +31,12 @@ class ImageIndex:
         root = Path(root)
         meta = store.read_meta(root)
         if meta is None or meta.get("format") != store.FORMAT:
-            raise FileNotFoundError(f"{root}: not a reco image index (no meta.json); build one with `reco index build`")
+            raise InputNotFoundError(f"{root}: not a reco image index (no meta.json); build one with `reco index build`")
         if meta.get("status") != "complete":
-            raise ValueError(f"{root}: the build is not complete; run `reco index build` again to resume it")
+            raise InvalidInputError(f"{root}: the build is not complete; run `reco index build` again to resume it")
         n_shards = math.ceil(meta["total"] / meta["shard_size"])
         index = cls(root, meta, pq.read_table(root / "items.parquet"), store.load_embeddings(root, n_shards))
-        if clip is not None:
-            index.check_clip(clip)
-            index._clip = clip
-        return index
+        return index if clip is None else index.use_clip(clip)
 
     # ---- the Retriever protocol ---------------------------------------------------------------
     @property
@@ -61,6 +58,12 @@ class ImageIndex:
                 f"this index was embedded with {want['name']} (weights sha256 {str(want['weights_sha256'])[:12]}); "
                 f"the query model is {got['name']} (sha256 {str(got['weights_sha256'])[:12]})"
             )
+
+    def use_clip(self, clip) -> "ImageIndex":
+        """Embed queries with ``clip`` (an already loaded model), after checking it is the index's CLIP."""
+        self.check_clip(clip)
+        self._clip = clip
+        return self
 
     @property
     def clip(self):
@@ -107,7 +110,7 @@ class ImageIndex:
         if q.shape[0] != self.meta["embed_dim"]:
             raise ModelMismatchError(f"query has {q.shape[0]} dimensions, the index {self.meta['embed_dim']}")
         if k < 1:
-            raise ValueError(f"k must be positive, got {k}")
+            raise InvalidInputError(f"k must be positive, got {k}")
         q = torch.nn.functional.normalize(q, dim=0).numpy()[None].astype(np.float32)
         scores, rows = self._searcher().search(q, min(k, len(self)))
         ids, paths = self.table.column("id"), self.table.column("path")

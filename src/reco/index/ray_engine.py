@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .build import ShardWriter, embed_rows, read_item, shard_batches, unfinished_shards
+from ..errors import MissingDependencyError, ModelMismatchError
+from .shards import ShardWriter, embed_rows, read_item, shard_batches, unfinished_shards
 from .sources import SourceItem
 
 
@@ -23,7 +24,7 @@ class _EmbedBatches:
         self.model = create_model(model_name, weights=weights)
         got = self.model.weights_sha256()
         if got != expected_sha256:
-            raise RuntimeError(f"worker loaded {model_name} weights with sha256 {got}, the driver {expected_sha256}")
+            raise ModelMismatchError(f"worker loaded {model_name} weights with sha256 {got}, the driver {expected_sha256}")
 
     def __call__(self, batch: dict) -> dict:
         import torch
@@ -47,7 +48,7 @@ def embed_shards_ray(items, model, out, shard_size: int, batch_size: int, progre
     try:
         import ray
     except ImportError:
-        raise ImportError("the Ray engine needs the 'distributed' extra: pip install 'reco[distributed]'") from None
+        raise MissingDependencyError("the Ray engine needs the 'distributed' extra: pip install 'reco[distributed]'") from None
     from tqdm.auto import tqdm
 
     batches = shard_batches(len(items), shard_size, batch_size, unfinished_shards(out, len(items), shard_size))

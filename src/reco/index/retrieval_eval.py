@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputNotFoundError, InvalidInputError
+
 #: The two "crane" (134 bird, 517 machine) and two "maillot" (638, 639) classes.
 AMBIGUOUS = (134, 517, 638, 639)
 
@@ -24,7 +26,7 @@ def wnid_folders(root: str | Path) -> list[str]:
     base = root / "train" if (root / "train").is_dir() else root
     wnids = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not wnids:
-        raise FileNotFoundError(f"{root}: no class folders (expected {root}/train/<wnid>/<images>)")
+        raise InputNotFoundError(f"{root}: no class folders (expected {root}/train/<wnid>/<images>)")
     return wnids
 
 
@@ -45,9 +47,9 @@ def evaluate_retrieval(index, root: str | Path, k: int = 50, class_names: list[s
         class_names = imagenet_class_names()
         exclude = AMBIGUOUS if exclude is None else exclude
         if len(wnids) != len(class_names):
-            raise ValueError(f"{root} has {len(wnids)} class folders; ImageNet names need all 1000 (or pass class names)")
+            raise InvalidInputError(f"{root} has {len(wnids)} class folders; ImageNet names need all 1000 (or pass class names)")
     elif len(class_names) != len(wnids):
-        raise ValueError(f"{len(class_names)} class names for {len(wnids)} class folders")
+        raise InvalidInputError(f"{len(class_names)} class names for {len(wnids)} class folders")
     exclude = tuple(exclude or ())
     label_of = {w: i for i, w in enumerate(wnids)}
     labels = np.array([_label(path, label_of) for path in index.table.column("path").to_pylist()])

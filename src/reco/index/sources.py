@@ -6,7 +6,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import EmptyInputError
+from ..errors import EmptyInputError, InputNotFoundError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -83,7 +83,7 @@ def list_source(source: str | Path) -> list[SourceItem]:
         tars = sorted(Path(source.anchor or ".").glob(str(source.relative_to(source.anchor or "."))))
         items = _tars([t for t in tars if t.suffix == ".tar"])
     else:
-        raise FileNotFoundError(f"{source}: no such folder, path list or tar shard")
+        raise InputNotFoundError(f"{source}: no such folder, path list or tar shard")
     if not items:
         raise EmptyInputError(f"{source}: no images found")
     return items

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError
 from .spec import ModelSpec
 from .weights import ResolvedWeights
 
@@ -66,11 +67,11 @@ class RecoModel(nn.Module):
 
     def _check_batch(self, images: torch.Tensor) -> None:
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+            raise InvalidInputError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
         h, w = images.shape[-2:]
         p = self.patch_size
         if h % p or w % p:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{self.name}: image size {h}x{w} is not a multiple of the patch size {p}; "
                 f"use model.preprocess or pad/crop to a multiple of {p}"
             )

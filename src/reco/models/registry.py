@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 
-from ..errors import UnknownModelError
+from ..errors import InvalidInputError, UnknownModelError
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessCfg
 from .spec import ModelSpec
 
@@ -72,7 +72,7 @@ def register_model(spec: ModelSpec, overwrite: bool = False) -> ModelSpec:
     """Add a model to the registry (``overwrite`` to replace one of the same name)."""
     registry = _registry()
     if spec.name in registry and not overwrite:
-        raise ValueError(f"model {spec.name!r} is already registered")
+        raise InvalidInputError(f"model {spec.name!r} is already registered")
     registry[spec.name] = spec
     return spec
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InvalidInputError
 from .preprocess import PreprocessCfg
 
 KINDS = ("clip", "dense")
@@ -38,7 +39,7 @@ class ModelSpec:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+            raise InvalidInputError(f"kind must be one of {KINDS}, got {self.kind!r}")
 
     @property
     def kwargs(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import WeightsNotFoundError
+from ..errors import InvalidInputError, WeightsNotFoundError
 from ..paths import weights_cache_dir
 from .spec import ModelSpec
 
@@ -82,12 +82,12 @@ def parse_weight_spec(spec: str, filenames: tuple[str, ...] = ()) -> WeightSourc
         if spec.startswith(prefix):
             location = spec[len(prefix):]
             if not location:
-                raise ValueError(f"weight spec {spec!r} names no location after {prefix!r}")
+                raise InvalidInputError(f"weight spec {spec!r} names no location after {prefix!r}")
             kind = prefix[:-1]
             if kind == "hf-hub" and location.count("/") != 1:
-                raise ValueError(f"weight spec {spec!r}: expected hf-hub:org/name")
+                raise InvalidInputError(f"weight spec {spec!r}: expected hf-hub:org/name")
             return WeightSource(kind, location, filenames)
-    raise ValueError(
+    raise InvalidInputError(
         f"weight spec {spec!r} has no scheme: use 'file:{spec}', 'local-dir:{spec}', "
         "'hf-hub:org/name' or 'random'"
     )
@@ -157,7 +157,7 @@ def fetch(source: WeightSource, model: ModelSpec, notes: list[str]) -> Path | No
         from .importers import run_importer
 
         return run_importer(source.location, model.name, notes)
-    raise ValueError(f"unknown weight source kind {source.kind!r}")
+    raise InvalidInputError(f"unknown weight source kind {source.kind!r}")
 
 
 def resolve_weights(model: ModelSpec, weights: str | None = None) -> ResolvedWeights:

@@ -1,1 +1,1 @@
-"""ReCo+: a segmenter distilled from ReCo's pseudo-labels (DESIGN.md §1.9)."""
+"""Old name of :mod:`reco.train` (ReCo+), kept for users' code."""

@@ -1,0 +1,82 @@
+"""``build_bank``: the one entry point that turns a concept source into a bank, for the CLI
+(``concepts build``, ``segment --index``), the web app, eval and the demo."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from ..concepts import ConceptBank
+from ..errors import ConfigError, InvalidInputError
+from .builder import BuildReport, ConceptBankBuilder
+from .settings import BankSettings
+
+
+def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None, clip=None,
+               settings: BankSettings | dict | None = None, bank: ConceptBank | None = None,
+               context_bank: ConceptBank | None = None, progress: bool = True,
+               quiet: bool = False) -> tuple[ConceptBank, BuildReport]:
+    """Build the concepts of exactly one source and return the bank and what was skipped.
+
+    Sources: ``names`` (a list or 'a, b') retrieved from ``index`` (an ImageIndex or its folder)
+    and co-segmented, with the dense ``clip`` for language guidance and text embeddings;
+    ``exemplars`` (a folder of concept folders); ``labelled`` (a dataset spec or dataset).
+    ``bank``: add the new concepts to a copy of it, built with its recorded settings (the bank
+    given is never changed, so readers of it see it whole). ``settings``: a BankSettings, or a
+    dict of the fields to change (None values ignored) on top of the bank's recorded settings
+    or the source's defaults (:meth:`BankSettings.for_source`). ``context_bank``: its concepts
+    serve as context references (turning context elimination on unless set). ``quiet``:
+    skipped files are only reported, not warned about.
+    """
+    sources = {"names": names, "exemplars": exemplars, "labelled": labelled}
+    given = [k for k, v in sources.items() if v is not None]
+    if len(given) != 1:
+        raise ConfigError("give exactly one concept source: names (with an index), exemplars or labelled")
+    source = given[0]
+    settings = _settings(source, settings, bank, context_bank)
+    if source == "names" and index is None:
+        raise ConfigError("concepts from names need an image index (build one with `reco index build`)")
+    if bank is not None and context_bank is not None:
+        raise ConfigError("a context bank cannot be combined with adding to a bank (the bank keeps its own context)")
+    if bank is not None and source == "labelled":
+        raise ConfigError("a labelled dataset builds a new bank; it cannot be added to one")
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore", UserWarning)
+        if source == "names":
+            return _from_names(names, index, encoder, clip, settings, bank, progress)
+        builder = ConceptBankBuilder(encoder, settings=settings, progress=progress)
+        if source == "labelled":
+            return builder.build_from_labelled(labelled, per_class=settings.per_class)
+        if bank is None:
+            return builder.build_from_exemplars(exemplars, context_bank=context_bank)
+        bank = bank.copy()
+        return bank, builder.add_exemplars(bank, exemplars)
+
+
+def _settings(source: str, settings, bank: ConceptBank | None, context_bank) -> BankSettings:
+    if isinstance(settings, BankSettings):
+        return settings
+    overrides = dict(settings or {})
+    if bank is not None:
+        return BankSettings.from_provenance(bank.provenance).with_overrides(**overrides)
+    if context_bank is not None and overrides.get("context_elimination") is None:
+        overrides["context_elimination"] = True
+    return BankSettings.for_source(source, **overrides)
+
+
+def _from_names(names, index, encoder, clip, settings: BankSettings, bank, progress: bool):
+    from ..index.image_index import ImageIndex
+
+    if clip is None:
+        raise InvalidInputError("concepts from names need a dense CLIP model (text embeddings, language guidance)")
+    if isinstance(index, (str, Path)):
+        index = ImageIndex.open(index)
+    if clip.name == index.model_name:  # one CLIP for both roles: load it once
+        index.use_clip(clip)
+    builder = ConceptBankBuilder(encoder, clip, retrieval_clip=index.clip, settings=settings, progress=progress)
+    if bank is None:
+        return builder.build_from_names(names, index)
+    bank = bank.copy()
+    return bank, builder.add_names(bank, names, index)
+

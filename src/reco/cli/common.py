@@ -1,0 +1,54 @@
+"""What every command shares: parent parsers for common options, JSON output, name lists."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+EXIT_USAGE = 2
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def device_options() -> argparse.ArgumentParser:
+    """``--device`` (a parent parser)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    return p
+
+
+def json_option(help: str = "machine-readable output") -> argparse.ArgumentParser:
+    """``--json`` (a parent parser)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true", help=help)
+    return p
+
+
+#: What a weight spec may be (see docs/models.md).
+WEIGHT_SPECS = "hf-hub:org/name, local-dir:PATH, file:PATH or random"
+
+
+def weight_options(**roles: str) -> argparse.ArgumentParser:
+    """``--<role>-weights SPEC`` for each role (a parent parser), e.g. ``weight_options(encoder="the
+    bank's encoder")``."""
+    p = argparse.ArgumentParser(add_help=False)
+    for role, what in roles.items():
+        p.add_argument(f"--{role}-weights", metavar="SPEC", help=f"weights of {what}: {WEIGHT_SPECS}")
+    return p
+
+
+def config_options(example: str = "") -> argparse.ArgumentParser:
+    """``--set`` / ``--no-progress`` for the commands that run a YAML config."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help=f"override a config value{example} (repeatable)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def settings_from(args: argparse.Namespace, names) -> dict:
+    """``{name: value}`` of the options the user gave (argparse defaults are None), for
+    :class:`~reco.building.settings.BankSettings` overrides."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}

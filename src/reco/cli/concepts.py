@@ -1,0 +1,147 @@
+"""``reco concepts``: build, list and inspect concept banks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import device_options, json_option, print_json, settings_from, weight_options
+
+#: Options of ``concepts build`` that are BankSettings fields (None when not given).
+SETTING_OPTIONS = ("archive_size", "n_seeds", "image_size", "language_guidance", "context_elimination", "context",
+                   "rephrase", "published_code_compat", "prototypes", "n_prototypes", "seed", "per_class")
+
+
+def register(sub) -> None:
+    from ..building.settings import DEFAULT_CLIP, DEFAULT_CONTEXT, PROTOTYPE_METHODS, SOURCE_DEFAULTS
+
+    p = sub.add_parser("concepts", help="build, list and inspect concept banks")
+    csub = p.add_subparsers(dest="concepts_command", metavar="ACTION", required=True)
+
+    b = csub.add_parser("build", help="build a concept bank from names (via an index) or from exemplar folders",
+                        parents=[device_options(), weight_options(encoder="--encoder", clip="--clip")])
+    b.add_argument("--names", metavar="'A,B,C'", help="concept names, retrieved from --index and co-segmented")
+    b.add_argument("--index", metavar="DIR", help="with --names: the image index to retrieve archives from")
+    b.add_argument("--clip", default=DEFAULT_CLIP,
+                   help=f"with --names: dense CLIP for language guidance and text embeddings (default {DEFAULT_CLIP})")
+    b.add_argument("-k", dest="archive_size", type=int, metavar="K", help="with --names: archive size (default 50)")
+    b.add_argument("--no-language-guidance", dest="language_guidance", action="store_const", const=False,
+                   help="with --names: no dense-CLIP pixel weights")
+    b.add_argument("--no-context-elimination", dest="context_elimination", action="store_const", const=False,
+                   help="with --names: no context elimination")
+    b.add_argument("--context", metavar="'A,B'",
+                   help=f"with --names: context concepts (default {','.join(DEFAULT_CONTEXT)})")
+    b.add_argument("--rephrase", metavar="NAME|YAML",
+                   help="with --names: rephrasing map (cityscapes, kitti-step or a YAML file)")
+    b.add_argument("--exemplars", metavar="DIR",
+                   help="one folder per concept; IMAGE.mask.png beside an image restricts it to the mask")
+    b.add_argument("--labelled", metavar="SPEC",
+                   help="a labelled dataset spec (e.g. folder:root=DIR:split=train): a concept per class "
+                        "from --per-class images")
+    b.add_argument("--per-class", type=int, help="with --labelled: images per class (default 10)")
+    b.add_argument("--prototypes", choices=PROTOTYPE_METHODS,
+                   help=f"how a concept's prototypes are made (default: mean for --names, the paper's single "
+                        f"reference; {SOURCE_DEFAULTS['exemplars']['prototypes']} for --exemplars and --labelled)")
+    b.add_argument("--n-prototypes", type=int, help="prototypes per concept for kmeans/memory/seeds (default 256)")
+    b.add_argument("--seed", type=int, help="seed of exemplar sampling and k-means (default 0)")
+    b.add_argument("--encoder", required=True, help="dense encoder, e.g. dinov2-vits14 (see `reco models`)")
+    b.add_argument("--out", required=True, metavar="BANK", help="the bank file to write (.safetensors)")
+    b.add_argument("--append", action="store_true",
+                   help="add the concepts to the existing bank at --out (with the settings it records)")
+    b.add_argument("--context-bank", metavar="BANK", help="use this bank's concepts for context elimination")
+    b.add_argument("--n-seeds", type=int, help="seed pixels per image (default 1)")
+    b.add_argument("--image-size", type=int,
+                   help="square side of the archive images (default 320); with --labelled the shorter side of "
+                        "the whole images (default 448, the segmenter's)")
+    b.add_argument("--published-code-compat", action="store_const", const=True,
+                   help="reproduce the published code's co-segmentation slicing (off: the paper's formula)")
+    b.set_defaults(func=build)
+
+    ls = csub.add_parser("list", help="list the concepts of a bank, in bank order",
+                         parents=[json_option('machine-readable: {"concepts": [...], ...}')])
+    ls.add_argument("bank", metavar="BANK")
+    ls.set_defaults(func=list_bank)
+
+    sh = csub.add_parser("show", help="grid of a concept's archive with similarity heat maps and seeds",
+                         parents=[device_options(), weight_options(encoder="the bank's encoder")])
+    sh.add_argument("bank", metavar="BANK")
+    sh.add_argument("name", metavar="NAME")
+    sh.add_argument("--out", required=True, metavar="PNG")
+    sh.add_argument("--max-images", type=int, default=10)
+    sh.set_defaults(func=show)
+
+
+def build_and_save(args: argparse.Namespace, *, names=None, append: bool = False, context_bank=None) -> None:
+    """Build the bank ``args`` describe (``names`` overriding ``args.names``) and save it at ``args.out``."""
+    from pathlib import Path
+
+    from ..building import build_bank
+    from ..concepts import ConceptBank
+    from ..device import pick_device
+    from ..models import create_model
+
+    device = pick_device(args.device)
+    encoder = create_model(args.encoder, weights=args.encoder_weights, device=device)
+    names = names if names is not None else args.names
+    clip = create_model(args.clip, weights=args.clip_weights, device=device) if names is not None else None
+    out = Path(args.out)
+    bank = ConceptBank.load(out, encoder=encoder) if append else None
+    context = ConceptBank.load(context_bank, encoder=encoder) if context_bank else None
+    bank, report = build_bank(encoder=encoder, clip=clip, names=names, index=args.index, exemplars=args.exemplars,
+                              labelled=args.labelled, settings=settings_from(args, SETTING_OPTIONS), bank=bank,
+                              context_bank=context, quiet=True)
+    bank.save(out)
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"wrote {out}: {len(bank)} concepts ({', '.join(bank.names)}); "
+          f"added {len(report.added)}, skipped {len(report.skipped)} files")
+
+
+def build(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+
+    if sum(x is not None for x in (args.exemplars, args.names, args.labelled)) != 1:
+        raise ConfigError("give one of --exemplars DIR, --labelled SPEC or --names 'a,b,c' (with --index DIR)")
+    if args.names is not None and args.index is None:
+        raise ConfigError("--names needs --index DIR (build one with `reco index build`)")
+    if args.labelled is not None and args.append:
+        raise ConfigError("--labelled builds a new bank; it cannot be combined with --append")
+    if args.context_bank and args.append:
+        raise ConfigError("--context-bank cannot be combined with --append (the bank keeps its own context)")
+    build_and_save(args, append=args.append, context_bank=args.context_bank)
+    return 0
+
+
+def list_bank(args: argparse.Namespace) -> int:
+    from ..concepts import ConceptBank
+
+    bank = ConceptBank.load(args.bank)
+    if args.json:
+        print_json(bank.summary())
+        return 0
+    encoder = bank.provenance.get("encoder") or {}
+    print(f"{args.bank}: {len(bank)} concepts, encoder {encoder.get('name')}")
+    for i, d in enumerate(bank.summary()["details"]):
+        print(f"{i:>3}  {d['name']:<24} {d['source']:<10} archive {d['archive_size']:>3}"
+              f"{'  text' if d['has_text_embedding'] else ''}")
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..concepts import ConceptBank
+    from ..device import pick_device
+    from ..models import create_model
+    from ..viz import concept_grid
+
+    bank = ConceptBank.load(args.bank)
+    encoder = create_model(bank.provenance["encoder"]["name"], weights=args.encoder_weights,
+                           device=pick_device(args.device))
+    bank.check_models(encoder)
+    grid = concept_grid(bank, args.name, encoder, max_images=args.max_images)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    print(f"wrote {out}")
+    return 0

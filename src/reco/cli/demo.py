@@ -1,0 +1,40 @@
+"""``reco demo``: the whole pipeline on real photos; ``--web`` serves the web app."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import device_options, weight_options
+
+
+def register(sub) -> None:
+    from ..demo import DEMO_CLIP
+
+    p = sub.add_parser("demo", help="segment real photos end to end (zero-shot with CLIP weights, else exemplars); "
+                                    "--web starts the web app",
+                       parents=[device_options(), weight_options(clip="--clip", encoder="the dinov2-vits14 encoder")])
+    p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    p.add_argument("--clip", default=DEMO_CLIP, help=f"CLIP for retrieval and language guidance (default {DEMO_CLIP})")
+    web = p.add_argument_group("web app")
+    web.add_argument("--web", action="store_true", help="serve the Gradio app (pip install 'reco[web]')")
+    web.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    web.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    web.add_argument("--banks", nargs="+", metavar="BANK_OR_DIR",
+                     help="concept banks (or folders of *.safetensors banks) to offer (default: --out)")
+    web.add_argument("--index", metavar="DIR", help="image index: concepts typed that no bank has are built from it")
+    web.add_argument("--max-file-mb", type=float, default=20.0, help="upload size limit in MB (default 20)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.web:
+        from ..web import serve
+
+        serve(banks=args.banks or [args.out], host=args.host, port=args.port, device=args.device,
+              index=args.index, max_file_mb=args.max_file_mb)
+        return 0
+    from ..demo import run_demo
+
+    run_demo(out_dir=args.out, device=args.device, clip=args.clip, clip_weights=args.clip_weights,
+             encoder_weights=args.encoder_weights)
+    return 0

@@ -1,0 +1,89 @@
+"""Eval configs (``configs/*.yaml``): defaults, checks, ReCo+ configs read as evaluations, run folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ..building.settings import BankSettings
+from ..errors import ConfigError
+
+DEFAULTS = {
+    "name": None,
+    "reproduces": None,
+    "paper": {},
+    "dataset": None,
+    "protocol": {"resize": 320, "crop": 320},
+    "index": None,
+    "bank": None,
+    "labelled": None,
+    "models": {"encoder": "deit-s16-sin", "encoder_weights": None, "clip": "clip-rn50x16", "clip_weights": None},
+    "concepts": {**BankSettings().provenance(), "rephrase": None},  # BankSettings' defaults
+    "crf": True,
+    "self_support": 0.0,
+    "checkpoint": None,
+    "out": None,
+}
+#: Keys that may change between runs into the same folder (they do not change any prediction).
+RUN_ONLY_KEYS = ("out", "reproduces", "paper", "name")
+
+
+def load_config(path: str | Path, overrides=None) -> dict:
+    """Read a config file over the defaults, apply overrides, expand $VARIABLES in paths."""
+    from ..config import expand_paths, read_config
+
+    if is_reco_plus_config(path):
+        from ..train.config import load_train_config
+
+        return reco_plus_eval_config(load_train_config(path, overrides))
+    config = read_config(path, DEFAULTS, overrides)
+    config["out"] = config["out"] or f"runs/{config['name']}"
+    if not config["dataset"]:
+        raise ConfigError(f"{path}: the config needs a dataset spec (e.g. cityscapes27:root=$RECO_DATA/cityscapes)")
+    config = expand_paths(config, ("dataset", "index", "bank", "labelled", "checkpoint", "out"))
+    protocol = config["protocol"]
+    if set(protocol) - {"scales"} not in ({"resize", "crop"}, {"resize", "window", "stride"}, {"resize"}) or (
+            "scales" in protocol and "crop" in protocol):
+        raise ConfigError(f"{path}: protocol is {{resize, crop}} (the paper's), {{resize, window, stride}} "
+                         f"(sliding windows) or {{resize}}, the last two optionally with scales; got {protocol}")
+    if all(config[k] is None for k in ("bank", "index", "labelled", "checkpoint")):
+        raise ConfigError(f"{path}: give an index to build the concepts from (or a labelled dataset, a saved bank, "
+                         f"or a ReCo+ checkpoint)")
+    return config
+
+
+def is_reco_plus_config(path: str | Path) -> bool:
+    """True for a ReCo+ config (it names a ``train_dataset``)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):  # read_config names the problem
+        return False
+    return isinstance(data, dict) and "train_dataset" in data
+
+
+def reco_plus_eval_config(plus: dict) -> dict:
+    """The evaluation of a ReCo+ config: its checkpoint (``eval_checkpoint``, default
+    ``OUT/best.pt``) on its ``val_dataset`` under its training protocol, written to ``OUT/eval``."""
+    from ..config import merge
+
+    t = plus["train"]
+    return merge(DEFAULTS, {
+        "name": plus["name"], "reproduces": plus["reproduces"], "paper": plus["paper"], "dataset": plus["val_dataset"],
+        "protocol": {"resize": t["resize"], "crop": t["crop"]}, "crf": t["val_crf"],
+        "checkpoint": plus["eval_checkpoint"] or f"{plus['out']}/best.pt", "out": f"{plus['out']}/eval"})
+
+
+def prepare_run(config: dict) -> Path:
+    """Create the run folder and keep ``config`` in it; a folder holding another config is refused."""
+    out = Path(config["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.yaml"
+    if saved.is_file():
+        before = yaml.safe_load(saved.read_text())
+        differ = [k for k in config if k not in RUN_ONLY_KEYS and before.get(k) != config[k]]
+        if differ:
+            raise ConfigError(f"{out} holds a run of another config (differs in {', '.join(differ)}); "
+                             f"choose another folder with --set out=DIR")
+    saved.write_text(yaml.safe_dump(config, sort_keys=False))
+    return out

@@ -1,0 +1,160 @@
+"""``reco eval --config``: a paper experiment as a YAML file, run resumably over a dataset split.
+
+A run folder holds ``config.yaml`` (the resolved config), ``bank.safetensors`` (built once),
+``predictions/<name>.png`` (class indices of the dataset, 255 where nothing was predicted),
+``results.json`` and ``results.md``. Running again skips the images already predicted; the
+metrics are always recomputed from the saved label maps.
+
+With ``checkpoint:`` a trained ReCo+ network predicts instead of ReCo's concepts; its label
+maps go to ``predictions-<first 12 hex digits of the checkpoint's SHA-256>/``, so evaluating
+a checkpoint again after more training never reuses (or overwrites) the older predictions.
+A ReCo+ config (``configs/reco-plus-*.yaml``) is read as the evaluation of its ``best.pt`` on
+its ``val_dataset`` (:func:`reco_plus_eval_config`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInputError
+from .config import prepare_run
+from .report import results_markdown
+
+
+def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = True):
+    """ReCo as ``config`` says (its concepts built once into ``out``, or its saved bank): a function
+    from a PIL image to a :class:`~reco.prediction.Prediction` whose labels are ``dataset``'s class
+    indices, and the records of the models used."""
+    from ..models import create_model
+    from ..predictor import load_predictor
+
+    m, c, protocol = config["models"], config["concepts"], config["protocol"]
+    encoder = create_model(m["encoder"], weights=m["encoder_weights"], device=device)
+    use_clip = bool(c["language_guidance"] and m["clip"])
+    clip = create_model(m["clip"], weights=m["clip_weights"], device=device) if use_clip else None
+    names = list(dataset.predict_names or dataset.class_names)
+    bank = _bank(config, names, encoder, clip, out, progress)
+    present = [n for n in names if n in bank]  # a labelled bank leaves out classes without pixels
+    if not present:
+        raise InvalidInputError(f"the concept bank has none of the classes of {config['dataset']}")
+    segmenter = load_predictor(bank, encoder=encoder, clip=clip, language_guidance=use_clip,
+                               size=None if "crop" in protocol else protocol["resize"], crf=config["crf"],
+                               window=protocol.get("window"), stride=protocol.get("stride"),
+                               scales=protocol.get("scales", (1.0,)), self_support=config["self_support"])
+    to_dataset = np.array([names.index(n) for n in present])
+    if dataset.predict_to_class is not None:
+        to_dataset = dataset.predict_to_class[to_dataset]
+
+    def predict(image):
+        pred = segmenter.predict_image(image, present)
+        pred.labels = torch.from_numpy(to_dataset[pred.labels.numpy()])
+        return pred
+
+    records = {"encoder": encoder.record(), "clip": clip.record() if clip is not None else None,
+               "retrieval_clip": bank.provenance.get("retrieval_clip")}
+    return predict, records
+
+
+def _bank(config: dict, names: list[str], encoder, clip, out: Path, progress: bool):
+    """The config's saved bank, the one built into ``out`` before, or a new one (saved there)."""
+    from ..building import build_bank
+    from ..concepts import ConceptBank
+
+    path = Path(config["bank"]) if config["bank"] else out / "bank.safetensors"
+    if config["bank"] or path.is_file():
+        return ConceptBank.load(path, encoder=encoder, clip=clip)
+    source = {"labelled": config["labelled"]} if config["labelled"] else {"names": names, "index": config["index"]}
+    bank, report = build_bank(encoder=encoder, clip=clip, settings=config["concepts"], progress=progress, **source)
+    for skipped, reason in report.skipped:
+        print(f"skipped {skipped}: {reason}")
+    bank.save(path)
+    return bank
+
+
+def checkpoint_predictor(config: dict, dataset, device):
+    """A trained ReCo+ network (``config["checkpoint"]``) as :func:`reco_predictor` gives ReCo."""
+    from ..train.segmenter import ReCoPlusSegmenter, load_trained
+
+    model, meta = load_trained(config["checkpoint"], device)
+    if list(meta["class_names"]) != list(dataset.class_names):
+        raise InvalidInputError(f"{config['checkpoint']} predicts {len(meta['class_names'])} classes "
+                                f"({', '.join(meta['class_names'][:3])}, ...), not the {dataset.num_classes} of "
+                                f"{config['dataset']} ({', '.join(dataset.class_names[:3])}, ...)")
+    protocol = config["protocol"]
+    segmenter = ReCoPlusSegmenter(model, meta["class_names"], size=None if "crop" in protocol else protocol["resize"],
+                                  window=protocol.get("window"), stride=protocol.get("stride"), crf=config["crf"])
+    record = {"checkpoint": str(config["checkpoint"]), "sha256": meta["sha256"], "arch": meta["arch"],
+              "iteration": meta["iteration"]}
+    return segmenter.predict_image, {"reco_plus": record}
+
+
+def run_eval(config: dict, *, limit: int | None = None, device: str | None = None, progress: bool = True) -> dict:
+    """Evaluate ``config`` (see :func:`load_config`); returns and writes the results."""
+    from tqdm.auto import tqdm
+
+    from .. import __version__
+    from ..data import open_dataset
+    from ..device import pick_device
+    from ..geometry import centre_crop, centre_crop_label
+    from ..imageio import load_image
+    from ..metrics import MeanIoU
+    from ..outputs import read_label_png, save_label_png
+
+    dataset = open_dataset(config["dataset"])
+    out = prepare_run(config)
+    dev = pick_device(device)
+    if config["checkpoint"]:
+        predict, models = checkpoint_predictor(config, dataset, dev)
+        predictions = out / f"predictions-{models['reco_plus']['sha256'][:12]}"
+    else:
+        predict, models = reco_predictor(config, dataset, out, dev, progress)
+        predictions = out / "predictions"
+    predictions.mkdir(exist_ok=True)
+    protocol = config["protocol"]
+    crop = "crop" in protocol
+    metric = MeanIoU(dataset.num_classes)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    predicted, seconds = 0, 0.0
+    for i in tqdm(range(n), desc=config["name"], unit="img", disable=not progress):
+        name, image_path, _ = dataset.files[i]
+        label = dataset.label(i)
+        if crop:
+            label = centre_crop_label(label, protocol["resize"], protocol["crop"])
+        path = predictions / f"{name}.png"
+        if path.is_file():  # resumed: the image is not decoded again
+            pred = read_label_png(path)
+        else:
+            start = time.perf_counter()
+            image = load_image(image_path)  # not dataset[i]: the label is read already
+            if crop:
+                image = centre_crop(image, protocol["resize"], protocol["crop"])
+            pred = predict(image).labels
+            seconds += time.perf_counter() - start
+            predicted += 1
+            save_label_png(path, pred.numpy())
+        metric.update(pred, label)
+    scores = metric.compute()
+    results = {
+        "name": config["name"],
+        "reproduces": config["reproduces"],
+        "paper": config["paper"],
+        "dataset": config["dataset"],
+        "num_images": n,
+        "complete": n == len(dataset),
+        "pixel_accuracy": 100 * scores["pixel_accuracy"],
+        "miou": 100 * scores["miou"],
+        "iou": {name: (None if np.isnan(v) else 100 * v) for name, v in zip(dataset.class_names, scores["iou"])},
+        "predictions": str(predictions),
+        "seconds_per_image": seconds / predicted if predicted else None,  # images predicted by this run
+        "models": models,
+        "reco_version": __version__,
+        "config": config,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(results_markdown(results))
+    return results

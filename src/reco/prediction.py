@@ -1,0 +1,101 @@
+"""What every segmenter shares: the :class:`Prediction` it returns, the :class:`Predictor`
+protocol (ReCo's :class:`~reco.segmenter.Segmenter` and ReCo+'s
+:class:`~reco.train.segmenter.ReCoPlusSegmenter`), and the steps around the network: the
+working image, sliding windows averaged where they overlap, the optional DenseCRF and the
+resize back to the original size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import ConfigError, UnknownConceptError
+from .geometry import resize_shorter_side
+
+
+@dataclass
+class Prediction:
+    """``labels`` (H, W) int64 indices into ``concepts`` and ``probabilities`` (C, H, W), at the original size."""
+
+    labels: torch.Tensor
+    probabilities: torch.Tensor
+    concepts: list[str]
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Anything that segments a PIL image into named concepts (see :func:`reco.load_predictor`)."""
+
+    @property
+    def concepts(self) -> list[str]:
+        """Every concept (or class) it can predict, in its own order."""
+
+    def predict_image(self, image: Image.Image, concepts: list[str] | None = None) -> Prediction:
+        """Labels index ``concepts`` (default: all of them), at the image's own size."""
+
+
+def select_concepts(requested: list[str] | None, available: list[str], what: str = "the bank") -> list[str]:
+    """``requested`` (default: all of ``available``), refusing names ``available`` lacks."""
+    names = list(requested or available)
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise UnknownConceptError(f"concepts not in {what}: {', '.join(missing)}; it has: {', '.join(available)}")
+    return names
+
+
+def working_image(image: Image.Image, size: int | None, resample=Image.BICUBIC) -> Image.Image:
+    """``image`` as 8-bit RGB with its shorter side at ``size`` (None keeps it)."""
+    from .imageio import to_rgb
+
+    image = to_rgb(image)
+    return image if size is None else resize_shorter_side(image, size, resample)
+
+
+def window_boxes(height: int, width: int, window: int | None, stride: int | None) -> list[tuple[int, int, int, int]]:
+    """Boxes (top, left, height, width) covering the image: one box if it fits ``window`` (or no
+    window), else a grid every ``stride`` pixels whose last row/column is flush with the border."""
+    if window is None or (height <= window and width <= window):
+        return [(0, 0, height, width)]
+    stride = stride or window // 2
+    if stride < 1 or stride > window:
+        raise ConfigError(f"stride must be in [1, window={window}], got {stride}")
+
+    def starts(n):
+        if n <= window:
+            return [0]
+        return list(range(0, n - window, stride)) + [n - window]
+
+    return [(t, l, min(window, height), min(window, width)) for t in starts(height) for l in starts(width)]
+
+
+def average_windows(boxes, maps: Iterable[torch.Tensor], channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """(channels, H, W): each window's (channels, h, w) map placed at its box, averaged where
+    windows overlap."""
+    total = torch.zeros(channels, *size)
+    count = torch.zeros(1, *size)
+    for (top, left, h, w), values in zip(boxes, maps):
+        total[:, top:top + h, left:left + w] += values
+        count[:, top:top + h, left:left + w] += 1
+    return total / count
+
+
+def finish(probabilities: torch.Tensor, image: np.ndarray, original_size: tuple[int, int], concepts: list[str],
+           *, crf: bool = False, keep: list[int] | None = None) -> Prediction:
+    """A Prediction from (C, H, W) probabilities at the working size of ``image`` (H, W, 3): the
+    DenseCRF on all C channels if ``crf``, then the channels ``keep`` (default all), resized
+    bilinearly to ``original_size`` (H, W)."""
+    if crf:
+        from .crf import dense_crf
+
+        probabilities = torch.from_numpy(dense_crf(image, probabilities.numpy()))
+    if keep is not None:
+        probabilities = probabilities[keep]
+    if tuple(probabilities.shape[-2:]) != tuple(original_size):
+        probabilities = F.interpolate(probabilities[None], size=tuple(original_size), mode="bilinear",
+                                      align_corners=False)[0]
+    return Prediction(labels=probabilities.argmax(0), probabilities=probabilities, concepts=list(concepts))

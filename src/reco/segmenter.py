@@ -1,0 +1,175 @@
+"""Segmenter: dense features -> concept probabilities -> labels (DESIGN.md §1.6).
+
+``P_c = sigmoid(cos(f, e_c))`` (dense encoder vs the concept's reference; for a concept with
+several prototypes the max cosine over them, DESIGN.md §1.10), upsampled
+bilinearly to the image, times ``sigmoid(10 cos(g, t_c))`` (dense CLIP vs the concept's text
+embedding), upsampled likewise, when language guidance is on and the concept has a text
+embedding; label = argmax over concepts; optional DenseCRF.
+
+Like SAM's predictor, :meth:`Segmenter.encode` runs the encoders once and returns an
+:class:`ImageEmbedding`; :meth:`Segmenter.predict_embedding` is stateless and cheap.
+``set_image`` / ``predict`` wrap them for interactive use (not thread-safe: a server should
+use the stateless pair).
+
+Resize policy: the image is resized so that its shorter side is ``size`` (None keeps it),
+each window is padded right/bottom to each model's patch multiple, and maps are cropped back
+exactly before fusion. Images larger than ``window`` are covered by windows every ``stride``
+pixels whose probabilities are averaged where they overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .coseg import language_scores, similarity_probability
+from .errors import ConfigError
+from .inputs import padded_features, unresized_input
+from .prediction import Prediction, average_windows, finish, select_concepts, window_boxes, working_image
+from .prototypes import concept_similarity, self_support
+
+
+@dataclass
+class ImageEmbedding:
+    """Cached encoder outputs of one image: per window its box (top, left, height, width) in the
+    working image, the encoder grid and the dense-CLIP grid (None without CLIP)."""
+
+    boxes: list[tuple[int, int, int, int]]
+    features: list[torch.Tensor]
+    clip_features: list[torch.Tensor | None]
+    size: tuple[int, int]  # working size (H, W)
+    original_size: tuple[int, int]
+    image: np.ndarray  # (H, W, 3) uint8 working image, for the CRF
+    others: list["ImageEmbedding"] = field(default_factory=list)  # the other scales, if any
+
+
+def _upsample(grid_scores: torch.Tensor, patch: int, size: tuple[int, int]) -> torch.Tensor:
+    """(C, gh, gw) -> bilinear to the padded size (gh*patch, gw*patch), cropped to ``size``."""
+    gh, gw = grid_scores.shape[-2:]
+    up = F.interpolate(grid_scores[None], size=(gh * patch, gw * patch), mode="bilinear", align_corners=False)[0]
+    return up[:, : size[0], : size[1]]
+
+
+class Segmenter:
+    """Segment images into the concepts of a ConceptBank.
+
+    ``size``: shorter side of the working image (None: the original size); ``scales``: factors
+    of ``size`` at which the image is encoded, their probabilities averaged at the largest one's
+    working size (``(1.0,)``: one scale, the paper's inference); ``window`` / ``stride``: sliding-window
+    inference for large images; ``self_support``: weight of each window's own concept prototypes
+    (:func:`~reco.prototypes.self_support`; 0: the paper's fusion); ``crf``: DenseCRF refinement;
+    ``amp``: float16 autocast for the encoders on CUDA (ignored on CPU).
+    """
+
+    def __init__(self, bank, encoder, clip=None, *, size: int | None = 448, language_guidance: bool = True,
+                 crf: bool = False, window: int | None = None, stride: int | None = None, amp: bool = True,
+                 scales: tuple[float, ...] = (1.0,), self_support: float = 0.0, progress: bool = True):
+        bank.check_models(encoder, clip)
+        scales = tuple(float(x) for x in scales)
+        if not scales or min(scales) <= 0 or len(set(scales)) != len(scales):
+            raise ConfigError(f"scales must be distinct positive factors, got {scales}")
+        if len(scales) > 1 and size is None:
+            raise ConfigError("several scales need a working size (size=...)")
+        if not 0 <= self_support <= 1:
+            raise ConfigError(f"self_support must lie in [0, 1], got {self_support}")
+        self.scales, self.self_support = scales, self_support
+        self.bank, self.encoder, self.clip = bank, encoder, clip
+        self.size, self.language_guidance, self.crf, self.amp = size, language_guidance, crf, amp
+        self.window, self.stride, self.progress = window, stride, progress
+        self._embedding: ImageEmbedding | None = None
+
+    @property
+    def concepts(self) -> list[str]:
+        """The bank's concepts, in bank order."""
+        return self.bank.names
+
+    # ---- stateless core ----------------------------------------------------------------------
+    def working_image(self, image: Image.Image, scale: float = 1.0) -> Image.Image:
+        return working_image(image, None if self.size is None else round(self.size * scale))
+
+    def encode(self, image: Image.Image) -> ImageEmbedding:
+        """Run the encoder (and dense CLIP) over every window of ``image`` once per scale."""
+        order = sorted(self.scales, reverse=True)  # the largest scale is the working size
+        first, *others = [self._encode_at(image, scale) for scale in order]
+        first.others = others
+        return first
+
+    def _encode_at(self, image: Image.Image, scale: float) -> ImageEmbedding:
+        work = self.working_image(image, scale)
+        arr = np.asarray(work)
+        h, w = arr.shape[:2]
+        boxes = window_boxes(h, w, self.window, self.stride)
+
+        x_enc = unresized_input(self.encoder, work)
+        x_clip = unresized_input(self.clip, work) if self._uses_clip() else None
+        feats, clips = [], []
+        for top, left, bh, bw in boxes:
+            feats.append(padded_features(self.encoder, x_enc[:, top:top + bh, left:left + bw], self.amp))
+            clips.append(padded_features(self.clip, x_clip[:, top:top + bh, left:left + bw], self.amp) if x_clip is not None else None)
+        return ImageEmbedding(boxes, feats, clips, (h, w), (image.height, image.width), arr)
+
+    def _uses_clip(self) -> bool:
+        return self.language_guidance and self.clip is not None and any(
+            c.text_embedding is not None for c in self.bank.concepts.values())
+
+    def probabilities(self, embedding: ImageEmbedding, concepts: list[str] | None = None, bank=None) -> torch.Tensor:
+        """Fused (C, H, W) probabilities at the working size, windows averaged, then scales averaged
+        (each other scale resized bilinearly to the working size). ``bank``: the bank to read
+        (default: the segmenter's; a caller that must not see it change passes its own snapshot)."""
+        bank = bank or self.bank
+        names = concepts or bank.names
+        probs = self._scale_probabilities(embedding, names, bank)
+        for other in embedding.others:
+            p = self._scale_probabilities(other, names, bank)
+            probs = probs + F.interpolate(p[None], size=embedding.size, mode="bilinear", align_corners=False)[0]
+        return probs / (1 + len(embedding.others)) if embedding.others else probs
+
+    def _scale_probabilities(self, embedding: ImageEmbedding, names: list[str], bank) -> torch.Tensor:
+        prototypes = bank.prototypes(names)
+        texts = [bank[n].text_embedding for n in names]
+        guided = [i for i, t in enumerate(texts) if t is not None] if self.language_guidance else []
+        text_matrix = torch.stack([texts[i].float() for i in guided]) if guided else None
+
+        def window_probabilities(box, f, g):
+            _, _, bh, bw = box
+            sims = self_support(f, concept_similarity(f, prototypes), self.self_support)
+            p = _upsample(similarity_probability(sims), self.encoder.patch_size, (bh, bw))
+            if g is not None and text_matrix is not None:
+                p[guided] = p[guided] * _upsample(language_scores(g[None], text_matrix)[0], self.clip.patch_size, (bh, bw))
+            return p
+
+        maps = (window_probabilities(*window) for window in
+                zip(embedding.boxes, embedding.features, embedding.clip_features))
+        return average_windows(embedding.boxes, maps, len(names), embedding.size)
+
+    def predict_embedding(self, embedding: ImageEmbedding, concepts: list[str] | None = None) -> Prediction:
+        """Labels and probabilities at the original image size for ``concepts`` (default: the whole bank)."""
+        bank = self.bank  # one snapshot: a server may swap in a grown bank meanwhile
+        names = select_concepts(concepts, bank.names)
+        probs = self.probabilities(embedding, names, bank)
+        return finish(probs, embedding.image, embedding.original_size, names, crf=self.crf)
+
+    def predict_image(self, image: Image.Image, concepts: list[str] | None = None) -> Prediction:
+        """Encode ``image`` and predict ``concepts`` (the :class:`~reco.prediction.Predictor` protocol)."""
+        return self.predict_embedding(self.encode(image), concepts)
+
+    # ---- SAM-style convenience -----------------------------------------------------------------
+    def set_image(self, image: Image.Image) -> None:
+        """Encode ``image`` once; following ``predict`` calls reuse its features."""
+        self._embedding = self.encode(image)
+
+    def predict(self, concepts: list[str] | None = None) -> Prediction:
+        if self._embedding is None:
+            raise RuntimeError("call set_image(image) before predict()")
+        return self.predict_embedding(self._embedding, concepts)
+
+    def predict_images(self, images, concepts: list[str] | None = None):
+        """Yield a Prediction per image (PIL images), with a progress bar."""
+        from tqdm.auto import tqdm
+
+        for image in tqdm(images, desc="segmenting", unit="img", disable=not self.progress):
+            yield self.predict_image(image, concepts)

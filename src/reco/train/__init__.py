@@ -1,0 +1,1 @@
+"""ReCo+: a segmenter distilled from ReCo's pseudo-labels (DESIGN.md §1.9)."""

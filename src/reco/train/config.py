@@ -1,0 +1,41 @@
+"""ReCo+ configs (``configs/reco-plus-*.yaml``): defaults, ``--set`` overrides, paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+
+TRAIN_DEFAULTS = {
+    "name": None,
+    "reproduces": None,
+    "paper": {},
+    "reco": None,
+    "train_dataset": None,
+    "val_dataset": None,
+    "pseudo_labels": None,
+    "model": {"arch": "deeplabv3plus-resnet101", "encoder_weights": None},
+    "train": {"iterations": 20000, "batch_size": 8, "resize": 320, "crop": 320, "random_crop": 320, "lr_head": 5e-4,
+              "lr_backbone": 5e-5, "weight_decay": 2e-4, "poly_power": 0.9, "checkpoint_every": 1000,
+              "val_every": 1000, "val_limit": None, "seed": 0, "num_workers": 4, "amp": True, "blur_p": 0.5,
+              "val_crf": True},
+    "eval_checkpoint": None,
+    "out": None,
+}
+
+
+def load_train_config(path, overrides=None) -> dict:
+    """A ReCo+ config over :data:`TRAIN_DEFAULTS` (``--set`` overrides, $VARIABLES expanded)."""
+    from ..config import expand_paths, read_config
+
+    config = read_config(path, TRAIN_DEFAULTS, overrides)
+    config["out"] = config["out"] or f"runs/{config['name']}"
+    config["pseudo_labels"] = config["pseudo_labels"] or f"{config['out']}/pseudo_labels"
+    for key in ("train_dataset", "val_dataset"):
+        if not config[key]:
+            raise ConfigError(f"{path}: the config needs {key} (a dataset spec)")
+    config = expand_paths(config, ("reco", "train_dataset", "val_dataset", "pseudo_labels", "eval_checkpoint", "out"))
+    beside = Path(path).parent / str(config["reco"])
+    if config["reco"] and not Path(config["reco"]).is_file() and beside.is_file():
+        config["reco"] = str(beside)  # a ReCo config named relative to this one
+    return config

@@ -1,0 +1,248 @@
+"""``reco train``: DeepLabv3+ on ReCo's pseudo-labels, resumable bit for bit.
+
+Every random choice of iteration ``t`` is a function of (seed, t): the batch (a fixed
+permutation per epoch), each sample's augmentation (its own generator) and the global RNG
+(dropout), which is reseeded at every step. A run killed after a checkpoint and resumed with
+``--resume`` therefore replays exactly the iterations it lost. Under ``torchrun`` each rank
+takes its share of the batch (DistributedDataParallel); rank 0 writes logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputNotFoundError, InvalidInputError
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed from integers (stable across runs and platforms)."""
+    h = 1469598103934665603
+    for v in values:
+        h = ((h ^ (v & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
+    return h
+
+
+def batch_keys(n_items: int, batch_size: int, seed: int, iteration: int) -> list[tuple[int, int]]:
+    """(item index, sample key) pairs of ``iteration``: items in a per-epoch permutation."""
+    orders: dict[int, list[int]] = {}  # a batch spans at most a few epochs
+    out = []
+    for k in range(batch_size):
+        epoch, offset = divmod(iteration * batch_size + k, n_items)
+        if epoch not in orders:
+            orders[epoch] = torch.randperm(n_items, generator=torch.Generator().manual_seed(_mix(seed, epoch))).tolist()
+        out.append((orders[epoch][offset], _mix(seed, iteration, k)))
+    return out
+
+
+class PseudoLabelSet(torch.utils.data.Dataset):
+    """Items keyed by (index, sample key): the image (resized and centre-cropped as the
+    pseudo-labels were made) and its pseudo-label, augmented with the key's generator."""
+
+    def __init__(self, items: list[tuple[Path, Path]], resize: int, crop: int, augment):
+        self.items, self.resize, self.crop, self.augment = items, resize, crop, augment
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, key):
+        from PIL import Image
+
+        from ..geometry import centre_crop
+        from ..imageio import load_image
+
+        index, sample_key = key
+        image_path, label_path = self.items[index]
+        image = centre_crop(load_image(image_path), self.resize, self.crop)
+        with Image.open(label_path) as im:
+            label = np.asarray(im)
+        if label.shape != (image.height, image.width):
+            raise InvalidInputError(f"{label_path}: pseudo-label is {label.shape[1]}x{label.shape[0]}, "
+                             f"the image after resize/crop is {image.width}x{image.height}")
+        return self.augment(image, label, torch.Generator().manual_seed(sample_key))
+
+
+def training_items(config: dict) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(image, pseudo-label) pairs of the training split (less the images ``reco pseudo-label``
+    could not read), and the class names."""
+    from ..data import open_dataset
+    from .pseudo_label import read_skipped
+
+    dataset = open_dataset(config["train_dataset"])
+    labels = Path(config["pseudo_labels"])
+    unreadable = read_skipped(labels)
+    items = [(image, labels / f"{name}.png") for name, image, _ in dataset.files if name not in unreadable]
+    missing = [label for _, label in items if not label.is_file()]
+    if missing:
+        raise InputNotFoundError(f"{len(missing)} of {len(items)} pseudo-labels are missing (e.g. {missing[0]}): "
+                                "run `reco pseudo-label --config ...` first")
+    return items, list(dataset.class_names)
+
+
+def initial_model(config: dict, num_classes: int, pretrained: bool = True):
+    """The network before training: seeded random head (and encoder unless pretrained weights load)."""
+    from .model import build_reco_plus
+
+    torch.manual_seed(_mix(config["train"]["seed"], 0xC0FFEE))
+    m = config["model"]
+    return build_reco_plus(m["arch"], num_classes, m["encoder_weights"] if pretrained else None)
+
+
+def _distributed() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def validate(model, config: dict, limit: int | None = None) -> float:
+    """mIoU (%) of ``model`` on the validation split under the paper's protocol (with DenseCRF
+    when ``train.val_crf``, as the published code selects its best checkpoint)."""
+    from ..data import open_dataset
+    from ..geometry import centre_crop, centre_crop_label
+    from ..metrics import MeanIoU
+    from .segmenter import ReCoPlusSegmenter
+
+    dataset = open_dataset(config["val_dataset"])
+    segmenter = ReCoPlusSegmenter(model, dataset.class_names, size=None, crf=config["train"]["val_crf"], amp=False)
+    metric = MeanIoU(dataset.num_classes)
+    was_training = model.training
+    model.eval()
+    t = config["train"]
+    for i in range(len(dataset) if limit is None else min(limit, len(dataset))):
+        item = dataset[i]
+        image = centre_crop(item["image"], t["resize"], t["crop"])
+        label = centre_crop_label(item["label"], t["resize"], t["crop"])
+        metric.update(segmenter.predict_image(image).labels, label)
+    model.train(was_training)
+    return 100 * metric.compute()["miou"]
+
+
+def train(config: dict, *, resume: bool = False, device: str | None = None, progress: bool = True) -> dict:
+    """Train ReCo+ as ``config`` says; returns {"iteration", "best_miou", "last_loss"}."""
+    from tqdm.auto import tqdm
+
+    from ..data import open_dataset
+    from ..device import pick_device
+    from .augment import PairAugment
+    from .model import save_checkpoint
+
+    t, m = config["train"], config["model"]
+    rank, world = _distributed()
+    dev = pick_device(device if world == 1 or not torch.cuda.is_available() else f"cuda:{int(os.environ['LOCAL_RANK'])}")
+    out = Path(config["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    items, class_names = training_items(config)
+    val_names = list(open_dataset(config["val_dataset"]).class_names)  # fails now, not at the first validation
+    if val_names != class_names:
+        raise InvalidInputError(f"val_dataset has other classes ({len(val_names)}: {', '.join(val_names[:3])}, ...) than "
+                         f"train_dataset ({len(class_names)}: {', '.join(class_names[:3])}, ...)")
+    if t["batch_size"] % world:
+        raise InvalidInputError(f"batch size {t['batch_size']} is not divisible by the {world} processes")
+    last = out / "last.pt"
+    if last.is_file() and not resume:
+        raise InvalidInputError(f"{last} exists: pass --resume to continue it, or choose another --set out=DIR")
+    model = initial_model(config, len(class_names), pretrained=not resume).to(dev)
+    backbone = list(model.encoder.parameters())
+    ids = {id(p) for p in backbone}
+    head = [p for p in model.parameters() if id(p) not in ids]
+    optimizer = torch.optim.Adam([{"params": backbone, "lr": t["lr_backbone"]}, {"params": head, "lr": t["lr_head"]}],
+                                 weight_decay=t["weight_decay"])
+    iterations = t["iterations"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1 - i / iterations) ** t["poly_power"])
+    amp = bool(t["amp"]) and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    start, best = 0, -1.0
+    if resume:
+        if not last.is_file():
+            raise InputNotFoundError(f"--resume: no checkpoint at {last}")
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start, best = state["iteration"], state["best_miou"]
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    data = PseudoLabelSet(items, t["resize"], t["crop"], PairAugment(crop=t["random_crop"], blur_p=t["blur_p"]))
+    per_rank = t["batch_size"] // world
+    keys = [batch_keys(len(items), t["batch_size"], t["seed"], it)[rank * per_rank:(rank + 1) * per_rank]
+            for it in range(start, iterations)]
+    loader = torch.utils.data.DataLoader(data, batch_sampler=keys, num_workers=t["num_workers"])
+    log = _Log(out, start) if rank == 0 else None
+    meta = {"arch": m["arch"], "class_names": class_names, "config": config}
+    loss_value = float("nan")
+    net.train()
+    for it, (x, y) in zip(range(start, iterations),
+                          tqdm(loader, total=iterations - start, initial=0, desc="train", disable=not progress or rank)):
+        torch.manual_seed(_mix(t["seed"], it, 1 << 20))
+        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
+            loss = torch.nn.functional.cross_entropy(net(x.to(dev)), y.to(dev), ignore_index=255)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_value = loss.item()
+        step = it + 1
+        if rank:
+            continue
+        miou = None
+        if step % t["val_every"] == 0 or step == iterations:
+            miou = validate(model, config, t["val_limit"])
+            if miou > best:
+                best = miou
+                save_checkpoint(out / "best.pt", {"model": model.state_dict(), "reco_plus": meta, "iteration": step,
+                                                  "miou": miou})
+        log.write(step, loss_value, scheduler.get_last_lr()[1], miou)
+        if step % t["checkpoint_every"] == 0 or step == iterations:
+            save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                   "iteration": step, "best_miou": best, "reco_plus": meta})
+    if log is not None:
+        log.close()
+    return {"iteration": iterations, "best_miou": best, "last_loss": loss_value}
+
+
+class _Log:
+    """log.csv (rows after ``start`` dropped on resume) and TensorBoard when it is installed."""
+
+    def __init__(self, out: Path, start: int):
+        self.path = out / "log.csv"
+        rows = []
+        if self.path.is_file() and start > 0:
+            with self.path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= start]
+        self.file = self.path.open("w", newline="")
+        self.csv = csv.DictWriter(self.file, ["iteration", "loss", "lr_head", "val_miou"])
+        self.csv.writeheader()
+        self.csv.writerows(rows)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start + 1)
+        except ImportError:
+            print("reco train: tensorboard is not installed (pip install 'reco[train]'): logging to log.csv only")
+            self.tb = None
+
+    def write(self, step: int, loss: float, lr: float, miou: float | None) -> None:
+        self.csv.writerow({"iteration": step, "loss": f"{loss:.6f}", "lr_head": f"{lr:.3e}",
+                           "val_miou": "" if miou is None else f"{miou:.3f}"})
+        self.file.flush()
+        if self.tb is not None:
+            self.tb.add_scalar("train/loss", loss, step)
+            if miou is not None:
+                self.tb.add_scalar("val/miou", miou, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+

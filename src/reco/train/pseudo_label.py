@@ -1,0 +1,95 @@
+"""``reco pseudo-label``: ReCo's (CRF-refined) predictions for the training images of a ReCo+ config.
+
+The folder (``pseudo_labels`` of the config, or ``--out``) holds ``config.yaml`` (the ReCo
+config that made the labels, refused if it changes), ``bank.safetensors`` (its concepts, built
+once), ``<name>.png`` per training image (class indices, at the training protocol's size),
+optionally ``confidence/<name>.png`` and ``skipped.json`` (unreadable images and why).
+Rerunning skips every image whose label exists: a killed run loses at most one image.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInputError
+
+SKIPPED = "skipped.json"
+
+
+def read_skipped(folder: str | Path) -> dict[str, str]:
+    """{image name: reason} of the training images that could not be read when labelling ``folder``."""
+    path = Path(folder) / SKIPPED
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def confidence_map(probabilities: torch.Tensor) -> np.ndarray:
+    """(H, W) uint8: the winning class's share of the per-pixel probabilities, times 255."""
+    share = probabilities.max(0).values / probabilities.sum(0).clamp_min(1e-12)
+    return np.round(255 * share.clamp(0, 1).numpy()).astype(np.uint8)
+
+
+def reco_config_for(config: dict, out: str | Path | None = None) -> dict:
+    """The ReCo config named by a ReCo+ config's ``reco`` key, turned to its training images
+    under its training protocol (the pseudo-labels must match the crops ``reco train`` reads)."""
+    from ..evaluation.config import load_config
+
+    if not config["reco"]:
+        raise InvalidInputError(f"{config['name']}: the config needs `reco:` (the ReCo config whose concepts make the "
+                         "pseudo-labels, e.g. configs/reco-cityscapes27.yaml)")
+    reco = load_config(config["reco"])
+    if reco["checkpoint"]:
+        raise InvalidInputError(f"{config['reco']}: pseudo-labels come from ReCo, not from a checkpoint")
+    t = config["train"]
+    reco.update(dataset=config["train_dataset"], protocol={"resize": t["resize"], "crop": t["crop"]},
+                out=str(out or config["pseudo_labels"]))
+    return reco
+
+
+def make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: int | None = None,
+                       confidence: bool = False, device: str | None = None, progress: bool = True) -> dict:
+    """Label the training images of the ReCo+ ``config``; returns counts and the folder."""
+    from tqdm.auto import tqdm
+
+    from ..data import open_dataset
+    from ..device import pick_device
+    from ..errors import ImageLoadError
+    from ..evaluation.config import prepare_run
+    from ..evaluation.run import reco_predictor
+    from ..geometry import centre_crop
+    from ..imageio import load_image
+    from ..outputs import save_label_png
+    from ..paths import atomic_write_bytes
+
+    reco = reco_config_for(config, out)
+    dataset = open_dataset(reco["dataset"])
+    folder = prepare_run(reco)
+    predict, _ = reco_predictor(reco, dataset, folder, pick_device(device), progress)
+    skipped = read_skipped(folder)
+    resize, crop = reco["protocol"]["resize"], reco["protocol"]["crop"]
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    written = 0
+    for name, image_path, _ in tqdm(dataset.files[:n], desc=f"pseudo-labels {config['name']}", unit="img",
+                                    disable=not progress):
+        label_path, confidence_path = folder / f"{name}.png", folder / "confidence" / f"{name}.png"
+        if name in skipped or (label_path.is_file() and (not confidence or confidence_path.is_file())):
+            continue
+        try:
+            image = centre_crop(load_image(image_path), resize, crop)
+        except ImageLoadError as e:
+            print(f"skipped {e}", file=sys.stderr)
+            skipped[name] = str(e)
+            atomic_write_bytes(folder / SKIPPED, json.dumps(skipped, indent=1).encode())
+            continue
+        pred = predict(image)
+        if confidence:
+            confidence_path.parent.mkdir(exist_ok=True)
+            save_label_png(confidence_path, confidence_map(pred.probabilities))
+        save_label_png(label_path, pred.labels.numpy())  # last: its presence marks the image done
+        written += 1
+    done = sum((folder / f"{name}.png").is_file() for name, _, _ in dataset.files)
+    return {"out": str(folder), "written": written, "done": done, "total": len(dataset), "skipped": len(skipped)}
