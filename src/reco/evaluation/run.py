@@ -69,7 +69,8 @@ def _bank(config: dict, names: list[str], encoder, clip, out: Path, progress: bo
     if config["bank"] or path.is_file():
         return ConceptBank.load(path, encoder=encoder, clip=clip)
     source = {"labelled": config["labelled"]} if config["labelled"] else {"names": names, "index": config["index"]}
-    bank, report = build_bank(encoder=encoder, clip=clip, settings=config["concepts"], progress=progress, **source)
+    settings = {**config["concepts"], "context": config["concepts"]["context"] or []}  # null: no context concepts
+    bank, report = build_bank(encoder=encoder, clip=clip, settings=settings, progress=progress, **source)
     for skipped, reason in report.skipped:
         print(f"skipped {skipped}: {reason}")
     bank.save(path)
