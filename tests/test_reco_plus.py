@@ -174,12 +174,18 @@ def test_sigkill_and_resume_reach_the_same_weights(data):
         assert [int(r["iteration"]) for r in csv.DictReader(f)] == list(range(1, iterations + 1))
 
 
-def test_existing_run_needs_resume(data):
+def test_existing_run_needs_resume(data, capsys):
     from reco.cli import main
 
     path = _config(data, 4)
     assert main(["train", "--config", str(path), "--no-progress"]) == 0
     assert main(["train", "--config", str(path), "--no-progress"]) == 2
+    last = data / "run" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # a copy cut short
+    capsys.readouterr()
+    assert main(["train", "--config", str(path), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{last}: not a readable checkpoint" in err[0]
 
 
 # ---- the whole ReCo+ pipeline: pseudo-label -> train -> eval -> segment ---------------------------

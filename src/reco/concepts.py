@@ -40,6 +40,17 @@ class Concept:
         return self.reference[None] if self.prototypes is None else self.prototypes
 
 
+def _registered_width(name: str) -> int | None:
+    """The feature width of registered model ``name`` (None for a name the registry lacks)."""
+    from .errors import UnknownModelError
+    from .models import get_spec
+
+    try:
+        return get_spec(name).embed_dim
+    except UnknownModelError:
+        return None
+
+
 def model_record(model) -> dict | None:
     """``model.record()``, or None for no model."""
     return None if model is None else model.record()
@@ -100,7 +111,8 @@ class ConceptBank:
 
     # ---- compatibility -----------------------------------------------------------------------
     def check_models(self, encoder=None, clip=None) -> None:
-        """Raise ModelMismatchError if ``encoder`` / ``clip`` are not the models that built the bank."""
+        """Raise ModelMismatchError if ``encoder`` / ``clip`` are not the models that built the bank
+        (or their widths differ from its vectors')."""
         for role, model in (("encoder", encoder), ("clip", clip)):
             if model is None:
                 continue
@@ -113,6 +125,11 @@ class ConceptBank:
                     f"concept bank {role} mismatch: built with {want['name']} (weights sha256 "
                     f"{str(want['weights_sha256'])[:12]}), given {got['name']} (sha256 {str(got['weights_sha256'])[:12]})"
                 )
+        if encoder is not None and self.concepts:
+            width = next(iter(self.concepts.values())).reference.shape[-1]
+            if width != encoder.embed_dim:
+                raise ModelMismatchError(f"the bank's references have {width} dimensions, {encoder.name} gives "
+                                         f"{encoder.embed_dim}")
 
     # ---- files -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -159,6 +176,19 @@ class ConceptBank:
             raise InvalidInputError(f"{path}: not a reco concept bank ({e})") from None
         if meta.get("format") != FORMAT:
             raise InvalidInputError(f"{path}: not a reco concept bank (format {meta.get('format')!r})")
+        try:
+            bank = cls._from_records(meta, tensors)
+        except (KeyError, TypeError, ValueError) as e:  # a record or tensor the format requires is missing
+            what = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise InvalidInputError(f"{path}: a broken concept bank (missing or malformed: {what})") from None
+        problem = bank.problem()
+        if problem:
+            raise InvalidInputError(f"{path}: {problem}")
+        bank.check_models(encoder, clip)
+        return bank
+
+    @classmethod
+    def _from_records(cls, meta: dict, tensors: dict) -> "ConceptBank":
         concepts = [
             Concept(
                 name=e["name"], reference=tensors[f"reference.{i}"], source=e["source"], archive=e["archive"],
@@ -169,9 +199,40 @@ class ConceptBank:
             for i, e in enumerate(meta["concepts"])
         ]
         context = {name: tensors[f"context.{i}"] for i, name in enumerate(meta.get("context", []))}
-        bank = cls(meta["provenance"], concepts, context)
-        bank.check_models(encoder, clip)
-        return bank
+        provenance = meta["provenance"]
+        if not isinstance(provenance.get("encoder"), dict) or "name" not in provenance["encoder"]:
+            raise KeyError("the encoder record")
+        return cls(provenance, concepts, context)
+
+    def problem(self) -> str | None:
+        """Why this bank cannot be used (no concepts; references, prototypes or context that are
+        not finite vectors of one dimension; text embeddings of different widths), or None."""
+        if not self.concepts:
+            return "the bank has no concepts"
+        dims = set()
+        for where, vectors in self._vectors():
+            if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
+                return f"{where} is not a vector (shape {tuple(vectors.shape)})"
+            if not torch.isfinite(vectors).all():
+                return f"{where} holds NaN or infinite values"
+            dims.add(vectors.shape[1])
+        if len(dims) > 1:
+            return f"references of different dimensions ({', '.join(map(str, sorted(dims)))})"
+        width = _registered_width(self.provenance["encoder"]["name"])
+        if width is not None and dims != {width}:
+            return f"the bank's references have {dims.pop()} dimensions, {self.provenance['encoder']['name']} gives {width}"
+        texts = {c.text_embedding.shape for c in self.concepts.values() if c.text_embedding is not None}
+        if len(texts) > 1 or any(len(s) != 1 for s in texts):
+            return "text embeddings of different shapes"
+        return None
+
+    def _vectors(self):
+        for c in self.concepts.values():
+            yield f"the reference of {c.name!r}", c.reference.reshape(1, -1) if c.reference.ndim == 1 else c.reference[None]
+            if c.prototypes is not None:
+                yield f"the prototypes of {c.name!r}", c.prototypes
+        for name, ref in self.context.items():
+            yield f"the context reference {name!r}", ref.reshape(1, -1) if ref.ndim == 1 else ref[None]
 
     def summary(self) -> dict:
         """JSON-friendly description (``reco concepts list --json``)."""

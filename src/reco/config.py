@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
+import types
+import typing
 from pathlib import Path
 
 import yaml
@@ -49,6 +52,8 @@ def read_config(path: str | Path, defaults: dict, overrides=None) -> dict:
         raise InputNotFoundError(f"{path}: no such config")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML config (not even text)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
@@ -68,3 +73,76 @@ def expand_paths(config: dict, keys) -> dict:
                 raise ConfigError(f"config {key}: environment variable not set in {value!r}")
             config[key] = expanded
     return config
+
+
+# ---- schemas ----------------------------------------------------------------------------------
+# A schema is a dataclass whose fields name the keys, their types (``int``, ``float``, ``bool``,
+# ``str``, ``X | None``, ``list[X]``, ``dict``, a nested schema) and, in ``metadata``, their
+# ranges (``min``, ``max``, ``above``). A dataclass tree, not pydantic: the configs stay plain
+# dicts (what YAML gives and ``--set`` edits), the schemas stay next to the defaults they check,
+# and no dependency is added for ~60 lines.
+
+
+def bounded(minimum=None, maximum=None, *, above=None):
+    """A schema field with a range: ``minimum <= v <= maximum`` and ``v > above`` (schemas are
+    never instantiated: the default None only lets fields come in any order)."""
+    meta = {k: v for k, v in (("min", minimum), ("max", maximum), ("above", above)) if v is not None}
+    return dataclasses.field(default=None, metadata=meta)
+
+
+def validate(data: dict, schema, where: str = "") -> None:
+    """Check ``data`` against the dataclass ``schema``: one ConfigError naming the key, the value
+    and what is expected. Keys ``schema`` does not name are left alone."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if f.name in data:
+            _check(data[f.name], hints[f.name], f"{where}{f.name}", f.metadata)
+
+
+def _check(value, tp, key: str, meta) -> None:
+    if not _fits(value, tp, key, meta):
+        raise ConfigError(f"config key {key}: expected {_describe(tp, meta)}, got {value!r}")
+
+
+def _fits(value, tp, key: str, meta) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return type(None) in args
+        return _fits(value, next(a for a in args if a is not type(None)), key, meta)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            return False
+        validate(value, tp, f"{key}.")
+        return True
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0], key, meta) for v in value)
+    if tp is dict:
+        return isinstance(value, dict)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return False
+    if tp is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return False
+    if tp is str:
+        return isinstance(value, str)
+    return ((meta.get("min") is None or value >= meta["min"]) and (meta.get("max") is None or value <= meta["max"])
+            and (meta.get("above") is None or value > meta["above"]))
+
+
+def _describe(tp, meta) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return f"{_describe(next(a for a in args if a is not type(None)), meta)} or null"
+    if origin is list:
+        return f"a list of {_describe(args[0], meta)}"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+    if "min" in meta and "max" in meta:
+        ranges = [f"in [{meta['min']}, {meta['max']}]"]
+    else:
+        ranges = [f">= {meta['min']}" if "min" in meta else "", f"<= {meta['max']}" if "max" in meta else ""]
+    ranges.append(f"> {meta['above']}" if "above" in meta else "")
+    return " ".join([names.get(tp, str(tp)), *[r for r in ranges if r]])

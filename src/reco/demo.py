@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .paths import output_folder
+
 DEMO_ENCODER = "dinov2-vits14"
 DEMO_CLIP = "clip-vit-b16"
 ZERO_SHOT_CONCEPTS = ("person", "cat", "bus", "cup", "building", "tree", "sky", "road")
@@ -97,7 +99,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, device: str | None = None,
     from .models import create_model
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     dev = pick_device(device)
     clip_model = _load_clip(clip, clip_weights, dev)
     enc = create_model(encoder, weights=encoder_weights, device=dev)

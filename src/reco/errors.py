@@ -52,3 +52,7 @@ class UnknownConceptError(RecoError, KeyError):
 
 class MissingDependencyError(RecoError, ImportError):
     """An optional extra that a feature needs is not installed (the message names the pip command)."""
+
+
+class BusyError(RecoError):
+    """Another reco process is writing the same index, bank or folder."""

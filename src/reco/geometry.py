@@ -12,6 +12,22 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+#: Longer side / shorter side above which images are refused: resizing the shorter side to a
+#: working size would make the longer one (and memory) explode (a 2x2000 image at 448 is
+#: 448x448000). Wide panoramas (up to about 10:1) pass.
+MAX_ASPECT_RATIO = 12
+#: Pixels of a working image (after the shorter side is resized) above which segmenting is refused.
+MAX_WORKING_PIXELS = 24_000_000
+
+
+def aspect_ratio_problem(width: int, height: int, limit: float = MAX_ASPECT_RATIO) -> str | None:
+    """Why an image of this size cannot be resized to a working size (its aspect ratio is over
+    ``limit``), or None."""
+    if max(width, height) > limit * min(width, height):
+        ratio = max(width, height) / max(1, min(width, height))
+        return f"{width}x{height} has an aspect ratio of {ratio:.0f}:1, over the limit of {limit:g}:1 (crop it into parts)"
+    return None
+
 
 def model_side(image_size: int, patch_size: int) -> int:
     """The largest multiple of ``patch_size`` not above ``image_size``."""

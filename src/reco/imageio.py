@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError
 
@@ -41,41 +41,61 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode image bytes fully as 8-bit RGB; raise ImageLoadError naming ``name`` otherwise."""
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS,
+                 max_aspect_ratio: float | None = None) -> Image.Image:
+    """Decode image bytes fully as 8-bit RGB, upright (EXIF orientation applied); raise
+    ImageLoadError naming ``name`` otherwise, also for more than ``max_pixels`` pixels or, when
+    given, an aspect ratio over ``max_aspect_ratio`` (both checked before decoding: callers that
+    resize the shorter side pass :data:`~reco.geometry.MAX_ASPECT_RATIO`)."""
     import io
 
     if not data:
         raise ImageLoadError(f"{name}: empty file")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > max_pixels:
-                raise ImageLoadError(
-                    f"{name}: {image.width}x{image.height} is over the limit of {max_pixels} pixels"
-                )
+            _check_size(name, image.width, image.height, max_pixels, max_aspect_ratio)
             image.load()
-            return to_rgb(image)
+            return to_rgb(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
         raise ImageLoadError(f"{name}: not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # PIL refuses such images before we see their size
+        import re
+
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(pixels.group(1))} pixels" if pixels else "the image"
+        raise ImageLoadError(f"{name}: {size} is over the limit of {max_pixels} pixels") from None
+    except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, ImageLoadError):
             raise
         raise ImageLoadError(f"{name}: corrupt or truncated image ({e})") from None
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Open ``path`` fully as 8-bit RGB; raise ImageLoadError with the reason otherwise."""
+def _check_size(name: str, width: int, height: int, max_pixels: int, max_aspect_ratio: float | None) -> None:
+    from .geometry import aspect_ratio_problem
+
+    if width * height > max_pixels:
+        raise ImageLoadError(f"{name}: {width}x{height} is over the limit of {max_pixels} pixels")
+    problem = aspect_ratio_problem(width, height, max_aspect_ratio) if max_aspect_ratio else None
+    if problem:
+        raise ImageLoadError(f"{name}: {problem}")
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, max_aspect_ratio: float | None = None) -> Image.Image:
+    """Open ``path`` fully as upright 8-bit RGB (see :func:`decode_image`); raise ImageLoadError
+    with the reason otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"{path}: no such file")
-    return decode_image(path.read_bytes(), str(path), max_pixels)
+    return decode_image(path.read_bytes(), str(path), max_pixels, max_aspect_ratio)
 
 
 def load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Read a mask PNG (non-zero = inside) that must match the image ``size`` (W, H)."""
+    """Read a mask PNG (non-zero = inside; EXIF orientation applied like the image's) that must
+    match the image ``size`` (W, H)."""
     try:
         with Image.open(path) as mask:
             mask.load()
+            mask = ImageOps.exif_transpose(mask)
             if mask.size != tuple(size):
                 raise ImageLoadError(f"{path}: mask is {mask.size[0]}x{mask.size[1]}, image is {size[0]}x{size[1]}")
             arr = np.asarray(mask.convert("L")) > 0
@@ -86,3 +106,23 @@ def load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
     if not arr.any():
         raise ImageLoadError(f"{path}: mask is empty")
     return arr
+
+
+def read_label_map(path: str | Path, modes: tuple[str, ...] = ("P", "L")) -> np.ndarray:
+    """The values of a label-map PNG (one of ``modes``), or an ImageLoadError naming the file
+    (missing, truncated, not an image, or another mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageLoadError(f"{path}: no such label map")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode not in modes:
+                raise ImageLoadError(f"{path}: a label map is a {' or '.join(modes)} PNG, got mode {image.mode}")
+            return np.asarray(image)
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{path}: not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, ImageLoadError):
+            raise
+        raise ImageLoadError(f"{path}: corrupt or truncated label map ({e})") from None

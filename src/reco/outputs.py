@@ -33,8 +33,9 @@ def save_label_png(path: str | Path, labels: np.ndarray) -> Path:
 
 def read_label_png(path: str | Path) -> torch.Tensor:
     """An (H, W) int64 label map from a PNG written by :func:`save_label_png`."""
-    with Image.open(path) as image:
-        return torch.from_numpy(np.asarray(image).astype(np.int64))
+    from .imageio import read_label_map
+
+    return torch.from_numpy(read_label_map(path).astype(np.int64))
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -20,12 +21,59 @@ def weights_cache_dir(model_name: str) -> Path:
     return cache_dir() / "weights" / model_name
 
 
+def output_folder(path: str | Path) -> Path:
+    """``path`` as a folder to write into, created if missing; a file there is an error."""
+    from .errors import InvalidInputError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InvalidInputError(f"{path} is a file, not a folder to write into")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InvalidInputError(f"{path}: {parent} is a file, not a folder")
+            break
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` through a temporary file and a rename (a folder at ``path``,
+    or a file where its folder should be, is an InvalidInputError)."""
+    from .errors import InvalidInputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a folder: give a file name to write")
+    output_folder(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path, *, folder: bool = True, what: str = "writing"):
+    """Hold a lock while writing ``path``: a folder (created if missing) is locked by its own
+    ``.reco.lock``, a file (a bank) by ``.<name>.lock`` beside it. A second reco process is
+    refused at once with one line instead of racing this one."""
+    from filelock import FileLock, Timeout
+
+    from .errors import BusyError
+
+    path = Path(path)
+    lock_path = output_folder(path) / ".reco.lock" if folder else path.with_name(f".{path.name}.lock")
+    if not folder:
+        output_folder(lock_path.parent)
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise BusyError(f"another reco process is {what} {path} (it holds {lock_path}); wait for it to "
+                        "finish") from None
+    try:
+        yield path
+    finally:
+        lock.release()

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import ConfigError, UnknownConceptError
-from .geometry import resize_shorter_side
+from .errors import ConfigError, InvalidInputError, UnknownConceptError
+from .geometry import MAX_WORKING_PIXELS, aspect_ratio_problem, resize_shorter_side, shorter_side_size
 
 
 @dataclass
@@ -48,12 +48,41 @@ def select_concepts(requested: list[str] | None, available: list[str], what: str
     return names
 
 
-def working_image(image: Image.Image, size: int | None, resample=Image.BICUBIC) -> Image.Image:
-    """``image`` as 8-bit RGB with its shorter side at ``size`` (None keeps it)."""
+def working_image(image, size: int | None, resample=Image.BICUBIC) -> Image.Image:
+    """``image`` (a PIL image, an (H, W, 3) uint8 array or an image file's path) as upright 8-bit
+    RGB with its shorter side at ``size`` (None keeps it). The size it would have is checked
+    first: an extreme aspect ratio or more than :data:`~reco.geometry.MAX_WORKING_PIXELS`
+    pixels is an InvalidInputError, before any memory is spent on it."""
     from .imageio import to_rgb
 
+    image = as_pil_image(image)
+    problem = aspect_ratio_problem(image.width, image.height)
+    if problem:
+        raise InvalidInputError(problem)
+    w, h = (image.width, image.height) if size is None else shorter_side_size(image.width, image.height, size)
+    if w * h > MAX_WORKING_PIXELS:
+        raise InvalidInputError(f"the working image would be {w}x{h}, over the limit of {MAX_WORKING_PIXELS} pixels "
+                                "(segment it at a smaller size)")
     image = to_rgb(image)
     return image if size is None else resize_shorter_side(image, size, resample)
+
+
+def as_pil_image(image) -> Image.Image:
+    """A PIL image from a PIL image, an (H, W, 3) or (H, W) uint8 array, or a path (read with
+    :func:`~reco.imageio.load_image`); anything else is an InvalidInputError."""
+    from pathlib import Path
+
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, (str, Path)):
+        from .imageio import load_image
+
+        return load_image(image)
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and (
+            image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        return Image.fromarray(image)
+    raise InvalidInputError(f"an image is a PIL image, an (H, W, 3) uint8 array or a file path, "
+                            f"got {type(image).__name__}{getattr(image, 'shape', '')}")
 
 
 def window_boxes(height: int, width: int, window: int | None, stride: int | None) -> list[tuple[int, int, int, int]]:

@@ -29,7 +29,7 @@ from PIL import Image
 from .coseg import language_scores, similarity_probability
 from .errors import ConfigError
 from .inputs import padded_features, unresized_input
-from .prediction import Prediction, average_windows, finish, select_concepts, window_boxes, working_image
+from .prediction import Prediction, as_pil_image, average_windows, finish, select_concepts, window_boxes, working_image
 from .prototypes import concept_similarity, self_support
 
 
@@ -92,7 +92,9 @@ class Segmenter:
         return working_image(image, None if self.size is None else round(self.size * scale))
 
     def encode(self, image: Image.Image) -> ImageEmbedding:
-        """Run the encoder (and dense CLIP) over every window of ``image`` once per scale."""
+        """Run the encoder (and dense CLIP) over every window of ``image`` (a PIL image, a uint8
+        array or a path) once per scale."""
+        image = as_pil_image(image)
         order = sorted(self.scales, reverse=True)  # the largest scale is the working size
         first, *others = [self._encode_at(image, scale) for scale in order]
         first.others = others
@@ -171,5 +173,5 @@ class Segmenter:
         """Yield a Prediction per image (PIL images), with a progress bar."""
         from tqdm.auto import tqdm
 
-        for image in tqdm(images, desc="segmenting", unit="img", disable=not self.progress):
+        for image in tqdm(images, desc="segmenting", unit="img", disable=None if self.progress else True):
             yield self.predict_image(image, concepts)

@@ -13,7 +13,15 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import InputNotFoundError, InvalidInputError, RecoError, UnknownConceptError
+from .errors import (
+    BusyError,
+    ConfigError,
+    InputNotFoundError,
+    InvalidInputError,
+    MissingDependencyError,
+    RecoError,
+    UnknownConceptError,
+)
 
 #: Uploads with more pixels than this are refused with a message (the CLI's limit is higher).
 WEB_MAX_PIXELS = 40_000_000
@@ -122,12 +130,21 @@ class SegmentationService:
     # ---- requests ------------------------------------------------------------------------------
     def segment(self, path: str | Path, bank_name: str, concepts_text: str = ""):
         """Segment the image file at ``path``: (overlay the image's size, [(name, share, rgb)] by
-        decreasing share, a one-line summary). Raises ImageLoadError/KeyError/ValueError."""
+        decreasing share, a one-line summary). Raises a RecoError (ImageLoadError, UnknownConceptError,
+        ...) for a request that cannot be served, after giving back the memory it took."""
+        try:
+            return self._segment(path, bank_name, concepts_text)
+        except RecoError:
+            release_memory()
+            raise
+
+    def _segment(self, path: str | Path, bank_name: str, concepts_text: str):
+        from .geometry import MAX_ASPECT_RATIO
         from .imageio import load_image
         from .viz import blend_labels, label_shares, palette
 
         start = time.perf_counter()
-        image = load_image(path, self.max_pixels)
+        image = load_image(path, self.max_pixels, MAX_ASPECT_RATIO)
         segmenter = self.segmenter(bank_name)
         names = self._resolve_concepts(segmenter, concepts_text)
         pred = segmenter.predict_image(image, names)
@@ -150,6 +167,18 @@ class SegmentationService:
         if missing:
             raise InputNotFoundError(f"the archive images of {concept!r} are not on this machine (e.g. {missing[0]})")
         return concept_grid(segmenter.bank, concept, segmenter.encoder, max_images=10)
+
+
+def release_memory() -> None:
+    """Give memory freed by a failed request back to the system (glibc's allocator keeps it)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def legend_html(legend) -> str:
@@ -225,17 +254,35 @@ def build_app(service: SegmentationService):
     return app
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise a one-line error unless ``host:port`` can be bound here now."""
+    import socket
+
+    if not 1 <= int(port) <= 65535:
+        raise ConfigError(f"port must be in 1-65535, got {port}")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, int(port)))
+    except OSError as e:
+        raise BusyError(f"cannot serve on {host}:{port} ({e.strerror or e}); choose another --port") from None
+
+
 def serve(banks=("outputs/demo",), *, host: str = "127.0.0.1", port: int = 7860, device: str | None = None,
           index: str | Path | None = None, max_file_mb: float = WEB_MAX_FILE_MB, max_pixels: int = WEB_MAX_PIXELS,
-          block: bool = True):
-    """Start the app on ``host:port`` (localhost by default); returns the Gradio app when not ``block``."""
+          concurrency: int | None = None, block: bool = True):
+    """Start the app on ``host:port`` (localhost by default); returns the Gradio app when not ``block``.
+    ``concurrency``: requests segmented at once (default: up to 4, one per CPU core)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401
     except ImportError:
-        raise RecoError("the web app needs Gradio: pip install 'reco[web]'") from None
+        raise MissingDependencyError("the web app needs Gradio: pip install 'reco[web]'") from None
+    check_port(host, port)
     service = SegmentationService(find_banks(banks), device=device, index=index, max_pixels=max_pixels)
     app = build_app(service)
+    app.queue(default_concurrency_limit=concurrency or max(1, min(4, os.cpu_count() or 1)))
+    if block:  # Gradio's own banner suggests share=True, which a CLI user cannot (and should not) act on
+        print(f"reco: serving the web app on http://{host}:{port} (Ctrl+C to stop)", flush=True)
     app.launch(server_name=host, server_port=port, max_file_size=int(max_file_mb * 1024 * 1024),
-               prevent_thread_lock=not block, quiet=not block, allowed_paths=[], footer_links=[])
+               prevent_thread_lock=not block, quiet=True, allowed_paths=[], footer_links=[])
     return app

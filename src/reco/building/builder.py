@@ -15,7 +15,7 @@ from .. import __version__
 from ..concepts import Concept, ConceptBank, model_record
 from ..coseg import co_segment, context_elimination, language_guidance
 from ..errors import EmptyInputError, ImageLoadError, InputNotFoundError, InvalidInputError, ModelMismatchError
-from ..geometry import mask_to_grid
+from ..geometry import MAX_ASPECT_RATIO, mask_to_grid
 from ..inputs import square_input
 from ..prototypes import make_prototypes
 from ..retrieval import Retriever
@@ -114,7 +114,7 @@ class ConceptBankBuilder:
     def _progress(self, items, desc):
         from tqdm.auto import tqdm
 
-        return tqdm(items, desc=desc, disable=not self.progress, leave=False)
+        return tqdm(items, desc=desc, disable=None if self.progress else True, leave=False)
 
     def _context_weights(self, bank: ConceptBank, feats: torch.Tensor) -> torch.Tensor:
         """Context elimination against the bank's context references (ones when off or none)."""
@@ -145,6 +145,10 @@ class ConceptBankBuilder:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not folders:
             raise EmptyInputError(f"{root} has no concept folders (expected {root}/<concept>/<images>)")
+        commas = [f.name for f in folders if "," in f.name]
+        if commas:
+            raise InvalidInputError(f"concept folder names may not hold a comma (it separates names in --concepts): "
+                                    f"{', '.join(repr(n) for n in commas)}; rename them")
         clashes = [f.name for f in folders if f.name in bank]
         if clashes:
             raise InvalidInputError(f"concepts already in the bank: {', '.join(clashes)}")
@@ -160,7 +164,7 @@ class ConceptBankBuilder:
         images, paths, masks = [], [], []
         for path in sorted(p for p in folder.iterdir() if _is_candidate(p)):
             try:
-                image = load_image(path)
+                image = load_image(path, max_aspect_ratio=MAX_ASPECT_RATIO)
                 mask_path = path.with_name(path.stem + MASK_SUFFIX)
                 mask = load_mask(mask_path, image.size) if mask_path.exists() else None
             except ImageLoadError as e:
@@ -278,7 +282,7 @@ class ConceptBankBuilder:
         images, ids, paths = [], [], []
         for hit in hits:
             try:
-                images.append(load_image(hit.path))
+                images.append(load_image(hit.path, max_aspect_ratio=MAX_ASPECT_RATIO))
                 ids.append(hit.id)
                 paths.append(hit.path)
             except ImageLoadError as e:

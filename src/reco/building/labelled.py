@@ -67,7 +67,7 @@ def labelled_concepts(builder, dataset, per_class: int, report, progress: bool =
         raise EmptyInputError("the labelled dataset has no classes")
     strong = np.zeros((len(dataset), len(names)), dtype=bool)
     weak = np.zeros_like(strong)
-    for i in tqdm(range(len(dataset)), desc="reading labels", unit="img", disable=not progress, leave=False):
+    for i in tqdm(range(len(dataset)), desc="reading labels", unit="img", disable=None if progress else True, leave=False):
         fractions = label_fractions(dataset.label(i), size, patch, len(names)).flatten(1)
         strong[i] = (fractions >= FULL).any(1).numpy()
         weak[i] = (fractions > 0).any(1).numpy()
@@ -81,7 +81,7 @@ def labelled_concepts(builder, dataset, per_class: int, report, progress: bool =
     pixels: list[list[torch.Tensor]] = [[] for _ in names]
     paths: list[list[str]] = [[] for _ in names]
     images = sorted({i for picked in chosen for i in picked})
-    for i in tqdm(images, desc="encoding exemplars", unit="img", disable=not progress, leave=False):
+    for i in tqdm(images, desc="encoding exemplars", unit="img", disable=None if progress else True, leave=False):
         name, image_path, _ = dataset.files[i]
         label = dataset.label(i)
         image = load_image(image_path)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import device_options, json_option, print_json, settings_from, weight_options
+from .common import (
+    device_options,
+    json_option,
+    non_negative_int,
+    positive_int,
+    print_json,
+    settings_from,
+    weight_options,
+)
 
 #: Options of ``concepts build`` that are BankSettings fields (None when not given).
 SETTING_OPTIONS = ("archive_size", "n_seeds", "image_size", "language_guidance", "context_elimination", "context",
@@ -24,7 +32,7 @@ def register(sub) -> None:
     b.add_argument("--index", metavar="DIR", help="with --names: the image index to retrieve archives from")
     b.add_argument("--clip", default=DEFAULT_CLIP,
                    help=f"with --names: dense CLIP for language guidance and text embeddings (default {DEFAULT_CLIP})")
-    b.add_argument("-k", dest="archive_size", type=int, metavar="K", help="with --names: archive size (default 50)")
+    b.add_argument("-k", dest="archive_size", type=positive_int, metavar="K", help="with --names: archive size (default 50)")
     b.add_argument("--no-language-guidance", dest="language_guidance", action="store_const", const=False,
                    help="with --names: no dense-CLIP pixel weights")
     b.add_argument("--no-context-elimination", dest="context_elimination", action="store_const", const=False,
@@ -38,19 +46,19 @@ def register(sub) -> None:
     b.add_argument("--labelled", metavar="SPEC",
                    help="a labelled dataset spec (e.g. folder:root=DIR:split=train): a concept per class "
                         "from --per-class images")
-    b.add_argument("--per-class", type=int, help="with --labelled: images per class (default 10)")
+    b.add_argument("--per-class", type=positive_int, help="with --labelled: images per class (default 10)")
     b.add_argument("--prototypes", choices=PROTOTYPE_METHODS,
                    help=f"how a concept's prototypes are made (default: mean for --names, the paper's single "
                         f"reference; {SOURCE_DEFAULTS['exemplars']['prototypes']} for --exemplars and --labelled)")
-    b.add_argument("--n-prototypes", type=int, help="prototypes per concept for kmeans/memory/seeds (default 256)")
-    b.add_argument("--seed", type=int, help="seed of exemplar sampling and k-means (default 0)")
+    b.add_argument("--n-prototypes", type=positive_int, help="prototypes per concept for kmeans/memory/seeds (default 256)")
+    b.add_argument("--seed", type=non_negative_int, help="seed of exemplar sampling and k-means (default 0)")
     b.add_argument("--encoder", required=True, help="dense encoder, e.g. dinov2-vits14 (see `reco models`)")
     b.add_argument("--out", required=True, metavar="BANK", help="the bank file to write (.safetensors)")
     b.add_argument("--append", action="store_true",
                    help="add the concepts to the existing bank at --out (with the settings it records)")
     b.add_argument("--context-bank", metavar="BANK", help="use this bank's concepts for context elimination")
-    b.add_argument("--n-seeds", type=int, help="seed pixels per image (default 1)")
-    b.add_argument("--image-size", type=int,
+    b.add_argument("--n-seeds", type=positive_int, help="seed pixels per image (default 1)")
+    b.add_argument("--image-size", type=positive_int,
                    help="square side of the archive images (default 320); with --labelled the shorter side of "
                         "the whole images (default 448, the segmenter's)")
     b.add_argument("--published-code-compat", action="store_const", const=True,
@@ -67,7 +75,7 @@ def register(sub) -> None:
     sh.add_argument("bank", metavar="BANK")
     sh.add_argument("name", metavar="NAME")
     sh.add_argument("--out", required=True, metavar="PNG")
-    sh.add_argument("--max-images", type=int, default=10)
+    sh.add_argument("--max-images", type=positive_int, default=10)
     sh.set_defaults(func=show)
 
 
@@ -78,19 +86,24 @@ def build_and_save(args: argparse.Namespace, *, names=None, append: bool = False
     from ..building import build_bank
     from ..concepts import ConceptBank
     from ..device import pick_device
+    from ..errors import InvalidInputError
     from ..models import create_model
+    from ..paths import exclusive
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise InvalidInputError(f"--out {out} is a folder: give the bank's file name (e.g. {out / 'bank.safetensors'})")
     device = pick_device(args.device)
     encoder = create_model(args.encoder, weights=args.encoder_weights, device=device)
     names = names if names is not None else args.names
     clip = create_model(args.clip, weights=args.clip_weights, device=device) if names is not None else None
-    out = Path(args.out)
-    bank = ConceptBank.load(out, encoder=encoder) if append else None
-    context = ConceptBank.load(context_bank, encoder=encoder) if context_bank else None
-    bank, report = build_bank(encoder=encoder, clip=clip, names=names, index=args.index, exemplars=args.exemplars,
-                              labelled=args.labelled, settings=settings_from(args, SETTING_OPTIONS), bank=bank,
-                              context_bank=context, quiet=True)
-    bank.save(out)
+    with exclusive(out, folder=False, what="writing the bank"):
+        bank = ConceptBank.load(out, encoder=encoder) if append else None
+        context = ConceptBank.load(context_bank, encoder=encoder) if context_bank else None
+        bank, report = build_bank(encoder=encoder, clip=clip, names=names, index=args.index, exemplars=args.exemplars,
+                                  labelled=args.labelled, settings=settings_from(args, SETTING_OPTIONS), bank=bank,
+                                  context_bank=context, quiet=True)
+        bank.save(out)
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(f"wrote {out}: {len(bank)} concepts ({', '.join(bank.names)}); "

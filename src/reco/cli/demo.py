@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import device_options, weight_options
+from .common import device_options, port, positive_int, weight_options
 
 
 def register(sub) -> None:
@@ -18,11 +18,13 @@ def register(sub) -> None:
     web = p.add_argument_group("web app")
     web.add_argument("--web", action="store_true", help="serve the Gradio app (pip install 'reco[web]')")
     web.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    web.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    web.add_argument("--port", type=port, default=7860, help="port (default 7860)")
     web.add_argument("--banks", nargs="+", metavar="BANK_OR_DIR",
                      help="concept banks (or folders of *.safetensors banks) to offer (default: --out)")
     web.add_argument("--index", metavar="DIR", help="image index: concepts typed that no bank has are built from it")
     web.add_argument("--max-file-mb", type=float, default=20.0, help="upload size limit in MB (default 20)")
+    web.add_argument("--concurrency", type=positive_int,
+                     help="requests segmented at once (default: up to 4, one per CPU core)")
     p.set_defaults(func=run)
 
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         from ..web import serve
 
         serve(banks=args.banks or [args.out], host=args.host, port=args.port, device=args.device,
-              index=args.index, max_file_mb=args.max_file_mb)
+              index=args.index, max_file_mb=args.max_file_mb, concurrency=args.concurrency)
         return 0
     from ..demo import run_demo
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .common import config_options, device_options, json_option, print_json
+from .common import config_options, device_options, json_option, positive_int, print_json
 
 
 def register(sub) -> None:
@@ -15,8 +15,8 @@ def register(sub) -> None:
                                     "or the retrieval study",
                        parents=[overrides, json_option("print the results as JSON"), device_options()])
     p.add_argument("--config", metavar="YAML", help="experiment config (configs/*.yaml)")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N images (a quick run; resumable)")
-    p.add_argument("--overview", type=int, metavar="N",
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images (a quick run; resumable)")
+    p.add_argument("--overview", type=positive_int, metavar="N",
                    help="also write OUT/overview.png: N photos beside their ground truth and prediction")
     p.add_argument("--report", action="store_true", help="fill the results table of --doc from the runs' results.json")
     p.add_argument("--configs", default="configs", metavar="DIR", help="with --report: config folder (default configs)")
@@ -29,7 +29,7 @@ def register(sub) -> None:
     r.add_argument("--index", required=True, metavar="DIR", help="index of ROOT's images (built here with --model)")
     r.add_argument("--model", help="CLIP model to build (or resume) the index with, e.g. clip-vit-l14-336")
     r.add_argument("--weights", metavar="SPEC", help="weight spec for --model")
-    r.add_argument("-k", type=int, default=50, help="images retrieved per class (default 50)")
+    r.add_argument("-k", type=positive_int, default=50, help="images retrieved per class (default 50)")
     r.add_argument("--class-names", metavar="FILE",
                    help="one name per class folder, in sorted-wnid order (default: torchvision's 1000 ImageNet names, "
                         "without the ambiguous 134/517 'crane' and 638/639 'maillot')")

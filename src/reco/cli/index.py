@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import device_options, json_option, print_json
+from .common import device_options, json_option, non_negative_int, positive_int, print_json
 
 
 def register(sub) -> None:
@@ -21,9 +21,9 @@ def register(sub) -> None:
     b.add_argument("--index", choices=("flat", "ivfpq"), default="flat",
                    help="exact inner product (default) or IVF-PQ for large collections")
     b.add_argument("--engine", choices=("local", "ray"), default="local", help="local DataLoader or Ray Data")
-    b.add_argument("--batch-size", type=int, default=32)
-    b.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (local engine)")
-    b.add_argument("--shard-size", type=int, default=1024, help="images per embedding shard (the unit of resumption)")
+    b.add_argument("--batch-size", type=positive_int, default=32)
+    b.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes (local engine)")
+    b.add_argument("--shard-size", type=positive_int, default=1024, help="images per embedding shard (the unit of resumption)")
     b.set_defaults(func=build)
 
     s = isub.add_parser("search", help="the images of an index closest to a text or an image",
@@ -31,7 +31,7 @@ def register(sub) -> None:
     s.add_argument("index", metavar="DIR")
     s.add_argument("text", nargs="?", help="text query (prompt-ensembled with the 85 templates)")
     s.add_argument("--image", metavar="PATH", help="image query instead of text")
-    s.add_argument("-k", type=int, default=50, help="how many results (default 50)")
+    s.add_argument("-k", type=positive_int, default=50, help="how many results (default 50)")
     s.set_defaults(func=search)
 
     i = isub.add_parser("info", help="describe an index", parents=[json_option()])
@@ -57,13 +57,15 @@ def build(args: argparse.Namespace) -> int:
 
 def search(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
+    from ..geometry import MAX_ASPECT_RATIO
     from ..imageio import load_image
     from ..index import ImageIndex
 
     if (args.text is None) == (args.image is None):
         raise ConfigError("give either a text query or --image PATH")
     index = ImageIndex.open(args.index)
-    hits = index.search(args.text if args.text is not None else load_image(args.image), args.k)
+    query = args.text if args.text is not None else load_image(args.image, max_aspect_ratio=MAX_ASPECT_RATIO)
+    hits = index.search(query, args.k)
     if args.json:
         print_json([{"id": h.id, "path": h.path, "score": h.score} for h in hits])
     else:

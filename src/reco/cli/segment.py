@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import EXIT_USAGE, device_options, weight_options
+from .common import EXIT_USAGE, device_options, positive_int, unit_float, weight_options
 
 
 def register(sub) -> None:
@@ -18,7 +18,8 @@ def register(sub) -> None:
     p.add_argument("--bank", metavar="BANK", help="concept bank (reco concepts build)")
     p.add_argument("--model", metavar="CKPT", help="instead of --bank: a ReCo+ checkpoint (reco train: best.pt, last.pt)")
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="writes <stem>.png (concept indices, bank or model order) and <stem>_overlay.png")
+                   help="writes <stem>.png (concept indices, bank or model order) and <stem>_overlay.png, mirroring "
+                        "the inputs' folders; a rerun skips the images already done")
     p.add_argument("--concepts", metavar="'A,B'",
                    help="only these concepts of the bank or classes of the model (label values index this list); "
                         "with --index and a --bank that does not exist yet, the bank is built from these names")
@@ -28,46 +29,67 @@ def register(sub) -> None:
     p.add_argument("--clip", default=DEFAULT_CLIP, help=f"with --index: dense CLIP (default {DEFAULT_CLIP})")
     p.add_argument("--no-crf", action="store_true", help="skip the DenseCRF refinement")
     p.add_argument("--no-language-guidance", action="store_true", help="skip the dense-CLIP factor")
-    p.add_argument("--size", type=int,
+    p.add_argument("--size", type=positive_int,
                    help="shorter side of the working image (default 448; with --model the training size, 320)")
     p.add_argument("--scales", type=float, nargs="+", metavar="F",
                    help="also encode at these factors of --size and average (e.g. 0.75 1; default 1: one scale)")
-    p.add_argument("--self-support", type=float, metavar="W",
+    p.add_argument("--self-support", type=unit_float, metavar="W",
                    help="blend in each photo's own concept prototypes with weight W (e.g. 0.5; default 0: the paper)")
-    p.add_argument("--window", type=int, help="sliding-window side in pixels for large images")
-    p.add_argument("--stride", type=int, help="sliding-window stride (default window/2)")
+    p.add_argument("--window", type=positive_int, help="sliding-window side in pixels for large images")
+    p.add_argument("--stride", type=positive_int, help="sliding-window stride (default window/2)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_probabilities.safetensors")
+    p.add_argument("--overwrite", action="store_true",
+                   help="segment again the images an earlier run into --out did, replacing its outputs (never "
+                        "files reco did not write)")
     p.add_argument("--no-amp", action="store_true", help="no float16 autocast on CUDA")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from tqdm.auto import tqdm
 
     from ..errors import ImageLoadError
+    from ..geometry import MAX_ASPECT_RATIO
     from ..imageio import load_image
+    from ..output_plan import plan_outputs
     from ..outputs import save_prediction
+    from ..paths import exclusive
 
-    predictor = _predictor(args)
     names = _names(args.concepts)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    inputs = _inputs(args.inputs)
-    failed = 0
-    for path in tqdm(inputs, desc="segmenting", unit="img"):
-        try:
-            image = load_image(path)
-        except ImageLoadError as e:
-            print(f"skipped {e}", file=sys.stderr)
-            failed += 1
-            continue
-        save_prediction(predictor.predict_image(image, names), image, out, path.stem,
+    predictor = _predictor(args)
+    plan = plan_outputs(args.inputs, args.out, _run_record(args, names), overwrite=args.overwrite,
                         probabilities=args.save_probabilities)
-    print(f"wrote {len(inputs) - failed} label maps to {out} (concepts: {', '.join(names or predictor.concepts)}); "
-          f"{failed} inputs skipped")
-    return 0 if failed < len(inputs) or not inputs else EXIT_USAGE
+    todo = [job for job in plan.jobs if not job.done]
+    failed = 0
+    with exclusive(plan.out, what="segmenting into"):
+        for job in tqdm(todo, desc="segmenting", unit="img", disable=None):  # no bar when not a terminal
+            try:
+                image = load_image(job.image, max_aspect_ratio=MAX_ASPECT_RATIO)
+            except ImageLoadError as e:
+                if len(todo) == 1:
+                    raise
+                print(f"skipped {e}", file=sys.stderr)
+                failed += 1
+                continue
+            written = save_prediction(predictor.predict_image(image, names), image, job.stem.parent, job.stem.name,
+                                      probabilities=args.save_probabilities)
+            plan.record(job, [p for p in (written.labels, written.overlay, written.probabilities) if p is not None])
+    done_before = len(plan.jobs) - len(todo)
+    print(f"wrote {len(todo) - failed} label maps to {args.out} (concepts: {', '.join(names or predictor.concepts)}); "
+          f"{failed} inputs skipped" + (f", {done_before} done by an earlier run" if done_before else ""))
+    return 0 if failed < len(todo) or not todo else EXIT_USAGE
+
+
+def _run_record(args: argparse.Namespace, names) -> dict:
+    """What makes the outputs: a rerun with the same record skips the images already done."""
+    from pathlib import Path
+
+    from ..models.weights import file_sha256
+
+    source = Path(args.model or args.bank)
+    return {"source": str(source.resolve()), "sha256": file_sha256(source), "concepts": names,
+            **{k: getattr(args, k) for k in ("size", "scales", "self_support", "window", "stride", "no_crf",
+                                             "no_language_guidance")}}
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -118,20 +140,3 @@ def _build_bank(args: argparse.Namespace, device) -> dict:
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     return {"encoder": encoder, "clip": clip}
-
-
-def _inputs(paths: list[str]) -> list:
-    from pathlib import Path
-
-    from ..errors import InputNotFoundError
-    from ..index.sources import IMAGE_SUFFIXES
-
-    out = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.exists():
-            out.append(p)
-        else:
-            raise InputNotFoundError(f"{p}: no such image or folder")
-    return out

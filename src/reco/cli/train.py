@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import config_options, device_options
+from .common import config_options, device_options, positive_int
 
 
 def register(sub) -> None:
@@ -12,7 +12,7 @@ def register(sub) -> None:
                        parents=[config_options(), device_options()])
     p.add_argument("--config", required=True, metavar="YAML", help="ReCo+ config (configs/reco-plus-*.yaml)")
     p.add_argument("--out", metavar="DIR", help="where the label maps go (default: the config's pseudo_labels)")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N training images (resumable)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N training images (resumable)")
     p.add_argument("--confidence", action="store_true",
                    help="also write confidence/<name>.png: the winning class's probability share x 255")
     p.set_defaults(func=pseudo_label)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputNotFoundError, InvalidInputError
+from ..errors import InputNotFoundError
 
 IGNORE = 255
 
@@ -65,12 +65,9 @@ class SegmentationDataset:
         return list(self.palette) if self.palette else palette(self.num_classes)
 
     def read_values(self, path: Path) -> np.ndarray:
-        from PIL import Image
+        from ..imageio import read_label_map
 
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L"):
-                raise InvalidInputError(f"{path}: expected a single-channel PNG of label values, got mode {im.mode}")
-            return np.asarray(im)
+        return read_label_map(path, ("P", "L"))
 
     def label(self, i: int) -> torch.Tensor:
         """The (H, W) int64 class map of item ``i`` alone (no image decoded)."""

@@ -63,12 +63,9 @@ class KittiStep(SegmentationDataset):
         self.lut = lookup_table({i: i for i in range(19)})
 
     def read_values(self, path: Path) -> np.ndarray:
-        from PIL import Image
+        from ..imageio import read_label_map
 
-        with Image.open(path) as im:
-            if im.mode != "RGB":
-                raise InvalidInputError(f"{path}: expected an RGB panoptic map (semantic id in red), got mode {im.mode}")
-            return np.asarray(im)[..., 0]
+        return read_label_map(path, ("RGB",))[..., 0]  # a panoptic map: the semantic id is in red
 
 
 class PascalContext(SegmentationDataset):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from ..building.settings import BankSettings
+from ..config import bounded, validate
 from ..errors import ConfigError
+from ..paths import output_folder
 
 DEFAULTS = {
     "name": None,
@@ -25,6 +28,43 @@ DEFAULTS = {
     "checkpoint": None,
     "out": None,
 }
+@dataclass
+class ProtocolSchema:
+    resize: int = bounded(1)
+    crop: int | None = bounded(1)
+    window: int | None = bounded(1)
+    stride: int | None = bounded(1)
+    scales: list[float] | None = bounded(above=0)
+
+
+@dataclass
+class ModelsSchema:
+    encoder: str
+    encoder_weights: str | None
+    clip: str | None
+    clip_weights: str | None
+
+
+@dataclass
+class EvalSchema:
+    """The types and ranges of :data:`DEFAULTS` (``concepts`` is checked by BankSettings)."""
+
+    name: str | None
+    reproduces: str | None
+    paper: dict
+    dataset: str
+    protocol: ProtocolSchema
+    index: str | None
+    bank: str | None
+    labelled: str | None
+    models: ModelsSchema
+    concepts: dict
+    crf: bool
+    self_support: float = bounded(0, 1)
+    checkpoint: str | None = None
+    out: str | None = None
+
+
 #: Keys that may change between runs into the same folder (they do not change any prediction).
 RUN_ONLY_KEYS = ("out", "reproduces", "paper", "name")
 
@@ -41,6 +81,11 @@ def load_config(path: str | Path, overrides=None) -> dict:
     config["out"] = config["out"] or f"runs/{config['name']}"
     if not config["dataset"]:
         raise ConfigError(f"{path}: the config needs a dataset spec (e.g. cityscapes27:root=$RECO_DATA/cityscapes)")
+    validate(config, EvalSchema)
+    BankSettings(**{**config["concepts"], "context": config["concepts"]["context"] or []})  # its own checks
+    if "crop" in config["protocol"] and config["protocol"]["crop"] > config["protocol"]["resize"]:
+        raise ConfigError(f"{path}: protocol crop {config['protocol']['crop']} is larger than its resize "
+                          f"{config['protocol']['resize']}")
     config = expand_paths(config, ("dataset", "index", "bank", "labelled", "checkpoint", "out"))
     protocol = config["protocol"]
     if set(protocol) - {"scales"} not in ({"resize", "crop"}, {"resize", "window", "stride"}, {"resize"}) or (
@@ -57,7 +102,7 @@ def is_reco_plus_config(path: str | Path) -> bool:
     """True for a ReCo+ config (it names a ``train_dataset``)."""
     try:
         data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):  # read_config names the problem
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # read_config names the problem
         return False
     return isinstance(data, dict) and "train_dataset" in data
 
@@ -77,7 +122,7 @@ def reco_plus_eval_config(plus: dict) -> dict:
 def prepare_run(config: dict) -> Path:
     """Create the run folder and keep ``config`` in it; a folder holding another config is refused."""
     out = Path(config["out"])
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     saved = out / "config.yaml"
     if saved.is_file():
         before = yaml.safe_load(saved.read_text())

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from ..paths import exclusive
 from .config import prepare_run
 from .report import results_markdown
 
@@ -96,6 +97,11 @@ def checkpoint_predictor(config: dict, dataset, device):
 
 def run_eval(config: dict, *, limit: int | None = None, device: str | None = None, progress: bool = True) -> dict:
     """Evaluate ``config`` (see :func:`load_config`); returns and writes the results."""
+    with exclusive(config["out"], what="running an evaluation in"):
+        return _run_eval(config, limit=limit, device=device, progress=progress)
+
+
+def _run_eval(config: dict, *, limit: int | None = None, device: str | None = None, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from .. import __version__
@@ -121,7 +127,7 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
     metric = MeanIoU(dataset.num_classes)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     predicted, seconds = 0, 0.0
-    for i in tqdm(range(n), desc=config["name"], unit="img", disable=not progress):
+    for i in tqdm(range(n), desc=config["name"], unit="img", disable=None if progress else True):
         name, image_path, _ = dataset.files[i]
         label = dataset.label(i)
         if crop:

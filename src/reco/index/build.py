@@ -11,6 +11,7 @@ import torch
 
 from .. import __version__
 from ..errors import InvalidInputError, ModelMismatchError
+from ..paths import exclusive, output_folder
 from . import store
 from .shards import ItemDataset, ShardWriter, collate, embed_rows, shard_batches, unfinished_shards
 from .sources import SourceItem, list_source
@@ -32,16 +33,17 @@ def new_meta(model, source, items: list[SourceItem], shard_size: int, index_type
     }
 
 
-def prepare(out: Path, meta: dict) -> dict:
+def prepare(out: Path, meta: dict, model) -> dict:
     """Start or resume a build in ``out``: refuse a folder that holds another build."""
     meta = json.loads(json.dumps(meta))  # compare as stored (tuples become lists)
     old = store.read_meta(out)
     if old is None:
-        out.mkdir(parents=True, exist_ok=True)
+        output_folder(out)
         store.write_meta(out, meta)
         return meta
     for key in ("format", "model", "fingerprint", "shard_size", "preprocess"):
-        if old.get(key) != meta.get(key):
+        same = model.matches(old.get(key)) if key == "model" else old.get(key) == meta.get(key)
+        if not same:
             what = {"model": "another model", "fingerprint": "another collection (or it changed since)",
                     "shard_size": "another shard size", "preprocess": "other preprocessing"}.get(key, "another format")
             raise ModelMismatchError(f"{out} holds a build made with {what}; resume with the same inputs or use a new --out")
@@ -81,7 +83,13 @@ def build_index(
     if model.spec.kind != "clip":
         raise InvalidInputError(f"{model.name} is not a CLIP model: an index needs a CLIP image tower")
     items = list_source(source)
-    meta = prepare(out, new_meta(model, source, items, shard_size, index_type))
+    with exclusive(out, what="building an index in"):
+        _build(out, model, source, items, index_type, engine, batch_size, num_workers, shard_size, progress)
+    return out
+
+
+def _build(out: Path, model, source, items, index_type, engine, batch_size, num_workers, shard_size, progress) -> None:
+    meta = prepare(out, new_meta(model, source, items, shard_size, index_type), model)
     n_shards = math.ceil(len(items) / shard_size)
     if meta["status"] != "complete":
         if engine == "ray":
@@ -97,7 +105,6 @@ def build_index(
     if index_type == "ivfpq" and "ivfpq" not in meta:
         meta["ivfpq"] = _build_ivfpq(out, n_shards)
     store.write_meta(out, meta)
-    return out
 
 
 def _embed_shards(items, model, out, shard_size, batch_size, num_workers, progress) -> None:
@@ -111,7 +118,7 @@ def _embed_shards(items, model, out, shard_size, batch_size, num_workers, progre
                                          batch_sampler=[list(r) for _, r in batches], num_workers=num_workers,
                                          collate_fn=collate)
     writer = ShardWriter(out)
-    with tqdm(total=sum(len(r) for _, r in batches), desc="embedding", unit="img", disable=not progress) as bar:
+    with tqdm(total=sum(len(r) for _, r in batches), desc="embedding", unit="img", disable=None if progress else True) as bar:
         for (shard, _), (images, rows) in zip(batches, loader):
             writer.add(shard, rows, embed_rows(model, images, rows))
             bar.update(len(rows))

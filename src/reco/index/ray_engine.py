@@ -70,7 +70,7 @@ def embed_shards_ray(items, model, out, shard_size: int, batch_size: int, progre
                                "expected_sha256": model.weights_sha256()},
     )
     writer = ShardWriter(out)
-    with tqdm(total=sum(len(r) for _, r in batches), desc="embedding (ray)", unit="img", disable=not progress) as bar:
+    with tqdm(total=sum(len(r) for _, r in batches), desc="embedding (ray)", unit="img", disable=None if progress else True) as bar:
         for result in ds.iter_rows():
             rows = [dict(r) for r in result["rows"]]
             emb = np.frombuffer(result["embeddings"], dtype=np.float32).reshape(-1, model.embed_dim)

@@ -55,7 +55,7 @@ def evaluate_retrieval(index, root: str | Path, k: int = 50, class_names: list[s
     labels = np.array([_label(path, label_of) for path in index.table.column("path").to_pylist()])
     per_class = []
     classes = [c for c in range(len(wnids)) if c not in exclude]
-    for c in tqdm(classes, desc="classes", disable=not progress):
+    for c in tqdm(classes, desc="classes", disable=None if progress else True):
         query = text_embeddings(index.clip, [class_names[c]])[0]
         hits = index.search(query, k)
         rows = [index.row_of(h.id) for h in hits]

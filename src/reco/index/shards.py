@@ -21,12 +21,13 @@ from .sources import SourceItem
 def read_item(item: SourceItem, preprocess, blank_shape: tuple[int, int, int]) -> tuple[torch.Tensor, dict]:
     """Decode and preprocess one item -> (input tensor, table row). An unreadable item gives a
     blank tensor and a row with ok=False and the reason."""
+    from ..geometry import MAX_ASPECT_RATIO
     from ..imageio import decode_image
 
     row = {"id": item.id, "path": item.display_path}
     try:
         data = item.read_bytes()
-        image = decode_image(data, item.display_path)
+        image = decode_image(data, item.display_path, max_aspect_ratio=MAX_ASPECT_RATIO)
         row.update(width=image.width, height=image.height, sha256=hashlib.sha256(data).hexdigest(), ok=True, error="")
         return preprocess(image), row
     except (ImageLoadError, OSError) as e:

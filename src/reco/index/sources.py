@@ -6,7 +6,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import EmptyInputError, InputNotFoundError
+from ..errors import EmptyInputError, InputNotFoundError, InvalidInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -39,8 +39,14 @@ def _folder(root: Path) -> list[SourceItem]:
 
 def _path_list(list_file: Path) -> list[SourceItem]:
     base = list_file.parent
+    if list_file.suffix.lower() in IMAGE_SUFFIXES:
+        raise InvalidInputError(f"{list_file} is an image: give the folder it is in, or a text file listing image paths")
+    try:
+        text = list_file.read_text()
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{list_file} is not a text file of image paths (nor a folder or a .tar shard)") from None
     items, seen = [], set()
-    for line in list_file.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue

@@ -9,6 +9,9 @@ from ..errors import InvalidInputError
 from .spec import ModelSpec
 from .weights import ResolvedWeights
 
+#: How ``weights_sha256`` in a model record was computed: over the tensors, not the file.
+IDENTITY = "tensors"
+
 
 class RecoModel(nn.Module):
     """Base of reco's model wrappers: the spec, the weights used, and the model's preprocessing."""
@@ -40,7 +43,8 @@ class RecoModel(nn.Module):
         return self.spec.preprocess(image)
 
     def weights_sha256(self) -> str | None:
-        """SHA-256 of the weight file (None for random init); computed once."""
+        """The weights' identity: SHA-256 of their tensors (:func:`~reco.models.weights.tensors_sha256`;
+        None for random init); computed once."""
         if self._weights_sha256 is None:
             self._weights_sha256 = self.weights.sha256()
         return self._weights_sha256
@@ -52,13 +56,23 @@ class RecoModel(nn.Module):
             "name": self.spec.name,
             "weights": self.weights.source.describe(),
             "weights_sha256": self.weights_sha256(),
+            "identity": IDENTITY,
             "seed": self.spec.seed if self.weights.path is None else None,
         }
 
     def matches(self, record: dict | None) -> bool:
-        """True if ``record`` (from :meth:`record`) describes this model with these weights."""
-        mine = self.record()
-        return record is not None and all(record.get(k) == mine[k] for k in ("name", "weights_sha256", "seed"))
+        """True if ``record`` (from :meth:`record`) describes this model with these weights.
+
+        A record written before weights were identified by their tensors holds the SHA-256 of
+        the weight file: it matches when this model's file has that hash (so older banks and
+        indexes keep loading on the machine that made them; rebuilt ones are portable)."""
+        if record is None or record.get("name") != self.name:
+            return False
+        if record.get("seed") != (self.spec.seed if self.weights.path is None else None):
+            return False
+        if record.get("identity") == IDENTITY or record.get("weights_sha256") is None:
+            return record.get("weights_sha256") == self.weights_sha256()
+        return record.get("weights_sha256") == self.weights.file_sha256()
 
     def provenance(self) -> dict:
         """What produced this model's outputs: its record plus its preprocessing."""

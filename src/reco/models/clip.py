@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..errors import WeightsMismatchError
 from .base import RecoModel, resize_abs_pos_embed
 from .spec import ModelSpec
-from .weights import ResolvedWeights
+from .weights import ResolvedWeights, load_state_dict
 
 
 def maskclip_vit(visual, images: torch.Tensor) -> torch.Tensor:
@@ -133,6 +133,7 @@ def build_open_clip(spec: ModelSpec, weights: ResolvedWeights) -> ClipModel:
             clip = open_clip.create_model(spec.arch, pretrained=None, **kwargs)
         tokenizer = open_clip.get_tokenizer(spec.arch)
     if weights.path is not None:
+        load_state_dict(weights.path)  # a truncated, foreign or code-carrying file: one clear line
         try:
             open_clip.load_checkpoint(clip, str(weights.path))
         except RuntimeError as e:

@@ -50,6 +50,11 @@ class ResolvedWeights:
     path: Path | None
 
     def sha256(self) -> str | None:
+        """The identity of these weights: :func:`tensors_sha256` of the file (None for random init)."""
+        return None if self.path is None else tensors_sha256(self.path)
+
+    def file_sha256(self) -> str | None:
+        """SHA-256 of the file's bytes: what records written before tensor hashes hold."""
         return None if self.path is None else file_sha256(self.path)
 
 
@@ -187,9 +192,13 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
+        try:
+            state = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WeightsNotFoundError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())})") from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -207,6 +216,31 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+def tensors_sha256(path: str | Path) -> str:
+    """SHA-256 of a weight file's tensors in a canonical order (by name: the name, dtype, shape
+    and bytes of each), so that the same weights have the same identity whatever the file's
+    metadata, format or location (e.g. a conversion that records where it ran)."""
+    digest = hashlib.sha256()
+
+    def add(name: str, tensor: torch.Tensor) -> None:
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{str(t.dtype).removeprefix('torch.')}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:  # one tensor in memory at a time
+            for name in sorted(f.keys()):
+                add(name, f.get_tensor(name))
+    else:
+        state = load_state_dict(path)
+        for name in sorted(state):
+            add(name, state[name])
+    return digest.hexdigest()
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:

@@ -2,9 +2,56 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import bounded, validate
 from ..errors import ConfigError
+
+
+@dataclass
+class TrainSection:
+    iterations: int = bounded(1)
+    batch_size: int = bounded(1)
+    resize: int = bounded(1)
+    crop: int = bounded(1)
+    random_crop: int = bounded(1)
+    lr_head: float = bounded(above=0)
+    lr_backbone: float = bounded(0)
+    weight_decay: float = bounded(0)
+    poly_power: float = bounded(0)
+    checkpoint_every: int = bounded(1)
+    val_every: int = bounded(1)
+    val_limit: int | None = bounded(1)
+    seed: int = bounded(0)
+    num_workers: int = bounded(0)
+    amp: bool = None
+    blur_p: float = bounded(0, 1)
+    val_crf: bool = None
+
+
+@dataclass
+class ModelSection:
+    arch: str
+    encoder_weights: str | None
+
+
+@dataclass
+class TrainSchema:
+    """The types and ranges of :data:`TRAIN_DEFAULTS`."""
+
+    name: str | None
+    reproduces: str | None
+    paper: dict
+    reco: str | None
+    train_dataset: str
+    val_dataset: str
+    pseudo_labels: str | None
+    model: ModelSection
+    train: TrainSection
+    eval_checkpoint: str | None
+    out: str | None
+
 
 TRAIN_DEFAULTS = {
     "name": None,
@@ -34,6 +81,11 @@ def load_train_config(path, overrides=None) -> dict:
     for key in ("train_dataset", "val_dataset"):
         if not config[key]:
             raise ConfigError(f"{path}: the config needs {key} (a dataset spec)")
+    validate(config, TrainSchema)
+    t = config["train"]
+    if not t["random_crop"] <= t["crop"] <= t["resize"]:
+        raise ConfigError(f"{path}: train needs random_crop <= crop <= resize, got {t['random_crop']}, {t['crop']}, "
+                          f"{t['resize']}")
     config = expand_paths(config, ("reco", "train_dataset", "val_dataset", "pseudo_labels", "eval_checkpoint", "out"))
     beside = Path(path).parent / str(config["reco"])
     if config["reco"] and not Path(config["reco"]).is_file() and beside.is_file():

@@ -13,10 +13,10 @@ import csv
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import InputNotFoundError, InvalidInputError
+from ..paths import exclusive, output_folder
 
 
 def _mix(*values: int) -> int:
@@ -50,19 +50,16 @@ class PseudoLabelSet(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, key):
-        from PIL import Image
-
         from ..geometry import centre_crop
-        from ..imageio import load_image
+        from ..imageio import load_image, read_label_map
 
         index, sample_key = key
         image_path, label_path = self.items[index]
         image = centre_crop(load_image(image_path), self.resize, self.crop)
-        with Image.open(label_path) as im:
-            label = np.asarray(im)
+        label = read_label_map(label_path)
         if label.shape != (image.height, image.width):
             raise InvalidInputError(f"{label_path}: pseudo-label is {label.shape[1]}x{label.shape[0]}, "
-                             f"the image after resize/crop is {image.width}x{image.height}")
+                                    f"the image after resize/crop is {image.width}x{image.height}")
         return self.augment(image, label, torch.Generator().manual_seed(sample_key))
 
 
@@ -128,6 +125,11 @@ def validate(model, config: dict, limit: int | None = None) -> float:
 
 def train(config: dict, *, resume: bool = False, device: str | None = None, progress: bool = True) -> dict:
     """Train ReCo+ as ``config`` says; returns {"iteration", "best_miou", "last_loss"}."""
+    with exclusive(config["out"], what="training into"):
+        return _train(config, resume=resume, device=device, progress=progress)
+
+
+def _train(config: dict, *, resume: bool = False, device: str | None = None, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from ..data import open_dataset
@@ -139,7 +141,7 @@ def train(config: dict, *, resume: bool = False, device: str | None = None, prog
     rank, world = _distributed()
     dev = pick_device(device if world == 1 or not torch.cuda.is_available() else f"cuda:{int(os.environ['LOCAL_RANK'])}")
     out = Path(config["out"])
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     items, class_names = training_items(config)
     val_names = list(open_dataset(config["val_dataset"]).class_names)  # fails now, not at the first validation
     if val_names != class_names:
@@ -164,7 +166,11 @@ def train(config: dict, *, resume: bool = False, device: str | None = None, prog
     if resume:
         if not last.is_file():
             raise InputNotFoundError(f"--resume: no checkpoint at {last}")
-        state = torch.load(last, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(last, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated or foreign: torch's own message does not name the file
+            raise InvalidInputError(f"{last}: not a readable checkpoint ({type(e).__name__}); "
+                                    "delete it to start again, or restore it") from None
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -181,7 +187,7 @@ def train(config: dict, *, resume: bool = False, device: str | None = None, prog
     loss_value = float("nan")
     net.train()
     for it, (x, y) in zip(range(start, iterations),
-                          tqdm(loader, total=iterations - start, initial=0, desc="train", disable=not progress or rank)):
+                          tqdm(loader, total=iterations - start, initial=0, desc="train", disable=True if rank or not progress else None)):
         torch.manual_seed(_mix(t["seed"], it, 1 << 20))
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
             loss = torch.nn.functional.cross_entropy(net(x.to(dev)), y.to(dev), ignore_index=255)

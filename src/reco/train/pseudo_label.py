@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from ..paths import exclusive
 
 SKIPPED = "skipped.json"
 
@@ -53,6 +54,12 @@ def reco_config_for(config: dict, out: str | Path | None = None) -> dict:
 def make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: int | None = None,
                        confidence: bool = False, device: str | None = None, progress: bool = True) -> dict:
     """Label the training images of the ReCo+ ``config``; returns counts and the folder."""
+    with exclusive(out or config["pseudo_labels"], what="writing pseudo-labels into"):
+        return _make_pseudo_labels(config, out=out, limit=limit, confidence=confidence, device=device, progress=progress)
+
+
+def _make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: int | None = None,
+                       confidence: bool = False, device: str | None = None, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from ..data import open_dataset
@@ -74,7 +81,7 @@ def make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: in
     n = len(dataset) if limit is None else min(limit, len(dataset))
     written = 0
     for name, image_path, _ in tqdm(dataset.files[:n], desc=f"pseudo-labels {config['name']}", unit="img",
-                                    disable=not progress):
+                                    disable=None if progress else True):
         label_path, confidence_path = folder / f"{name}.png", folder / "confidence" / f"{name}.png"
         if name in skipped or (label_path.is_file() and (not confidence or confidence_path.is_file())):
             continue

@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..errors import InputNotFoundError, InvalidInputError
 from ..imageio import to_rgb
-from ..prediction import Prediction, average_windows, finish, select_concepts, window_boxes, working_image
+from ..prediction import Prediction, as_pil_image, average_windows, finish, select_concepts, window_boxes, working_image
 
 
 def load_trained(path: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
@@ -78,6 +78,7 @@ class ReCoPlusSegmenter:
     def predict_image(self, image: Image.Image, concepts: list[str] | None = None) -> Prediction:
         """Labels (indices into ``concepts``, default every class) and probabilities at the image's size."""
         names = select_concepts(concepts, self.class_names, "the model")
+        image = as_pil_image(image)
         work = working_image(image, self.size, Image.BILINEAR)
         boxes = window_boxes(work.height, work.width, self.window, self.stride)
         maps = (class_probabilities(self.model, work.crop((left, top, left + w, top + h)), self.amp)

