@@ -571,3 +571,21 @@ def test_bad_uploads_through_the_web_service(corpus, bank_path, name):
     with pytest.raises(reco.RecoError) as error:
         SegmentationService({"b": bank_path}).segment(corpus / name, "b")
     assert len(str(error.value).splitlines()) == 1
+
+
+def test_a_truncated_label_map_in_eval_is_one_line(tmp_path, bank_path, capsys):
+    import yaml
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    (data / "classes.txt").write_text("left\nright\n")
+    _noise(40, 30).save(data / "images" / "a.png")
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(data / "labels" / "a.png")
+    label = (data / "labels" / "a.png").read_bytes()
+    (data / "labels" / "a.png").write_bytes(label[: len(label) // 2])
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"dataset": f"folder:root={data}", "bank": str(bank_path), "crf": False,
+                                      "models": {"encoder": "tiny-vit", "clip": None},
+                                      "concepts": {"language_guidance": False}, "out": str(tmp_path / "run")}))
+    _one_line_error(capsys, main(["eval", "--config", str(config), "--no-progress"]), "labels/a.png: not an image file")
