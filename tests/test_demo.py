@@ -42,3 +42,22 @@ def test_demo_takes_the_zero_shot_path_when_clip_loads(tmp_path, capsys):
         assert all(p.startswith(str(tmp_path / "collection")) for p in bank[name].archive_paths)
         assert bank[name].text_embedding is not None
     assert len(result.grids) == 3 and all(p.is_file() for p in result.overlays)
+
+
+@pytest.mark.real_weights
+def test_web_on_a_fresh_checkout_builds_the_demo_bank_first(tmp_path, monkeypatch, capsys):
+    require_offline_weights()
+    import reco.web
+    from reco.cli import main
+
+    served = []
+    monkeypatch.setattr(reco.web, "serve", lambda **kwargs: served.append(kwargs))
+    out = tmp_path / "demo"
+    assert main(["demo", "--web", "--out", str(out), "--port", "7999"]) == 0
+    assert "no demo bank in" in capsys.readouterr().out
+    assert (out / "concepts.safetensors").is_file() and served[0]["banks"] == [str(out)]
+    monkeypatch.undo()
+    code = main(["demo", "--web", "--banks", str(tmp_path / "missing"), "--port", "7999"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no such concept bank or folder" in err[0]
+    assert not (tmp_path / "missing").exists()

@@ -30,13 +30,23 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.web:
-        from ..web import serve
+        from pathlib import Path
 
+        from ..web import check_port, serve
+
+        check_port(args.host, args.port)  # before minutes of work, not after
+        if not args.banks and not (Path(args.out) / "concepts.safetensors").is_file():
+            print(f"reco demo --web: no demo bank in {args.out} yet; building it first (as `reco demo` does)")
+            _run_demo(args)
         serve(banks=args.banks or [args.out], host=args.host, port=args.port, device=args.device,
               index=args.index, max_file_mb=args.max_file_mb, concurrency=args.concurrency)
         return 0
+    _run_demo(args)
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> None:
     from ..demo import run_demo
 
     run_demo(out_dir=args.out, device=args.device, clip=args.clip, clip_weights=args.clip_weights,
              encoder_weights=args.encoder_weights)
-    return 0
