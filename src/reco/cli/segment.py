@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             except ImageLoadError as e:
                 if len(todo) == 1:
                     raise
-                print(f"skipped {e}", file=sys.stderr)
+                tqdm.write(f"skipped {e}", file=sys.stderr)  # not on the progress bar's line
                 failed += 1
                 continue
             written = save_prediction(predictor.predict_image(image, names), image, job.stem.parent, job.stem.name,
