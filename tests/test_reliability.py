@@ -142,6 +142,9 @@ def test_overwrite_replaces_only_its_own_outputs_and_other_settings_need_it(tmp_
     _one_line_error(capsys, code, "other settings", "--overwrite")
     assert _segment(tmp_path / "x.jpg", "--bank", bank_path, "--out", out, "--concepts", "left", "--overwrite") == 0
     assert (out / "x.png").stat().st_mtime_ns != stamp
+    capsys.readouterr()
+    assert _segment(tmp_path / "x.jpg", "--bank", bank_path, "--out", out, "--concepts", "left") == 0
+    assert "1 done by an earlier run" in capsys.readouterr().out
 
 
 # ---- 3. bounded memory on any input ---------------------------------------------------------------

@@ -115,13 +115,12 @@ def plan_outputs(inputs: list[str | Path], out: str | Path, run: dict, *, overwr
         shown = "; ".join(" and ".join(str(i) for i in images) for images in clashes[:3])
         raise InvalidInputError(f"{len(clashes)} output name(s) would be shared ({shown}); rename the images or "
                                 "segment them into separate folders")
-    done_before = {row["input"] for row in manifest if row.get("run") == run}
+    latest = {row["input"]: row.get("run") for row in manifest}  # a later line replaces an earlier one
     for stem, (image,) in by_stem.items():
-        plan.jobs.append(Job(image, stem, done=str(image) in done_before and not overwrite))
+        plan.jobs.append(Job(image, stem, done=latest.get(str(image)) == run and not overwrite))
     _refuse_foreign_files(plan, ours, probabilities)
     if not overwrite:
-        stale = [row["input"] for row in manifest if row.get("run") != run]
-        if stale and any(str(j.image) in stale for j in plan.jobs):
+        if any(str(j.image) in latest and latest[str(j.image)] != run for j in plan.jobs):
             raise InvalidInputError(f"{out} holds outputs of a run with other settings; pass --overwrite to replace "
                                     "them, or choose another --out")
     return plan
