@@ -448,3 +448,19 @@ def test_sliding_windows_average_the_overlap_and_keep_the_rest():
     assert torch.allclose(whole.probabilities, class_probabilities(model, image), atol=1e-6)
     subset = ReCoPlusSegmenter(model, ["a", "b", "c"], size=24).predict_image(image, ["c", "a"])
     assert subset.probabilities.shape == (2, 48, 80) and subset.concepts == ["c", "a"]
+
+
+def test_a_class_subset_is_taken_after_the_crf_over_every_class():
+    """The DenseCRF refines all the network's classes; asking for a subset only selects from its
+    result (a CRF over the subset alone would renormalise it)."""
+    pytest.importorskip("pydensecrf")
+    from reco.train.model import build_reco_plus
+    from reco.train.segmenter import ReCoPlusSegmenter
+
+    torch.manual_seed(0)
+    model = build_reco_plus("tiny-deeplabv3plus", 3).eval()
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    segmenter = ReCoPlusSegmenter(model, ["a", "b", "c"], size=None, crf=True)
+    whole = segmenter.predict_image(image).probabilities
+    subset = segmenter.predict_image(image, ["c", "a"]).probabilities
+    torch.testing.assert_close(subset, whole[[2, 0]])

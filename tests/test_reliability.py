@@ -178,8 +178,15 @@ def test_the_segmenter_refuses_extreme_images_given_directly(bank_path):
     segmenter = reco.load_predictor(bank_path)
     with pytest.raises(reco.InvalidInputError, match="aspect ratio"):
         segmenter.predict_image(Image.new("RGB", (5000, 1)))
-    with pytest.raises(reco.InvalidInputError, match="working image would be"):
-        reco.load_predictor(bank_path, size=5000).predict_image(Image.new("RGB", (5000, 5000)))
+    from reco import prediction
+
+    original = prediction.MAX_WORKING_PIXELS
+    prediction.MAX_WORKING_PIXELS = 100 * 100  # the budget, scaled down so a broken check fails fast
+    try:
+        with pytest.raises(reco.InvalidInputError, match="working image would be 150x150"):
+            reco.load_predictor(bank_path, size=None).predict_image(Image.new("RGB", (150, 150)))
+    finally:
+        prediction.MAX_WORKING_PIXELS = original
 
 
 # ---- 4. banks are portable --------------------------------------------------------------------------
