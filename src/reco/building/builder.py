@@ -94,7 +94,9 @@ class ConceptBankBuilder:
 
     def _check_bank(self, bank: ConceptBank) -> None:
         bank.check_models(self.encoder, self.clip)
-        for key in self.settings.differences(bank.provenance):
+        differ = self.settings.differences(bank.provenance)
+        if differ:
+            key = differ[0]
             raise ModelMismatchError(f"the bank was built with {key}={bank.provenance[key]!r}, "
                                      f"this builder uses {getattr(self.settings, key)!r}")
 

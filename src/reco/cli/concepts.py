@@ -79,8 +79,8 @@ def register(sub) -> None:
     sh.set_defaults(func=show)
 
 
-def build_and_save(args: argparse.Namespace, *, names=None, append: bool = False, context_bank=None) -> None:
-    """Build the bank ``args`` describe (``names`` overriding ``args.names``) and save it at ``args.out``."""
+def build_and_save(args: argparse.Namespace) -> None:
+    """Build the bank ``args`` describe and save it at ``args.out`` (under its lock)."""
     from pathlib import Path
 
     from ..building import build_bank
@@ -95,12 +95,11 @@ def build_and_save(args: argparse.Namespace, *, names=None, append: bool = False
         raise InvalidInputError(f"--out {out} is a folder: give the bank's file name (e.g. {out / 'bank.safetensors'})")
     device = pick_device(args.device)
     encoder = create_model(args.encoder, weights=args.encoder_weights, device=device)
-    names = names if names is not None else args.names
-    clip = create_model(args.clip, weights=args.clip_weights, device=device) if names is not None else None
+    clip = create_model(args.clip, weights=args.clip_weights, device=device) if args.names is not None else None
     with exclusive(out, folder=False, what="writing the bank"):
-        bank = ConceptBank.load(out, encoder=encoder) if append else None
-        context = ConceptBank.load(context_bank, encoder=encoder) if context_bank else None
-        bank, report = build_bank(encoder=encoder, clip=clip, names=names, index=args.index, exemplars=args.exemplars,
+        bank = ConceptBank.load(out, encoder=encoder) if args.append else None
+        context = ConceptBank.load(args.context_bank, encoder=encoder) if args.context_bank else None
+        bank, report = build_bank(encoder=encoder, clip=clip, names=args.names, index=args.index, exemplars=args.exemplars,
                                   labelled=args.labelled, settings=settings_from(args, SETTING_OPTIONS), bank=bank,
                                   context_bank=context, quiet=True)
         bank.save(out)
@@ -121,7 +120,7 @@ def build(args: argparse.Namespace) -> int:
         raise ConfigError("--labelled builds a new bank; it cannot be combined with --append")
     if args.context_bank and args.append:
         raise ConfigError("--context-bank cannot be combined with --append (the bank keeps its own context)")
-    build_and_save(args, append=args.append, context_bank=args.context_bank)
+    build_and_save(args)
     return 0
 
 

@@ -65,6 +65,11 @@ class EvalSchema:
     out: str | None = None
 
 
+def concept_settings(config: dict) -> BankSettings:
+    """The config's ``concepts`` as BankSettings (``context: null`` meaning no context concepts)."""
+    return BankSettings(**{**config["concepts"], "context": config["concepts"]["context"] or []})
+
+
 #: Keys that may change between runs into the same folder (they do not change any prediction).
 RUN_ONLY_KEYS = ("out", "reproduces", "paper", "name")
 
@@ -82,7 +87,7 @@ def load_config(path: str | Path, overrides=None) -> dict:
     if not config["dataset"]:
         raise ConfigError(f"{path}: the config needs a dataset spec (e.g. cityscapes27:root=$RECO_DATA/cityscapes)")
     validate(config, EvalSchema)
-    BankSettings(**{**config["concepts"], "context": config["concepts"]["context"] or []})  # its own checks
+    concept_settings(config)  # BankSettings' own checks
     if "crop" in config["protocol"] and config["protocol"]["crop"] > config["protocol"]["resize"]:
         raise ConfigError(f"{path}: protocol crop {config['protocol']['crop']} is larger than its resize "
                           f"{config['protocol']['resize']}")

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import InvalidInputError
 from ..paths import exclusive
-from .config import prepare_run
+from .config import concept_settings, prepare_run
 from .report import results_markdown
 
 
@@ -70,8 +70,8 @@ def _bank(config: dict, names: list[str], encoder, clip, out: Path, progress: bo
     if config["bank"] or path.is_file():
         return ConceptBank.load(path, encoder=encoder, clip=clip)
     source = {"labelled": config["labelled"]} if config["labelled"] else {"names": names, "index": config["index"]}
-    settings = {**config["concepts"], "context": config["concepts"]["context"] or []}  # null: no context concepts
-    bank, report = build_bank(encoder=encoder, clip=clip, settings=settings, progress=progress, **source)
+    bank, report = build_bank(encoder=encoder, clip=clip, settings=concept_settings(config), progress=progress,
+                              **source)
     for skipped, reason in report.skipped:
         print(f"skipped {skipped}: {reason}")
     bank.save(path)

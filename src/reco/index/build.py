@@ -11,7 +11,7 @@ import torch
 
 from .. import __version__
 from ..errors import InvalidInputError, ModelMismatchError
-from ..paths import exclusive, output_folder
+from ..paths import exclusive
 from . import store
 from .shards import ItemDataset, ShardWriter, collate, embed_rows, shard_batches, unfinished_shards
 from .sources import SourceItem, list_source
@@ -38,7 +38,6 @@ def prepare(out: Path, meta: dict, model) -> dict:
     meta = json.loads(json.dumps(meta))  # compare as stored (tuples become lists)
     old = store.read_meta(out)
     if old is None:
-        output_folder(out)
         store.write_meta(out, meta)
         return meta
     for key in ("format", "model", "fingerprint", "shard_size", "preprocess"):

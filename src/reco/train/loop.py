@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputNotFoundError, InvalidInputError
-from ..paths import exclusive, output_folder
+from ..paths import exclusive
 
 
 def _mix(*values: int) -> int:
@@ -125,6 +125,8 @@ def validate(model, config: dict, limit: int | None = None) -> float:
 
 def train(config: dict, *, resume: bool = False, device: str | None = None, progress: bool = True) -> dict:
     """Train ReCo+ as ``config`` says; returns {"iteration", "best_miou", "last_loss"}."""
+    if int(os.environ.get("RANK", "0")):  # under torchrun only rank 0 writes, and holds the folder's lock
+        return _train(config, resume=resume, device=device, progress=progress)
     with exclusive(config["out"], what="training into"):
         return _train(config, resume=resume, device=device, progress=progress)
 
@@ -140,8 +142,7 @@ def _train(config: dict, *, resume: bool = False, device: str | None = None, pro
     t, m = config["train"], config["model"]
     rank, world = _distributed()
     dev = pick_device(device if world == 1 or not torch.cuda.is_available() else f"cuda:{int(os.environ['LOCAL_RANK'])}")
-    out = Path(config["out"])
-    output_folder(out)
+    out = Path(config["out"])  # created by the lock in train()
     items, class_names = training_items(config)
     val_names = list(open_dataset(config["val_dataset"]).class_names)  # fails now, not at the first validation
     if val_names != class_names:
