@@ -72,7 +72,7 @@ def test_mocov2_resnet_dense_is_the_last_stage(tmp_path):
 
 
 def test_deit_sin_from_a_local_file(tmp_path):
-    vit = timm.create_model("deit_small_patch16_224", pretrained=False)
+    vit = timm.create_model("deit_small_distilled_patch16_224", pretrained=False)  # the published checkpoint's layout
     path = tmp_path / "deit_s_sin.safetensors"
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
     model = reco.create_model("deit-s16-sin", weights=f"file:{path}")

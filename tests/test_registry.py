@@ -14,7 +14,7 @@ REQUIRED = {
     "dinov2-vitb14": ("dense", "vit_base_patch14_dinov2", 14),
     "dino-vits16": ("dense", "vit_small_patch16_224", 16),
     "dino-vitb8": ("dense", "vit_base_patch8_224", 8),
-    "deit-s16-sin": ("dense", "deit_small_patch16_224", 16),
+    "deit-s16-sin": ("dense", "deit_small_distilled_patch16_224", 16),
     "mocov2-rn50": ("dense", "resnet50", 32),
     "tiny-clip": ("clip", "custom", 8),
     "tiny-clip-rn": ("clip", "custom", 32),

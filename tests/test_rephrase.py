@@ -19,5 +19,5 @@ def test_yaml_file(tmp_path):
 
 
 def test_unknown_name():
-    with pytest.raises(ValueError, match="use one of cityscapes, kitti-step"):
+    with pytest.raises(ValueError, match="use one of cityscapes, cityscapes-published, kitti-step, kitti-step-published"):
         load_rephrase("ade20k")

@@ -133,7 +133,7 @@ def test_load_predictor_gives_reco_plus_for_a_checkpoint(tmp_path):
     assert pred.concepts == ["sky"] and pred.labels.shape == (50, 70) and pred.probabilities.shape == (1, 50, 70)
     with pytest.raises(reco.UnknownConceptError, match="not in the model: lake"):
         predictor.predict_image(image, ["lake"])
-    with pytest.raises(reco.ConfigError, match="scales and self-support"):
+    with pytest.raises(reco.ConfigError, match="scales, self-support"):
         reco.load_predictor(checkpoint, self_support=0.5)
 
 

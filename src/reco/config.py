@@ -46,8 +46,39 @@ def apply_overrides(config: dict, overrides) -> dict:
 
 
 def read_config(path: str | Path, defaults: dict, overrides=None) -> dict:
-    """The YAML mapping at ``path`` over ``defaults``, then ``overrides``; name defaults to the stem."""
-    path = Path(path)
+    """The YAML mapping at ``path`` over ``defaults``, then ``overrides``; name defaults to the stem.
+
+    ``extends: OTHER.yaml`` (relative to the file) starts from another config: its values, then
+    this file's over them (mappings key by key, ``paper`` and ``protocol`` whole); ``name`` is
+    never inherited."""
+    chain = _config_chain(Path(path))
+    config = defaults
+    for i, (file, data) in enumerate(chain):
+        if i < len(chain) - 1:
+            data = {k: v for k, v in data.items() if k != "name"}
+        config = merge(config, data)
+    config = apply_overrides(config, overrides)
+    config["name"] = config["name"] or Path(path).stem
+    return config
+
+
+def _config_chain(path: Path) -> list[tuple[Path, dict]]:
+    """(file, mapping without ``extends``) from the first ancestor to ``path``."""
+    chain: list[tuple[Path, dict]] = []
+    while True:
+        if any(path.resolve() == seen.resolve() for seen, _ in chain):
+            raise ConfigError(f"{path}: configs extend each other in a loop ({' -> '.join(str(p) for p, _ in chain)})")
+        data = _read_mapping(path)
+        parent = data.pop("extends", None)
+        chain.append((path, data))
+        if parent is None:
+            return chain[::-1]
+        if not isinstance(parent, str):
+            raise ConfigError(f"{path}: extends names one config file, got {parent!r}")
+        path = path.parent / parent
+
+
+def _read_mapping(path: Path) -> dict:
     if not path.is_file():
         raise InputNotFoundError(f"{path}: no such config")
     try:
@@ -58,18 +89,17 @@ def read_config(path: str | Path, defaults: dict, overrides=None) -> dict:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config is a YAML mapping")
-    config = apply_overrides(merge(defaults, data), overrides)
-    config["name"] = config["name"] or path.stem
-    return config
+    return data
 
 
-def expand_paths(config: dict, keys) -> dict:
-    """Expand ``~`` and $VARIABLES in the string values of ``keys``; an unset variable is an error."""
+def expand_paths(config: dict, keys, strict: bool = True) -> dict:
+    """Expand ``~`` and $VARIABLES in the string values of ``keys``; an unset variable is an error
+    (``strict``) or stays as written."""
     for key in keys:
         if config.get(key):
             value = str(config[key])
             expanded = os.path.expandvars(os.path.expanduser(value))
-            if "$" in expanded:
+            if "$" in expanded and strict:
                 raise ConfigError(f"config {key}: environment variable not set in {value!r}")
             config[key] = expanded
     return config
@@ -77,7 +107,7 @@ def expand_paths(config: dict, keys) -> dict:
 
 # ---- schemas ----------------------------------------------------------------------------------
 # A schema is a dataclass whose fields name the keys, their types (``int``, ``float``, ``bool``,
-# ``str``, ``X | None``, ``list[X]``, ``dict``, a nested schema) and, in ``metadata``, their
+# ``str``, ``Literal[...]``, ``X | None``, ``list[X]``, ``dict``, a nested schema) and, in ``metadata``, their
 # ranges (``min``, ``max``, ``above``). A dataclass tree, not pydantic: the configs stay plain
 # dicts (what YAML gives and ``--set`` edits), the schemas stay next to the defaults they check,
 # and no dependency is added for ~60 lines.
@@ -110,6 +140,8 @@ def _fits(value, tp, key: str, meta) -> bool:
         if value is None:
             return type(None) in args
         return _fits(value, next(a for a in args if a is not type(None)), key, meta)
+    if origin is typing.Literal:
+        return isinstance(value, str) and value in args
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             return False
@@ -137,6 +169,8 @@ def _describe(tp, meta) -> str:
         return f"{_describe(next(a for a in args if a is not type(None)), meta)} or null"
     if origin is list:
         return f"a list of {_describe(args[0], meta)}"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(args)
     if dataclasses.is_dataclass(tp):
         return f"a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}

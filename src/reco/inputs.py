@@ -9,18 +9,39 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .errors import ConfigError
 from .geometry import model_side, resize_shorter_side
 
+#: Input normalisations: ``"model"`` (the model's own mean/std, which travel with it) or
+#: ``"imagenet"`` (ImageNet's, which the published ReCo code gave its dense CLIP too).
+NORMALISATIONS = ("model", "imagenet")
 
-def square_input(model, image: Image.Image, image_size: int) -> torch.Tensor:
-    """The model's own preprocessing (mean/std/interpolation) at a square side fitting its patches."""
-    cfg = replace(model.spec.preprocess, size=model_side(image_size, model.patch_size), crop="center")
+
+def preprocess_config(model, normalisation: str = "model", **changes):
+    """``model``'s preprocessing with ``changes`` (size, crop, interpolation) and ``normalisation``."""
+    from .models.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    if normalisation not in NORMALISATIONS:
+        raise ConfigError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}")
+    if normalisation == "imagenet":
+        changes.update(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return replace(model.spec.preprocess, **changes)
+
+
+def square_input(model, image: Image.Image, image_size: int, *, resample: str | None = None,
+                 normalisation: str = "model") -> torch.Tensor:
+    """The model's preprocessing at a square side fitting its patches (resized with ``resample``,
+    'bicubic' or 'bilinear', default the model's own, then centre-cropped)."""
+    changes = {"interpolation": resample} if resample else {}
+    cfg = preprocess_config(model, normalisation, size=model_side(image_size, model.patch_size), crop="center",
+                            **changes)
     return cfg(image)
 
 
-def unresized_input(model, image: Image.Image) -> torch.Tensor:
-    """``image`` (RGB, already at its working size) normalised as ``model`` expects, not resized."""
-    return replace(model.spec.preprocess, size=None, crop="none")(image)
+def unresized_input(model, image: Image.Image, normalisation: str = "model") -> torch.Tensor:
+    """``image`` (RGB, already at its working size) normalised as ``model`` expects (or as
+    ``normalisation`` says), not resized."""
+    return preprocess_config(model, normalisation, size=None, crop="none")(image)
 
 
 def padded_features(model, crop: torch.Tensor, amp: bool = False) -> torch.Tensor:

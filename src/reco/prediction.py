@@ -114,14 +114,14 @@ def average_windows(boxes, maps: Iterable[torch.Tensor], channels: int, size: tu
 
 
 def finish(probabilities: torch.Tensor, image: np.ndarray, original_size: tuple[int, int], concepts: list[str],
-           *, crf: bool = False, keep: list[int] | None = None) -> Prediction:
+           *, crf: bool = False, crf_variant: str = "reco", keep: list[int] | None = None) -> Prediction:
     """A Prediction from (C, H, W) probabilities at the working size of ``image`` (H, W, 3): the
-    DenseCRF on all C channels if ``crf``, then the channels ``keep`` (default all), resized
-    bilinearly to ``original_size`` (H, W)."""
+    DenseCRF on all C channels if ``crf`` (``crf_variant``: :data:`reco.crf.CRF_VARIANTS`), then the
+    channels ``keep`` (default all), resized bilinearly to ``original_size`` (H, W)."""
     if crf:
         from .crf import dense_crf
 
-        probabilities = torch.from_numpy(dense_crf(image, probabilities.numpy()))
+        probabilities = torch.from_numpy(dense_crf(image, probabilities.numpy(), variant=crf_variant))
     if keep is not None:
         probabilities = probabilities[keep]
     if tuple(probabilities.shape[-2:]) != tuple(original_size):

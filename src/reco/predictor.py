@@ -22,7 +22,8 @@ def load_predictor(source, *, device=None, encoder=None, clip=None, encoder_weig
                    clip_weights: str | None = None, language_guidance: bool = True,
                    size: int | str | None = "auto",
                    window: int | None = None, stride: int | None = None, crf: bool = False, amp: bool = True,
-                   scales=(1.0,), self_support: float = 0.0, progress: bool = False):
+                   scales=(1.0,), self_support: float = 0.0, progress: bool = False, crf_variant: str = "reco",
+                   framing: str = "pad"):
     """A ready segmenter for ``source``.
 
     ``source``: a :class:`~reco.concepts.ConceptBank` or its file (ReCo's
@@ -31,15 +32,16 @@ def load_predictor(source, *, device=None, encoder=None, clip=None, encoder_weig
     given as ``encoder`` / ``clip``), or a ``reco train`` checkpoint (``.pt``; ReCo+'s
     :class:`~reco.train.segmenter.ReCoPlusSegmenter`). ``size``: shorter side of the working
     image (None: the image's own size; ``"auto"``: 448 for ReCo, the training size for
-    ReCo+). ``scales`` and ``self_support`` are ReCo's only. Both answer
+    ReCo+). ``scales``, ``self_support``, ``crf_variant`` and ``framing`` are ReCo's only. Both answer
     ``predict_image(image, concepts)``.
     """
     from .device import pick_device
 
     dev = pick_device(device)
     if is_checkpoint(source):
-        if (scales and tuple(scales) != (1.0,)) or self_support:
-            raise ConfigError("scales and self-support apply to ReCo's concept banks, not to ReCo+ checkpoints")
+        if (scales and tuple(scales) != (1.0,)) or self_support or crf_variant != "reco" or framing != "pad":
+            raise ConfigError("scales, self-support, crf_variant and framing apply to ReCo's concept banks, "
+                              "not to ReCo+ checkpoints")
         from .train.segmenter import ReCoPlusSegmenter, load_trained
 
         model, meta = load_trained(source, dev)
@@ -59,4 +61,5 @@ def load_predictor(source, *, device=None, encoder=None, clip=None, encoder_weig
         clip = create_model(clip_record["name"], weights=clip_weights, device=dev)
     return Segmenter(bank, encoder, clip if use_clip else None, size=DEFAULT_SIZE if size == "auto" else size,
                      language_guidance=use_clip, crf=crf, window=window, stride=stride, amp=amp,
-                     scales=tuple(scales or (1.0,)), self_support=self_support, progress=progress)
+                     scales=tuple(scales or (1.0,)), self_support=self_support, progress=progress,
+                     crf_variant=crf_variant, framing=framing)

@@ -13,7 +13,8 @@ use the stateless pair).
 
 Resize policy: the image is resized so that its shorter side is ``size`` (None keeps it),
 each window is padded right/bottom to each model's patch multiple, and maps are cropped back
-exactly before fusion. Images larger than ``window`` are covered by windows every ``stride``
+exactly before fusion (``framing="pad"``); ``framing="truncate"`` is the published code's: the
+pixels past the last whole patch are dropped and each grid is stretched over the whole window. Images larger than ``window`` are covered by windows every ``stride``
 pixels whose probabilities are averaged where they overlap.
 """
 
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .coseg import language_scores, similarity_probability
-from .errors import ConfigError
+from .errors import ConfigError, InvalidInputError
 from .inputs import padded_features, unresized_input
 from .prediction import Prediction, as_pil_image, average_windows, finish, select_concepts, window_boxes, working_image
 from .prototypes import concept_similarity, self_support
@@ -47,11 +48,29 @@ class ImageEmbedding:
     others: list["ImageEmbedding"] = field(default_factory=list)  # the other scales, if any
 
 
-def _upsample(grid_scores: torch.Tensor, patch: int, size: tuple[int, int]) -> torch.Tensor:
-    """(C, gh, gw) -> bilinear to the padded size (gh*patch, gw*patch), cropped to ``size``."""
+#: How a window maps to the encoders' patch grids (see the module docstring).
+FRAMINGS = ("pad", "truncate")
+
+
+def _upsample(grid_scores: torch.Tensor, patch: int, size: tuple[int, int], framing: str = "pad") -> torch.Tensor:
+    """(C, gh, gw) -> (C, *size), bilinear: ``"pad"``: to the padded size (gh*patch, gw*patch),
+    cropped to ``size``; ``"truncate"``: the grid stretched to ``size``."""
+    if framing == "truncate":
+        return F.interpolate(grid_scores[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
     gh, gw = grid_scores.shape[-2:]
     up = F.interpolate(grid_scores[None], size=(gh * patch, gw * patch), mode="bilinear", align_corners=False)[0]
     return up[:, : size[0], : size[1]]
+
+
+def _window_features(model, window: torch.Tensor, framing: str, amp: bool) -> torch.Tensor:
+    """Dense features of a normalised (3, h, w) window, framed as ``framing`` says."""
+    if framing == "truncate":
+        p = model.patch_size
+        h, w = window.shape[-2:]
+        if h < p or w < p:
+            raise InvalidInputError(f"a {w}x{h} window holds no whole {p}x{p} patch of {model.name}")
+        window = window[:, : h - h % p, : w - w % p]
+    return padded_features(model, window, amp)
 
 
 class Segmenter:
@@ -61,14 +80,22 @@ class Segmenter:
     of ``size`` at which the image is encoded, their probabilities averaged at the largest one's
     working size (``(1.0,)``: one scale, the paper's inference); ``window`` / ``stride``: sliding-window
     inference for large images; ``self_support``: weight of each window's own concept prototypes
-    (:func:`~reco.prototypes.self_support`; 0: the paper's fusion); ``crf``: DenseCRF refinement;
-    ``amp``: float16 autocast for the encoders on CUDA (ignored on CPU).
+    (:func:`~reco.prototypes.self_support`; 0: the paper's fusion); ``crf``: DenseCRF refinement,
+    with ``crf_variant`` (:data:`reco.crf.CRF_VARIANTS`); ``framing`` (:data:`FRAMINGS`); ``amp``:
+    float16 autocast for the encoders on CUDA (ignored on CPU). Dense CLIP inputs are normalised
+    as the bank's ``clip_normalisation`` says.
     """
 
     def __init__(self, bank, encoder, clip=None, *, size: int | None = 448, language_guidance: bool = True,
                  crf: bool = False, window: int | None = None, stride: int | None = None, amp: bool = True,
-                 scales: tuple[float, ...] = (1.0,), self_support: float = 0.0, progress: bool = True):
+                 scales: tuple[float, ...] = (1.0,), self_support: float = 0.0, progress: bool = True,
+                 crf_variant: str = "reco", framing: str = "pad"):
+        from .crf import CRF_VARIANTS
+
         bank.check_models(encoder, clip)
+        if crf_variant not in CRF_VARIANTS or framing not in FRAMINGS:
+            raise ConfigError(f"crf_variant must be one of {', '.join(CRF_VARIANTS)} (got {crf_variant!r}) and framing "
+                              f"one of {', '.join(FRAMINGS)} (got {framing!r})")
         scales = tuple(float(x) for x in scales)
         if not scales or min(scales) <= 0 or len(set(scales)) != len(scales):
             raise ConfigError(f"scales must be distinct positive factors, got {scales}")
@@ -80,6 +107,7 @@ class Segmenter:
         self.bank, self.encoder, self.clip = bank, encoder, clip
         self.size, self.language_guidance, self.crf, self.amp = size, language_guidance, crf, amp
         self.window, self.stride, self.progress = window, stride, progress
+        self.crf_variant, self.framing = crf_variant, framing
         self._embedding: ImageEmbedding | None = None
 
     @property
@@ -107,12 +135,18 @@ class Segmenter:
         boxes = window_boxes(h, w, self.window, self.stride)
 
         x_enc = unresized_input(self.encoder, work)
-        x_clip = unresized_input(self.clip, work) if self._uses_clip() else None
+        x_clip = unresized_input(self.clip, work, self._clip_normalisation()) if self._uses_clip() else None
         feats, clips = [], []
         for top, left, bh, bw in boxes:
-            feats.append(padded_features(self.encoder, x_enc[:, top:top + bh, left:left + bw], self.amp))
-            clips.append(padded_features(self.clip, x_clip[:, top:top + bh, left:left + bw], self.amp) if x_clip is not None else None)
+            feats.append(_window_features(self.encoder, x_enc[:, top:top + bh, left:left + bw], self.framing, self.amp))
+            clips.append(None if x_clip is None else
+                         _window_features(self.clip, x_clip[:, top:top + bh, left:left + bw], self.framing, self.amp))
         return ImageEmbedding(boxes, feats, clips, (h, w), (image.height, image.width), arr)
+
+    def _clip_normalisation(self) -> str:
+        from .building.settings import BankSettings
+
+        return BankSettings.from_provenance(self.bank.provenance).input_normalisation("clip")
 
     def _uses_clip(self) -> bool:
         return self.language_guidance and self.clip is not None and any(
@@ -139,9 +173,10 @@ class Segmenter:
         def window_probabilities(box, f, g):
             _, _, bh, bw = box
             sims = self_support(f, concept_similarity(f, prototypes), self.self_support)
-            p = _upsample(similarity_probability(sims), self.encoder.patch_size, (bh, bw))
+            p = _upsample(similarity_probability(sims), self.encoder.patch_size, (bh, bw), self.framing)
             if g is not None and text_matrix is not None:
-                p[guided] = p[guided] * _upsample(language_scores(g[None], text_matrix)[0], self.clip.patch_size, (bh, bw))
+                scores = language_scores(g[None], text_matrix)[0]
+                p[guided] = p[guided] * _upsample(scores, self.clip.patch_size, (bh, bw), self.framing)
             return p
 
         maps = (window_probabilities(*window) for window in
@@ -153,7 +188,7 @@ class Segmenter:
         bank = self.bank  # one snapshot: a server may swap in a grown bank meanwhile
         names = select_concepts(concepts, bank.names)
         probs = self.probabilities(embedding, names, bank)
-        return finish(probs, embedding.image, embedding.original_size, names, crf=self.crf)
+        return finish(probs, embedding.image, embedding.original_size, names, crf=self.crf, crf_variant=self.crf_variant)
 
     def predict_image(self, image: Image.Image, concepts: list[str] | None = None) -> Prediction:
         """Encode ``image`` and predict ``concepts`` (the :class:`~reco.prediction.Predictor` protocol)."""

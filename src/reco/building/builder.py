@@ -104,8 +104,10 @@ class ConceptBankBuilder:
     @torch.no_grad()
     def _dense(self, model, images) -> torch.Tensor:
         out = []
+        norm = self.settings.input_normalisation("clip" if model is self.clip else "encoder")
         for i in range(0, len(images), self.batch_size):
-            batch = torch.stack([square_input(model, im, self.settings.image_size) for im in images[i:i + self.batch_size]])
+            batch = torch.stack([square_input(model, im, self.settings.image_size, resample=self.settings.archive_resample,
+                                              normalisation=norm) for im in images[i:i + self.batch_size]])
             out.append(model.dense_features(batch.to(model.device)).float())
         return torch.cat(out)
 
@@ -276,9 +278,10 @@ class ConceptBankBuilder:
     def _named_concept(self, name, retriever, bank, report) -> Concept:
         from ..imageio import load_image
         from ..prompts import text_embeddings
+        from ..rephrase import prompts
 
-        prompt = self.settings.rephrase.get(name, name)
-        text = text_embeddings(self.clip, [prompt])[0].cpu() if self.clip is not None else None
+        prompt, text_prompt = prompts(self.settings.rephrase, name)
+        text = text_embeddings(self.clip, [text_prompt])[0].cpu() if self.clip is not None else None
         query = text_embeddings(self.retrieval_clip, [prompt])[0]
         hits = retriever.search(query, self.settings.archive_size)
         images, ids, paths = [], [], []
@@ -298,7 +301,8 @@ class ConceptBankBuilder:
         n, _, h, w = feats.shape
         weights = torch.ones(n, h, w, device=feats.device)
         if self.settings.language_guidance:
-            weights = weights * language_guidance(self._dense(self.clip, images), text, size=(h, w)).to(feats.device)
+            guide = text if text_prompt == prompt else text_embeddings(self.clip, [prompt])[0].cpu()
+            weights = weights * language_guidance(self._dense(self.clip, images), guide, size=(h, w)).to(feats.device)
         weights = weights * self._context_weights(bank, feats)
         result = co_segment(feats, weights, n_seeds=self.settings.n_seeds, published_code_compat=self.settings.published_code_compat)
         return Concept(name, result.reference.cpu(), "retrieval", archive=ids, archive_paths=paths,

@@ -18,6 +18,12 @@ DEFAULT_ENCODER = "dinov2-vits14"
 DEFAULT_CLIP = "clip-rn50x16"
 #: The paper's context concepts, built first and in this order.
 DEFAULT_CONTEXT = ("tree", "sky", "building", "road", "person")
+#: How archive and exemplar images are resized to ``image_size`` (reco: bicubic; the published
+#: code: bilinear, torchvision's default).
+ARCHIVE_RESAMPLES = ("bicubic", "bilinear")
+#: What the dense CLIP's inputs are normalised with: ``"clip"`` (CLIP's own mean/std) or
+#: ``"imagenet"`` (the published code gave every network ImageNet-normalised images).
+CLIP_NORMALISATIONS = ("clip", "imagenet")
 #: Ways to make a concept's prototypes (implemented by :func:`reco.prototypes.make_prototypes`).
 PROTOTYPE_METHODS = ("mean", "kmeans", "memory", "seeds")
 #: Where a source's defaults differ from the paper's (names through retrieval): exemplar folders
@@ -40,7 +46,8 @@ class BankSettings:
     whole frames); ``language_guidance`` / ``context_elimination``: the paper's pixel weights;
     ``context``: the context concepts; ``rephrase``: a shipped map name, a YAML file or a
     mapping of name -> prompt (kept resolved, as a mapping); ``published_code_compat``: the
-    published code's co-segmentation slicing; ``prototypes`` / ``n_prototypes``: how a concept's
+    published code's co-segmentation slicing; ``archive_resample`` (:data:`ARCHIVE_RESAMPLES`) and
+    ``clip_normalisation`` (:data:`CLIP_NORMALISATIONS`; the Segmenter follows the bank's); ``prototypes`` / ``n_prototypes``: how a concept's
     prototypes are made (``"mean"``: the paper's single reference); ``seed``: every random choice;
     ``per_class``: images per class of a labelled dataset.
     """
@@ -53,6 +60,8 @@ class BankSettings:
     context: tuple[str, ...] = DEFAULT_CONTEXT
     rephrase: Any = None
     published_code_compat: bool = False
+    archive_resample: str = "bicubic"
+    clip_normalisation: str = "clip"
     prototypes: str = "mean"
     n_prototypes: int = 256
     seed: int = 0
@@ -67,9 +76,11 @@ class BankSettings:
         for name in ("language_guidance", "context_elimination", "published_code_compat"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"concept setting {name} must be true or false, got {getattr(self, name)!r}")
-        if self.prototypes not in PROTOTYPE_METHODS:
-            raise ConfigError(f"concept setting prototypes must be one of {', '.join(PROTOTYPE_METHODS)}, "
-                              f"got {self.prototypes!r}")
+        for name, allowed in (("prototypes", PROTOTYPE_METHODS), ("archive_resample", ARCHIVE_RESAMPLES),
+                              ("clip_normalisation", CLIP_NORMALISATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"concept setting {name} must be one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, name)!r}")
         object.__setattr__(self, "context", _names_tuple(self.context))
         rephrase = self.rephrase if isinstance(self.rephrase, dict) else load_rephrase(self.rephrase)
         object.__setattr__(self, "rephrase", dict(rephrase))
@@ -108,6 +119,10 @@ class BankSettings:
         recorded = BankSettings.from_provenance(provenance)
         return [f.name for f in fields(self) if f.name in provenance
                 and getattr(recorded, f.name) != getattr(self, f.name)]
+
+    def input_normalisation(self, model_role: str) -> str:
+        """The :data:`reco.inputs.NORMALISATIONS` entry for the ``"encoder"`` or ``"clip"`` inputs."""
+        return "imagenet" if model_role == "clip" and self.clip_normalisation == "imagenet" else "model"
 
 
 def _check_int(name: str, value, minimum: int) -> None:

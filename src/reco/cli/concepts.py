@@ -40,7 +40,8 @@ def register(sub) -> None:
     b.add_argument("--context", metavar="'A,B'",
                    help=f"with --names: context concepts (default {','.join(DEFAULT_CONTEXT)})")
     b.add_argument("--rephrase", metavar="NAME|YAML",
-                   help="with --names: rephrasing map (cityscapes, kitti-step or a YAML file)")
+                   help="with --names: rephrasing map (cityscapes, kitti-step, their -published variants, "
+                        "or a YAML file)")
     b.add_argument("--exemplars", metavar="DIR",
                    help="one folder per concept; IMAGE.mask.png beside an image restricts it to the mask")
     b.add_argument("--labelled", metavar="SPEC",

@@ -16,6 +16,9 @@ def register(sub) -> None:
                        parents=[overrides, json_option("print the results as JSON"), device_options()])
     p.add_argument("--config", metavar="YAML", help="experiment config (configs/*.yaml)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images (a quick run; resumable)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config (defaults, extends, --set applied; unset $VARIABLES left as written) "
+                        "as YAML and stop: nothing is read or written")
     p.add_argument("--overview", type=positive_int, metavar="N",
                    help="also write OUT/overview.png: N photos beside their ground truth and prediction")
     p.add_argument("--report", action="store_true", help="fill the results table of --doc from the runs' results.json")
@@ -46,8 +49,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.config:
         raise ConfigError("give --config FILE (a paper experiment, see configs/), --report, or the 'retrieval' action")
-    results = run_eval(load_config(args.config, args.set), limit=args.limit, device=args.device,
-                       progress=not args.no_progress)
+    config = load_config(args.config, args.set, strict_paths=not args.dry_run)
+    if args.dry_run:
+        import yaml
+
+        print(yaml.safe_dump(config, sort_keys=False), end="")
+        return 0
+    results = run_eval(config, limit=args.limit, device=args.device, progress=not args.no_progress)
     if args.json:
         print_json({k: v for k, v in results.items() if k != "config"})
     else:

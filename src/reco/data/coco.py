@@ -4,10 +4,17 @@ official stuffthingmaps (pixel value = COCO id - 1, 255 = unlabelled).
     ROOT/images/<split>2017/<id>.jpg
     ROOT/annotations/<split>2017/<id>.png
     ROOT/curated/<split>2017/Coco164kFull_Stuff_Coarse_7.txt     (COCO-Stuff-27: STEGO's list)
+    ROOT/curated/<split>2017/Coco164kFull_Stuff_Coarse.txt       (the published ReCo code's list)
 
 COCO-Stuff-27 is predicted with the 171 fine classes and mapped to the 27 coarse ones. The
-unused values are the 0-based ones (COCO id - 1); the published code dropped the 1-based ids
-from its 0-based table, which shifts its 182 -> 171 -> 27 mapping (reco does not).
+eleven unused values are 0-based (COCO id - 1: 11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90) and
+are skipped by value, as the published code does since its commit "fix the coco matching"
+(October 2022). Before it, that code skipped the same numbers as *1-based ids* on the
+0-based values, which moved three classes to another coarse class: tv (electronic ->
+furniture-things), book (indoor -> appliance) and banner (textile -> indoor).
+``image_list`` names the list under ``ROOT/curated/<split>2017/``: STEGO's
+``Coco164kFull_Stuff_Coarse_7.txt`` (default) or ``Coco164kFull_Stuff_Coarse.txt``, the list
+the published ReCo evaluation reads (it passes no subset).
 COCO-Object: the 80 thing classes plus background (every stuff value), as in later
 open-vocabulary work.
 
@@ -74,14 +81,18 @@ def _coarse_27(dataset: SegmentationDataset) -> None:
 
 
 class CocoStuff(_CocoBase):
-    """``variant`` '171' (every image of the split) or '27' (STEGO's curated list)."""
+    """``variant`` '171' (every image of the split, unless ``image_list`` is given) or '27' (the
+    curated ``image_list``, default STEGO's)."""
 
-    def __init__(self, root: str | Path, split: str = "val", variant: str = "27"):
+    def __init__(self, root: str | Path, split: str = "val", variant: str = "27", image_list: str | None = None):
         if variant not in ("27", "171"):
             raise InvalidInputError(f"COCO-Stuff variant must be '27' or '171', got {variant!r}")
-        ids = None if variant == "171" else read_list(
-            Path(root) / "curated" / f"{split}2017" / CURATED_LIST,
-            f"ROOT/curated/<split>2017/{CURATED_LIST} (STEGO's curated list) beside " + LAYOUT)
+        if image_list is not None and Path(image_list).name != image_list:
+            raise InvalidInputError(f"image_list is a file name under ROOT/curated/<split>2017/, got {image_list!r}")
+        listed = image_list or (CURATED_LIST if variant == "27" else None)
+        ids = None if listed is None else read_list(
+            Path(root) / "curated" / f"{split}2017" / listed,
+            f"ROOT/curated/<split>2017/{listed} (a curated list) beside " + LAYOUT)
         super().__init__(root, split, ids)
         self.variant = variant
         if variant == "27":

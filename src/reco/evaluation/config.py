@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -24,17 +25,25 @@ DEFAULTS = {
     "models": {"encoder": "deit-s16-sin", "encoder_weights": None, "clip": "clip-rn50x16", "clip_weights": None},
     "concepts": {**BankSettings().provenance(), "rephrase": None},  # BankSettings' defaults
     "crf": True,
+    "crf_variant": "reco",
     "self_support": 0.0,
     "checkpoint": None,
     "out": None,
 }
 @dataclass
 class ProtocolSchema:
-    resize: int = bounded(1)
+    """``resize``: shorter side (null: full resolution); ``crop``: centre crop after it (the
+    paper's); ``window``/``stride``: sliding windows; ``scales``: multi-scale factors;
+    ``image_resample``: how the crop protocol resizes images (labels: always nearest);
+    ``framing``: how windows map to patch grids (:data:`reco.segmenter.FRAMINGS`)."""
+
+    resize: int | None = bounded(1)
     crop: int | None = bounded(1)
     window: int | None = bounded(1)
     stride: int | None = bounded(1)
     scales: list[float] | None = bounded(above=0)
+    image_resample: Literal["bilinear", "nearest"] | None = None
+    framing: Literal["pad", "truncate"] | None = None
 
 
 @dataclass
@@ -60,9 +69,25 @@ class EvalSchema:
     models: ModelsSchema
     concepts: dict
     crf: bool
+    crf_variant: Literal["reco", "published"]
     self_support: float = bounded(0, 1)
     checkpoint: str | None = None
     out: str | None = None
+
+
+def _check_protocol(path, protocol: dict) -> None:
+    """One of the protocol shapes, each optionally with ``framing``: {resize, crop} (the paper's,
+    optionally with ``image_resample``), {resize, window, stride} or {resize}, the last two
+    optionally with ``scales``; resize null (full resolution) only without a crop."""
+    shape = set(protocol) - {"scales", "framing", "image_resample"}
+    if shape not in ({"resize", "crop"}, {"resize", "window", "stride"}, {"resize"}) or (
+            "crop" in protocol and "scales" in protocol) or ("image_resample" in protocol and "crop" not in protocol):
+        raise ConfigError(f"{path}: protocol is {{resize, crop}} (the paper's, optionally with image_resample), "
+                          f"{{resize, window, stride}} (sliding windows) or {{resize}}, the last two optionally with "
+                          f"scales, any of them with framing; got {protocol}")
+    if "crop" in protocol and (protocol["resize"] is None or protocol["crop"] > protocol["resize"]):
+        raise ConfigError(f"{path}: protocol crop {protocol['crop']} needs a resize at least as large, "
+                          f"got {protocol['resize']}")
 
 
 def concept_settings(config: dict) -> BankSettings:
@@ -74,8 +99,9 @@ def concept_settings(config: dict) -> BankSettings:
 RUN_ONLY_KEYS = ("out", "reproduces", "paper", "name")
 
 
-def load_config(path: str | Path, overrides=None) -> dict:
-    """Read a config file over the defaults, apply overrides, expand $VARIABLES in paths."""
+def load_config(path: str | Path, overrides=None, strict_paths: bool = True) -> dict:
+    """Read a config file over the defaults, apply overrides, expand $VARIABLES in paths (an
+    unset one is an error, or with ``strict_paths=False`` stays as written)."""
     from ..config import expand_paths, read_config
 
     if is_reco_plus_config(path):
@@ -88,15 +114,8 @@ def load_config(path: str | Path, overrides=None) -> dict:
         raise ConfigError(f"{path}: the config needs a dataset spec (e.g. cityscapes27:root=$RECO_DATA/cityscapes)")
     validate(config, EvalSchema)
     concept_settings(config)  # BankSettings' own checks
-    if "crop" in config["protocol"] and config["protocol"]["crop"] > config["protocol"]["resize"]:
-        raise ConfigError(f"{path}: protocol crop {config['protocol']['crop']} is larger than its resize "
-                          f"{config['protocol']['resize']}")
-    config = expand_paths(config, ("dataset", "index", "bank", "labelled", "checkpoint", "out"))
-    protocol = config["protocol"]
-    if set(protocol) - {"scales"} not in ({"resize", "crop"}, {"resize", "window", "stride"}, {"resize"}) or (
-            "scales" in protocol and "crop" in protocol):
-        raise ConfigError(f"{path}: protocol is {{resize, crop}} (the paper's), {{resize, window, stride}} "
-                         f"(sliding windows) or {{resize}}, the last two optionally with scales; got {protocol}")
+    config = expand_paths(config, ("dataset", "index", "bank", "labelled", "checkpoint", "out"), strict_paths)
+    _check_protocol(path, config["protocol"])
     if all(config[k] is None for k in ("bank", "index", "labelled", "checkpoint")):
         raise ConfigError(f"{path}: give an index to build the concepts from (or a labelled dataset, a saved bank, "
                          f"or a ReCo+ checkpoint)")

@@ -46,7 +46,8 @@ def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = Tr
     segmenter = load_predictor(bank, encoder=encoder, clip=clip, language_guidance=use_clip,
                                size=None if "crop" in protocol else protocol["resize"], crf=config["crf"],
                                window=protocol.get("window"), stride=protocol.get("stride"),
-                               scales=protocol.get("scales", (1.0,)), self_support=config["self_support"])
+                               scales=protocol.get("scales", (1.0,)), self_support=config["self_support"],
+                               crf_variant=config["crf_variant"], framing=protocol.get("framing") or "pad")
     to_dataset = np.array([names.index(n) for n in present])
     if dataset.predict_to_class is not None:
         to_dataset = dataset.predict_to_class[to_dataset]
@@ -139,7 +140,8 @@ def _run_eval(config: dict, *, limit: int | None = None, device: str | None = No
             start = time.perf_counter()
             image = load_image(image_path)  # not dataset[i]: the label is read already
             if crop:
-                image = centre_crop(image, protocol["resize"], protocol["crop"])
+                image = centre_crop(image, protocol["resize"], protocol["crop"],
+                                    nearest=protocol.get("image_resample") == "nearest")
             pred = predict(image).labels
             seconds += time.perf_counter() - start
             predicted += 1

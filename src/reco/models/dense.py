@@ -16,8 +16,7 @@ def load_strict(module: torch.nn.Module, state: dict, model_name: str, ignore: t
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
-        first = str(e).strip().splitlines()[1:2] or [str(e)]
-        raise WeightsMismatchError(f"weights do not fit {model_name}: {first[0].strip()}") from None
+        raise WeightsMismatchError(f"weights do not fit {model_name}: {_first_line(e)}") from None
     missing = [k for k in result.missing_keys if not k.startswith(ignore)]
     if missing or result.unexpected_keys:
         raise WeightsMismatchError(
@@ -26,8 +25,38 @@ def load_strict(module: torch.nn.Module, state: dict, model_name: str, ignore: t
         )
 
 
+def _first_line(error: Exception) -> str:
+    """The informative line of a torch loading error (its second line when it has several)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return (lines[1:2] or lines or [type(error).__name__])[0]
+
+
+def _check_position_grid(raw: dict, vit: torch.nn.Module, model_name: str) -> None:
+    """The checkpoint's position embeddings must be the model's prefix tokens plus a square grid
+    (a plain DeiT has one prefix token, a distilled one two, DINOv2 with registers none)."""
+    if "pos_embed" not in raw or getattr(vit, "pos_embed", None) is None:
+        return
+    prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+    tokens = raw["pos_embed"].shape[1] if raw["pos_embed"].ndim == 3 else -1
+    grid = round(max(tokens - prefix, 0) ** 0.5)
+    if tokens < prefix or grid * grid != tokens - prefix:
+        raise WeightsMismatchError(
+            f"weights do not fit {model_name}: their position embeddings hold {tokens} tokens, not {prefix} prefix "
+            f"tokens plus a square grid (a checkpoint of another architecture?)")
+
+
+def _refuse_resampled(raw: dict, vit: torch.nn.Module, model_name: str) -> None:
+    """timm's loader silently resamples a patch embedding of another patch size; only the
+    position-embedding grid may differ (it is resized to every input anyway)."""
+    for key, tensor in vit.state_dict().items():
+        if key != "pos_embed" and key in raw and tuple(raw[key].shape) != tuple(tensor.shape):
+            raise WeightsMismatchError(f"weights do not fit {model_name}: {key} has shape {tuple(raw[key].shape)}, "
+                                       f"the model {tuple(tensor.shape)}")
+
+
 class TimmViTEncoder(RecoModel):
-    """A timm VisionTransformer; dense features = final-norm patch tokens as (N, D, h, w)."""
+    """A timm VisionTransformer (distilled DeiTs included); dense features = final-norm patch
+    tokens as (N, D, h, w), without the class, distillation or register tokens."""
 
     def __init__(self, spec: ModelSpec, weights: ResolvedWeights, vit: torch.nn.Module):
         super().__init__(spec, weights)
@@ -42,7 +71,8 @@ class TimmViTEncoder(RecoModel):
         x = x.flatten(2).transpose(1, 2)
         if getattr(vit.patch_embed, "norm", None) is not None:
             x = vit.patch_embed.norm(x)
-        prefix = [t.expand(n, -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
+        tokens = (vit.cls_token, getattr(vit, "dist_token", None), vit.reg_token)  # timm's order
+        prefix = [t.expand(n, -1, -1) for t in tokens if t is not None]
         pos = vit.pos_embed
         n_pos_prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
         grid = vit.patch_embed.grid_size
@@ -90,8 +120,14 @@ def build_timm_vit(spec: ModelSpec, weights: ResolvedWeights) -> TimmViTEncoder:
     else:
         vit = timm.create_model(spec.arch, pretrained=False, num_classes=0, **spec.kwargs)
     if weights.path is not None:
-        state = checkpoint_filter_fn(load_state_dict(weights.path), vit)
-        load_strict(vit, state, spec.name, ignore=("head.", "fc_norm.", "mask_token", "head_drop"))
+        raw = load_state_dict(weights.path)
+        _check_position_grid(raw, vit, spec.name)
+        try:  # resamples position embeddings; a grid that does not fit fails inside
+            state = checkpoint_filter_fn(raw, vit)
+        except RuntimeError as e:
+            raise WeightsMismatchError(f"weights do not fit {spec.name}: {_first_line(e)}") from None
+        _refuse_resampled(raw, vit, spec.name)
+        load_strict(vit, state, spec.name, ignore=("head.", "head_dist.", "fc_norm.", "mask_token", "head_drop"))
     return TimmViTEncoder(spec, weights, vit.eval())
 
 

@@ -53,8 +53,9 @@ def builtin_specs() -> list[ModelSpec]:
                "timm/vit_small_patch16_224.dino", "DINO ViT-S/16"),
         _dense("dino-vitb8", "timm_vit", "vit_base_patch8_224", 768, 8, 224,
                "timm/vit_base_patch8_224.dino", "DINO ViT-B/8"),
-        _dense("deit-s16-sin", "timm_vit", "deit_small_patch16_224", 384, 16, 448, None,
-               "DeiT-S/16 trained on Stylized ImageNet, the paper's encoder (weights from a local file)"),
+        _dense("deit-s16-sin", "timm_vit", "deit_small_distilled_patch16_224", 384, 16, 448, None,
+               "DeiT-S/16 distilled, trained on Stylized ImageNet: the paper's encoder (weights from a local "
+               "file: the published deit_s_sin_dist.pth)"),
         _dense("mocov2-rn50", "torchvision_resnet", "resnet50", 2048, 32, 448, None,
                "ResNet-50 MoCo v2 (weights from a local file; dense features from the last stage)"),
         *tiny_specs(),

@@ -46,8 +46,10 @@ def reco_config_for(config: dict, out: str | Path | None = None) -> dict:
     if reco["checkpoint"]:
         raise InvalidInputError(f"{config['reco']}: pseudo-labels come from ReCo, not from a checkpoint")
     t = config["train"]
-    reco.update(dataset=config["train_dataset"], protocol={"resize": t["resize"], "crop": t["crop"]},
-                out=str(out or config["pseudo_labels"]))
+    protocol = {"resize": t["resize"], "crop": t["crop"]}
+    if reco["protocol"].get("image_resample"):  # the ReCo config's way of resizing images
+        protocol["image_resample"] = reco["protocol"]["image_resample"]
+    reco.update(dataset=config["train_dataset"], protocol=protocol, out=str(out or config["pseudo_labels"]))
     return reco
 
 
@@ -78,6 +80,7 @@ def _make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: i
     predict, _ = reco_predictor(reco, dataset, folder, pick_device(device), progress)
     skipped = read_skipped(folder)
     resize, crop = reco["protocol"]["resize"], reco["protocol"]["crop"]
+    nearest = reco["protocol"].get("image_resample") == "nearest"
     n = len(dataset) if limit is None else min(limit, len(dataset))
     written = 0
     for name, image_path, _ in tqdm(dataset.files[:n], desc=f"pseudo-labels {config['name']}", unit="img",
@@ -86,7 +89,7 @@ def _make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: i
         if name in skipped or (label_path.is_file() and (not confidence or confidence_path.is_file())):
             continue
         try:
-            image = centre_crop(load_image(image_path), resize, crop)
+            image = centre_crop(load_image(image_path), resize, crop, nearest=nearest)
         except ImageLoadError as e:
             print(f"skipped {e}", file=sys.stderr)
             skipped[name] = str(e)
