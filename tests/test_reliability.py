@@ -312,10 +312,10 @@ def _eval_config(tmp_path, **concepts):
 @pytest.mark.parametrize("override, message", [
     ("concepts.archive_size=twenty", "archive_size must be an integer >= 1, got 'twenty'"),
     ("crf=yes please", "config key crf: expected true or false, got 'yes please'"),
-    ("protocol={resize: 100, crop: 200}", "crop 200 is larger than its resize 100"),
+    ("protocol={resize: 100, crop: 200}", "crop 200 needs a resize at least as large, got 100"),
     ("self_support=2", "config key self_support: expected a number in [0, 1], got 2"),
     ("models.encoder=3", "config key models.encoder: expected a string, got 3"),
-    ("protocol={resize: 0}", "config key protocol.resize: expected an integer >= 1, got 0"),
+    ("protocol={resize: 0}", "config key protocol.resize: expected an integer >= 1 or null, got 0"),
 ])
 def test_eval_configs_are_type_checked(tmp_path, capsys, override, message):
     code = main(["eval", "--config", str(_eval_config(tmp_path)), "--set", override])

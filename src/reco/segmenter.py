@@ -14,8 +14,9 @@ use the stateless pair).
 Resize policy: the image is resized so that its shorter side is ``size`` (None keeps it),
 each window is padded right/bottom to each model's patch multiple, and maps are cropped back
 exactly before fusion (``framing="pad"``); ``framing="truncate"`` is the published code's: the
-pixels past the last whole patch are dropped and each grid is stretched over the whole window. Images larger than ``window`` are covered by windows every ``stride``
-pixels whose probabilities are averaged where they overlap.
+pixels past the last whole patch are dropped and each grid is stretched over the whole window.
+Images larger than ``window`` are covered by windows every ``stride`` pixels whose
+probabilities are averaged where they overlap.
 """
 
 from __future__ import annotations

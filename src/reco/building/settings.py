@@ -46,9 +46,9 @@ class BankSettings:
     whole frames); ``language_guidance`` / ``context_elimination``: the paper's pixel weights;
     ``context``: the context concepts; ``rephrase``: a shipped map name, a YAML file or a
     mapping of name -> prompt (kept resolved, as a mapping); ``published_code_compat``: the
-    published code's co-segmentation slicing; ``archive_resample`` (:data:`ARCHIVE_RESAMPLES`) and
-    ``clip_normalisation`` (:data:`CLIP_NORMALISATIONS`; the Segmenter follows the bank's); ``prototypes`` / ``n_prototypes``: how a concept's
-    prototypes are made (``"mean"``: the paper's single reference); ``seed``: every random choice;
+    published code's co-segmentation slicing; ``archive_resample`` (:data:`ARCHIVE_RESAMPLES`)
+    and ``clip_normalisation`` (:data:`CLIP_NORMALISATIONS`; the Segmenter follows the bank's);
+    ``prototypes`` / ``n_prototypes``: how a concept's prototypes are made (``"mean"``: the paper's single reference); ``seed``: every random choice;
     ``per_class``: images per class of a labelled dataset.
     """
 
