@@ -492,3 +492,25 @@ def test_extends_merges_the_parent_and_refuses_loops(tmp_path):
     (tmp_path / "base.yaml").write_text("extends: child.yaml\n")
     with pytest.raises(ConfigError, match="extend each other in a loop"):
         read_config(tmp_path / "child.yaml", defaults)
+
+
+def test_a_run_folder_from_before_the_new_settings_is_still_used(tmp_path):
+    """A run saved before crf_variant and the archive settings existed resumes (they take their
+    defaults); one saved with another value is refused."""
+    import yaml
+
+    from reco.errors import ConfigError
+    from reco.evaluation import load_config
+    from reco.evaluation.config import prepare_run
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"dataset": "folder:root=x", "bank": "b",
+                                                     "out": str(tmp_path / "run")}))
+    config = load_config(tmp_path / "c.yaml")
+    old = {k: v for k, v in config.items() if k != "crf_variant"}
+    old["concepts"] = {k: v for k, v in config["concepts"].items() if k not in ("archive_resample", "clip_normalisation")}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(old))
+    assert prepare_run(config) == tmp_path / "run"
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({**old, "crf_variant": "published"}))
+    with pytest.raises(ConfigError, match="differs in crf_variant"):
+        prepare_run(config)

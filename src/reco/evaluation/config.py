@@ -143,13 +143,24 @@ def reco_plus_eval_config(plus: dict) -> dict:
         "checkpoint": plus["eval_checkpoint"] or f"{plus['out']}/best.pt", "out": f"{plus['out']}/eval"})
 
 
+def _with_defaults(saved: dict) -> dict:
+    """A saved config with the keys added to reco since it was written at their defaults (so a
+    run folder stays usable after an upgrade that adds settings)."""
+    from ..config import merge
+
+    try:
+        return merge(DEFAULTS, saved)
+    except ConfigError:  # keys reco no longer has: compare as saved (they will differ)
+        return saved
+
+
 def prepare_run(config: dict) -> Path:
     """Create the run folder and keep ``config`` in it; a folder holding another config is refused."""
     out = Path(config["out"])
     output_folder(out)
     saved = out / "config.yaml"
     if saved.is_file():
-        before = yaml.safe_load(saved.read_text())
+        before = _with_defaults(yaml.safe_load(saved.read_text()))
         differ = [k for k in config if k not in RUN_ONLY_KEYS and before.get(k) != config[k]]
         if differ:
             raise ConfigError(f"{out} holds a run of another config (differs in {', '.join(differ)}); "
