@@ -18,7 +18,7 @@ LAYERS = [
     ("coseg/concepts", ["reco.coseg", "reco.prototypes", "reco.concepts", "reco.data", "reco.viz"]),
     ("index", ["reco.index"]),
     ("building", ["reco.building"]),
-    ("segment", ["reco.prediction", "reco.segmenter", "reco.outputs", "reco.output_plan", "reco.predictor",
+    ("segment", ["reco.prediction", "reco.segmenter", "reco.engine", "reco.outputs", "reco.output_plan", "reco.predictor",
                  "reco.train.model", "reco.train.segmenter"]),
     ("eval/train", ["reco.evaluation", "reco.train"]),
     ("front ends", ["reco.cli", "reco.web", "reco.demo", "reco.bench"]),

@@ -145,3 +145,21 @@ def test_bench_models_quick_writes_json(tmp_path, capsys, monkeypatch):
     assert rows["tiny-vit"]["images_per_second"] > 0 and rows["tiny-vit"]["weights"] == "random init"
     assert rows["clip-vit-b32"]["weights"].startswith("random (no weights here")
     assert "dense_features throughput" in capsys.readouterr().out
+
+
+def test_bench_pipeline_quick_writes_the_ratios(tmp_path, capsys, monkeypatch):
+    import reco.bench.pipeline as suite
+
+    monkeypatch.setattr(suite, "ENCODER", "tiny-vit")
+    monkeypatch.setattr(suite, "SIDE", 64)
+    monkeypatch.setattr(suite, "CRF_IMAGES", 12)
+    assert main(["bench", "pipeline", "--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "pipeline.json").read_text())
+    for key in ("loop_over_encoder", "loop_over_crf_bound", "loop_images_per_second", "loop_crf_images_per_second",
+                "encoder_images_per_second", "crf_seconds_per_image"):
+        assert result[key] > 0, key
+    assert result["loop_over_encoder"] == pytest.approx(result["loop_images_per_second"]
+                                                        / result["encoder_images_per_second"])
+    bound = max(1 / result["encoder_images_per_second"], result["crf_seconds_per_image"] / result["crf_workers"])
+    assert result["loop_over_crf_bound"] == pytest.approx(1 / result["loop_crf_images_per_second"] / bound)
+    assert "loop, CRF on" in capsys.readouterr().out

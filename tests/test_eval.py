@@ -103,8 +103,8 @@ def test_eval_resumes_and_refuses_another_config(setup, monkeypatch):
     from reco import segmenter as segment
 
     calls = []
-    original = segment.Segmenter.encode
-    monkeypatch.setattr(segment.Segmenter, "encode", lambda self, im: calls.append(1) or original(self, im))
+    original = segment.Segmenter.encode_batch
+    monkeypatch.setattr(segment.Segmenter, "encode_batch", lambda self, ims: calls.extend(ims) or original(self, ims))
     assert main(["eval", "--config", str(config), "--set", f"out={out}", "--no-progress"]) == 0
     assert len(calls) == 2  # only the two images not predicted before
     assert (out / "predictions" / done[0]).stat().st_mtime_ns == stamp

@@ -196,6 +196,9 @@ def _recording_eval(tmp_path, monkeypatch, protocol, **extra):
         concepts = ["road"]
 
         def predict_image(self, image, concepts=None):
+            from reco.prediction import as_pil_image
+
+            image = as_pil_image(image)  # the engine hands decoded arrays over
             images.append(np.asarray(image).copy())
             labels = torch.zeros(image.height, image.width, dtype=torch.long)
             return Prediction(labels, torch.ones(1, image.height, image.width), ["road"])

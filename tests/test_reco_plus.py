@@ -219,9 +219,9 @@ def pipeline(tmp_path_factory):
 def _count_encodes(monkeypatch):
     from reco import segmenter as segment
 
-    calls = []
-    original = segment.Segmenter.encode
-    monkeypatch.setattr(segment.Segmenter, "encode", lambda self, im: calls.append(1) or original(self, im))
+    calls = []  # one entry per image encoded (the engine encodes in batches)
+    original = segment.Segmenter.encode_batch
+    monkeypatch.setattr(segment.Segmenter, "encode_batch", lambda self, ims: calls.extend(ims) or original(self, ims))
     return calls
 
 

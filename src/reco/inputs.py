@@ -45,15 +45,18 @@ def unresized_input(model, image: Image.Image, normalisation: str = "model") -> 
 
 
 def padded_features(model, crop: torch.Tensor, amp: bool = False) -> torch.Tensor:
-    """Dense features of a normalised (3, h, w) crop padded right/bottom to the model's patch
-    multiple; with ``amp`` on a CUDA model the encoder runs under float16 autocast."""
+    """Dense features of a normalised (3, h, w) crop, or of a batch (N, 3, h, w) of crops of one
+    size, padded right/bottom to the model's patch multiple; with ``amp`` on a CUDA model the
+    encoder runs under float16 autocast."""
     p = model.patch_size
     h, w = crop.shape[-2:]
-    padded = F.pad(crop, (0, (-w) % p, 0, (-h) % p))
+    batch = crop if crop.ndim == 4 else crop[None]
+    padded = F.pad(batch, (0, (-w) % p, 0, (-h) % p))
     device = model.device
     with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16,
                                          enabled=amp and device.type == "cuda"):
-        return model.dense_features(padded[None].to(device))[0].float().cpu()
+        features = model.dense_features(padded.to(device)).float().cpu()
+    return features if crop.ndim == 4 else features[0]
 
 
 def full_frame_features(model, image: Image.Image, size: int | None, amp: bool = False) -> torch.Tensor:

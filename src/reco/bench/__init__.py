@@ -13,6 +13,7 @@ SUITES = {
     "coseg": "reco.bench.coseg",
     "index": "reco.bench.index",
     "segment": "reco.bench.segment",
+    "pipeline": "reco.bench.pipeline",
     "camvid": "reco.bench.camvid",  # needs CamVid (RECO_CAMVID or RECO_DATA/camvid)
 }
 

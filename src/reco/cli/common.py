@@ -91,3 +91,17 @@ def _int_at_least(text: str, minimum: int) -> int:
     if value < minimum:
         raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
     return value
+
+
+def engine_options(parser) -> None:
+    """--batch-size, --workers, --crf-workers (see :func:`reco.engine.predict_files`)."""
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
+                        help="images encoded together (default 8; images of one working size are batched)")
+    parser.add_argument("--workers", type=non_negative_int, metavar="N",
+                        help="processes decoding images (default: one per spare CPU core, at most 4; 0: none)")
+    parser.add_argument("--crf-workers", type=non_negative_int, metavar="N",
+                        help="DenseCRF processes (default: one per CPU core, at most 8; 0: in this process)")
+
+
+def engine_settings(args) -> dict:
+    return {"batch_size": args.batch_size, "workers": args.workers, "crf_workers": args.crf_workers}

@@ -6,7 +6,15 @@ import argparse
 import json
 import sys
 
-from .common import config_options, device_options, json_option, positive_int, print_json
+from .common import (
+    config_options,
+    device_options,
+    engine_options,
+    engine_settings,
+    json_option,
+    positive_int,
+    print_json,
+)
 
 
 def register(sub) -> None:
@@ -16,6 +24,7 @@ def register(sub) -> None:
                        parents=[overrides, json_option("print the results as JSON"), device_options()])
     p.add_argument("--config", metavar="YAML", help="experiment config (configs/*.yaml)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images (a quick run; resumable)")
+    engine_options(p)
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config (defaults, extends, --set applied; unset $VARIABLES left as written) "
                         "as YAML and stop: nothing is read or written")
@@ -55,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return 0
-    results = run_eval(config, limit=args.limit, device=args.device, progress=not args.no_progress)
+    results = run_eval(config, limit=args.limit, device=args.device, progress=not args.no_progress,
+                       **engine_settings(args))
     if args.json:
         print_json({k: v for k, v in results.items() if k != "config"})
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import config_options, device_options, positive_int
+from .common import config_options, device_options, engine_options, engine_settings, positive_int
 
 
 def register(sub) -> None:
@@ -15,6 +15,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N training images (resumable)")
     p.add_argument("--confidence", action="store_true",
                    help="also write confidence/<name>.png: the winning class's probability share x 255")
+    engine_options(p)
     p.set_defaults(func=pseudo_label)
 
     t = sub.add_parser("train", help="train ReCo+ (DeepLabv3+) on ReCo's pseudo-labels; torchrun for several GPUs",
@@ -43,7 +44,7 @@ def pseudo_label(args: argparse.Namespace) -> int:
 
     config = load_train_config(args.config, args.set)
     r = make_pseudo_labels(config, out=args.out, limit=args.limit, confidence=args.confidence, device=args.device,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, **engine_settings(args))
     print(f"{config['name']}: wrote {r['written']} pseudo-labels to {r['out']}; {r['done']} of {r['total']} training "
           f"images labelled" + (f", {r['skipped']} unreadable (listed in {r['out']}/{SKIPPED})" if r["skipped"] else ""))
     if args.out and Path(args.out).resolve() != Path(config["pseudo_labels"]).resolve():

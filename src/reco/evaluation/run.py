@@ -16,21 +16,48 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import ImageLoadError, InvalidInputError
 from ..paths import exclusive
 from .config import concept_settings, prepare_run
 from .report import results_markdown
 
 
+@dataclass
+class DatasetPredictor:
+    """A :class:`~reco.prediction.Predictor` asked for ``concepts`` whose labels ``to_dataset``
+    maps to a dataset's class indices; calling it predicts one image that way."""
+
+    predictor: object
+    concepts: list[str] | None = None
+    to_dataset: np.ndarray | None = None
+
+    def dataset_labels(self, pred):
+        """``pred`` with its labels as the dataset's class indices."""
+        if self.to_dataset is not None:
+            pred.labels = torch.from_numpy(self.to_dataset[pred.labels.numpy()])
+        return pred
+
+    def __call__(self, image):
+        return self.dataset_labels(self.predictor.predict_image(image, self.concepts))
+
+
+def prepare_image(image, resize: int | None, crop: int | None, nearest: bool = False):
+    """An evaluation image under its protocol: the paper's resize + centre crop, or as it is."""
+    from ..geometry import centre_crop
+
+    return centre_crop(image, resize, crop, nearest=nearest) if crop else image
+
+
 def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = True):
-    """ReCo as ``config`` says (its concepts built once into ``out``, or its saved bank): a function
-    from a PIL image to a :class:`~reco.prediction.Prediction` whose labels are ``dataset``'s class
-    indices, and the records of the models used."""
+    """ReCo as ``config`` says (its concepts built once into ``out``, or its saved bank): a
+    :class:`DatasetPredictor` whose labels are ``dataset``'s class indices, and the records of
+    the models used."""
     from ..models import create_model
     from ..predictor import load_predictor
 
@@ -51,15 +78,9 @@ def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = Tr
     to_dataset = np.array([names.index(n) for n in present])
     if dataset.predict_to_class is not None:
         to_dataset = dataset.predict_to_class[to_dataset]
-
-    def predict(image):
-        pred = segmenter.predict_image(image, present)
-        pred.labels = torch.from_numpy(to_dataset[pred.labels.numpy()])
-        return pred
-
     records = {"encoder": encoder.record(), "clip": clip.record() if clip is not None else None,
                "retrieval_clip": bank.provenance.get("retrieval_clip")}
-    return predict, records
+    return DatasetPredictor(segmenter, present, to_dataset), records
 
 
 def _bank(config: dict, names: list[str], encoder, clip, out: Path, progress: bool):
@@ -93,23 +114,26 @@ def checkpoint_predictor(config: dict, dataset, device):
                                   window=protocol.get("window"), stride=protocol.get("stride"), crf=config["crf"])
     record = {"checkpoint": str(config["checkpoint"]), "sha256": meta["sha256"], "arch": meta["arch"],
               "iteration": meta["iteration"]}
-    return segmenter.predict_image, {"reco_plus": record}
+    return DatasetPredictor(segmenter), {"reco_plus": record}
 
 
-def run_eval(config: dict, *, limit: int | None = None, device: str | None = None, progress: bool = True) -> dict:
-    """Evaluate ``config`` (see :func:`load_config`); returns and writes the results."""
+def run_eval(config: dict, *, limit: int | None = None, device: str | None = None, progress: bool = True,
+             batch_size: int = 8, workers: int | None = None, crf_workers: int | None = None) -> dict:
+    """Evaluate ``config`` (see :func:`load_config`); returns and writes the results.
+    ``batch_size``, ``workers`` and ``crf_workers``: see :func:`reco.engine.predict_files`."""
     with exclusive(config["out"], what="running an evaluation in"):
-        return _run_eval(config, limit=limit, device=device, progress=progress)
+        return _run_eval(config, limit=limit, device=device, progress=progress,
+                         engine={"batch_size": batch_size, "workers": workers, "crf_workers": crf_workers})
 
 
-def _run_eval(config: dict, *, limit: int | None = None, device: str | None = None, progress: bool = True) -> dict:
-    from tqdm.auto import tqdm
+def _run_eval(config: dict, *, limit: int | None, device: str | None, progress: bool, engine: dict) -> dict:
+    from functools import partial
 
     from .. import __version__
     from ..data import open_dataset
     from ..device import pick_device
-    from ..geometry import centre_crop, centre_crop_label
-    from ..imageio import load_image
+    from ..engine import predict_files
+    from ..geometry import centre_crop_label
     from ..metrics import MeanIoU
     from ..outputs import read_label_png, save_label_png
 
@@ -125,28 +149,24 @@ def _run_eval(config: dict, *, limit: int | None = None, device: str | None = No
     predictions.mkdir(exist_ok=True)
     protocol = config["protocol"]
     crop = "crop" in protocol
-    metric = MeanIoU(dataset.num_classes)
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    predicted, seconds = 0, 0.0
-    for i in tqdm(range(n), desc=config["name"], unit="img", disable=None if progress else True):
-        name, image_path, _ = dataset.files[i]
+    todo = [(name, image_path) for name, image_path, _ in dataset.files[:n]
+            if not (predictions / f"{name}.png").is_file()]  # resumed: those are not decoded again
+    prepare = partial(prepare_image, resize=protocol["resize"], crop=protocol.get("crop"),
+                      nearest=protocol.get("image_resample") == "nearest")
+    start = time.perf_counter()
+    for result in predict_files(predict.predictor, todo, prepare=prepare, concepts=predict.concepts,
+                                progress=progress, desc=config["name"], **engine):
+        if result.error is not None:
+            raise ImageLoadError(result.error)
+        save_label_png(predictions / f"{result.key}.png", predict.dataset_labels(result.prediction).labels.numpy())
+    seconds = time.perf_counter() - start
+    metric = MeanIoU(dataset.num_classes)
+    for i in range(n):
         label = dataset.label(i)
         if crop:
             label = centre_crop_label(label, protocol["resize"], protocol["crop"])
-        path = predictions / f"{name}.png"
-        if path.is_file():  # resumed: the image is not decoded again
-            pred = read_label_png(path)
-        else:
-            start = time.perf_counter()
-            image = load_image(image_path)  # not dataset[i]: the label is read already
-            if crop:
-                image = centre_crop(image, protocol["resize"], protocol["crop"],
-                                    nearest=protocol.get("image_resample") == "nearest")
-            pred = predict(image).labels
-            seconds += time.perf_counter() - start
-            predicted += 1
-            save_label_png(path, pred.numpy())
-        metric.update(pred, label)
+        metric.update(read_label_png(predictions / f"{dataset.files[i][0]}.png"), label)
     scores = metric.compute()
     results = {
         "name": config["name"],
@@ -159,7 +179,7 @@ def _run_eval(config: dict, *, limit: int | None = None, device: str | None = No
         "miou": 100 * scores["miou"],
         "iou": {name: (None if np.isnan(v) else 100 * v) for name, v in zip(dataset.class_names, scores["iou"])},
         "predictions": str(predictions),
-        "seconds_per_image": seconds / predicted if predicted else None,  # images predicted by this run
+        "seconds_per_image": seconds / len(todo) if todo else None,  # images predicted by this run
         "models": models,
         "reco_version": __version__,
         "config": config,

@@ -54,23 +54,24 @@ def reco_config_for(config: dict, out: str | Path | None = None) -> dict:
 
 
 def make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: int | None = None,
-                       confidence: bool = False, device: str | None = None, progress: bool = True) -> dict:
-    """Label the training images of the ReCo+ ``config``; returns counts and the folder."""
+                       confidence: bool = False, device: str | None = None, progress: bool = True,
+                       batch_size: int = 8, workers: int | None = None, crf_workers: int | None = None) -> dict:
+    """Label the training images of the ReCo+ ``config``; returns counts and the folder.
+    ``batch_size``, ``workers`` and ``crf_workers``: see :func:`reco.engine.predict_files`."""
     with exclusive(out or config["pseudo_labels"], what="writing pseudo-labels into"):
-        return _make_pseudo_labels(config, out=out, limit=limit, confidence=confidence, device=device, progress=progress)
+        return _make_pseudo_labels(config, out=out, limit=limit, confidence=confidence, device=device, progress=progress,
+                                   engine={"batch_size": batch_size, "workers": workers, "crf_workers": crf_workers})
 
 
-def _make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: int | None = None,
-                       confidence: bool = False, device: str | None = None, progress: bool = True) -> dict:
-    from tqdm.auto import tqdm
+def _make_pseudo_labels(config: dict, *, out: str | Path | None, limit: int | None, confidence: bool,
+                        device: str | None, progress: bool, engine: dict) -> dict:
+    from functools import partial
 
     from ..data import open_dataset
     from ..device import pick_device
-    from ..errors import ImageLoadError
+    from ..engine import predict_files
     from ..evaluation.config import prepare_run
-    from ..evaluation.run import reco_predictor
-    from ..geometry import centre_crop
-    from ..imageio import load_image
+    from ..evaluation.run import prepare_image, reco_predictor
     from ..outputs import save_label_png
     from ..paths import atomic_write_bytes
 
@@ -79,27 +80,26 @@ def _make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: i
     folder = prepare_run(reco)
     predict, _ = reco_predictor(reco, dataset, folder, pick_device(device), progress)
     skipped = read_skipped(folder)
-    resize, crop = reco["protocol"]["resize"], reco["protocol"]["crop"]
-    nearest = reco["protocol"].get("image_resample") == "nearest"
+    protocol = reco["protocol"]
+    prepare = partial(prepare_image, resize=protocol["resize"], crop=protocol["crop"],
+                      nearest=protocol.get("image_resample") == "nearest")
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    todo = [(name, image_path) for name, image_path, _ in dataset.files[:n] if name not in skipped and not (
+        (folder / f"{name}.png").is_file() and (not confidence or (folder / "confidence" / f"{name}.png").is_file()))]
     written = 0
-    for name, image_path, _ in tqdm(dataset.files[:n], desc=f"pseudo-labels {config['name']}", unit="img",
-                                    disable=None if progress else True):
-        label_path, confidence_path = folder / f"{name}.png", folder / "confidence" / f"{name}.png"
-        if name in skipped or (label_path.is_file() and (not confidence or confidence_path.is_file())):
-            continue
-        try:
-            image = centre_crop(load_image(image_path), resize, crop, nearest=nearest)
-        except ImageLoadError as e:
-            print(f"skipped {e}", file=sys.stderr)
-            skipped[name] = str(e)
+    for result in predict_files(predict.predictor, todo, prepare=prepare, concepts=predict.concepts, progress=progress,
+                                desc=f"pseudo-labels {config['name']}", **engine):
+        name = result.key
+        if result.error is not None:
+            print(f"skipped {result.error}", file=sys.stderr)
+            skipped[name] = result.error
             atomic_write_bytes(folder / SKIPPED, json.dumps(skipped, indent=1).encode())
             continue
-        pred = predict(image)
+        pred = predict.dataset_labels(result.prediction)
         if confidence:
-            confidence_path.parent.mkdir(exist_ok=True)
-            save_label_png(confidence_path, confidence_map(pred.probabilities))
-        save_label_png(label_path, pred.labels.numpy())  # last: its presence marks the image done
+            (folder / "confidence").mkdir(exist_ok=True)
+            save_label_png(folder / "confidence" / f"{name}.png", confidence_map(pred.probabilities))
+        save_label_png(folder / f"{name}.png", pred.labels.numpy())  # last: its presence marks the image done
         written += 1
     done = sum((folder / f"{name}.png").is_file() for name, _, _ in dataset.files)
     return {"out": str(folder), "written": written, "done": done, "total": len(dataset), "skipped": len(skipped)}

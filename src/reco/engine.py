@@ -1,0 +1,156 @@
+"""Batched, prefetched inference over many image files.
+
+DataLoader workers decode each file and apply the protocol (``prepare``: e.g. the paper's
+resize + centre crop); the main process encodes batches of images that share a working size
+(:meth:`reco.segmenter.Segmenter.encode_batch`) and fuses them; DenseCRF runs in a pool of
+worker processes while the next batch is encoded. Results come back in input order, so a
+caller can write each output as it arrives and resume after an interruption.
+
+Predictors other than ReCo's :class:`~reco.segmenter.Segmenter` (ReCo+) still get decoding in
+workers, but are called image by image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+
+def default_workers() -> int:
+    """Decoding workers: one per spare CPU core, at most 4 (0: decode in the main process)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def default_crf_workers() -> int:
+    """DenseCRF processes: one per CPU core but one (left to the encoder), at least 1, at most 8."""
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
+
+
+@dataclass
+class Result:
+    """One input: its key, the prediction (None if the file could not be used) and why not."""
+
+    key: object
+    prediction: object | None
+    error: str | None = None
+
+
+class _Frames(torch.utils.data.Dataset):
+    """(key, path) items -> (key, prepared uint8 array or None, error or None)."""
+
+    def __init__(self, items, prepare: Callable):
+        self.items, self.prepare = list(items), prepare
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        from .errors import RecoError
+        from .imageio import load_image
+
+        key, path = self.items[i]
+        try:
+            return key, np.asarray(self.prepare(load_image(path))), None
+        except RecoError as e:
+            return key, None, str(e)
+
+
+def _as_list(batch):
+    return batch
+
+
+def _crf_finish(probabilities: np.ndarray, image: np.ndarray, original_size, names, variant: str, keep):
+    """:func:`reco.prediction.finish` with the CRF, in a pool process (numpy in and out)."""
+    import torch as _torch
+
+    from .prediction import finish
+
+    pred = finish(_torch.from_numpy(probabilities), image, original_size, names, crf=True, crf_variant=variant,
+                  keep=keep)
+    return pred.labels.numpy(), pred.probabilities.numpy()
+
+
+def _init_crf_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def predict_files(predictor, items, *, prepare: Callable = lambda image: image, concepts: list[str] | None = None,
+                  batch_size: int = 8, workers: int | None = None, crf_workers: int | None = None,
+                  progress: bool = True, desc: str = "segmenting") -> Iterator[Result]:
+    """Predict every ``(key, path)`` of ``items`` in order; yields a :class:`Result` per item.
+
+    ``prepare``: a picklable function applied to each decoded PIL image in the workers;
+    ``batch_size``: images encoded together; ``workers``: decoding processes (default
+    :func:`default_workers`); ``crf_workers``: DenseCRF processes when the predictor's CRF is on
+    (default :func:`default_crf_workers`; 0 runs it in this process). With the pool on a CPU
+    encoder, the encoder's torch threads are cut to the cores the pool leaves free, and restored.
+    """
+    from tqdm.auto import tqdm
+
+    from .errors import ConfigError
+    from .prediction import Prediction, select_concepts
+    from .segmenter import Segmenter
+
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    workers = default_workers() if workers is None else workers
+    batched = isinstance(predictor, Segmenter)
+    crf_in_pool = batched and predictor.crf and (default_crf_workers() if crf_workers is None else crf_workers) > 0
+    loader = torch.utils.data.DataLoader(_Frames(items, prepare), batch_size=batch_size, num_workers=workers,
+                                         collate_fn=_as_list, prefetch_factor=2 if workers else None)
+    bar = tqdm(total=len(loader.dataset), desc=desc, unit="img", disable=None if progress else True)
+    pool, threads = None, torch.get_num_threads()
+    if crf_in_pool:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        crf_workers = crf_workers or default_crf_workers()
+        pool = ProcessPoolExecutor(crf_workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_crf_worker)
+        if predictor.encoder.device.type == "cpu":  # the CRF processes take their cores from the encoder's
+            torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - crf_workers)))
+    pending: deque = deque()  # Results, or (key, future, names) waiting for the CRF, in input order
+    limit = 2 * batch_size + 2 * (pool._max_workers if pool else 0)
+
+    def drain(all_of_them: bool):
+        while pending and (all_of_them or len(pending) > limit or not isinstance(pending[0], tuple)
+                           or pending[0][1].done()):
+            item = pending.popleft()
+            if isinstance(item, tuple):
+                key, future, names = item
+                labels, probs = future.result()
+                item = Result(key, Prediction(torch.from_numpy(labels), torch.from_numpy(probs), names))
+            bar.update(1)
+            yield item
+
+    try:
+        for batch in loader:
+            ok = [(key, array) for key, array, error in batch if error is None]
+            results = {key: Result(key, None, error) for key, _, error in batch if error is not None}
+            if batched and ok:
+                names = select_concepts(concepts, predictor.concepts)
+                embeddings = predictor.encode_batch([array for _, array in ok])
+                for (key, _), emb in zip(ok, embeddings):
+                    if pool is None:
+                        results[key] = Result(key, predictor.predict_embedding(emb, names))
+                    else:
+                        probs = predictor.probabilities(emb, names).numpy()
+                        results[key] = (key, pool.submit(_crf_finish, probs, emb.image, emb.original_size, names,
+                                                         predictor.crf_variant, None), names)
+            else:
+                for key, array in ok:
+                    results[key] = Result(key, predictor.predict_image(array, concepts))
+            for key, _, _ in batch:
+                pending.append(results[key])
+            yield from drain(all_of_them=False)
+        yield from drain(all_of_them=True)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+            torch.set_num_threads(threads)

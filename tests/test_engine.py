@@ -1,0 +1,154 @@
+"""The batched inference engine: the same labels as one image at a time, in order, resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import camvid_root
+from PIL import Image
+
+from reco.engine import predict_files
+
+
+def _photos(folder, n, size=(56, 40), seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        x = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        x[:, : size[0] // 2] //= 4  # some structure for the CRF
+        paths.append(folder / f"{i:03d}.png")
+        Image.fromarray(x).save(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def tiny_segmenter_parts(tmp_path_factory):
+    from reco.building import build_bank
+    from reco.models import create_model
+
+    root = tmp_path_factory.mktemp("engine")
+    for name, seed in (("dark", 1), ("bright", 2)):
+        _photos(root / "ex" / name, 2, seed=seed)
+    encoder = create_model("tiny-vit")
+    bank, _ = build_bank(encoder=encoder, exemplars=root / "ex", progress=False)
+    return root, bank, encoder
+
+
+def _one_by_one(segmenter, paths):
+    from reco.imageio import load_image
+
+    return [segmenter.predict_image(load_image(p)) for p in paths]
+
+
+@pytest.mark.parametrize("crf, workers, crf_workers", [(False, 0, 0), (False, 2, 0), (True, 0, 0), (True, 1, 2)])
+def test_batched_labels_equal_one_by_one(tiny_segmenter_parts, tmp_path, crf, workers, crf_workers):
+    pytest.importorskip("pydensecrf") if crf else None
+    from reco.segmenter import Segmenter
+
+    _, bank, encoder = tiny_segmenter_parts
+    paths = _photos(tmp_path / "in", 7)
+    segmenter = Segmenter(bank, encoder, size=48, crf=crf, progress=False)
+    expected = _one_by_one(segmenter, paths)
+    calls = []
+    original = segmenter.encode_batch
+    segmenter.encode_batch = lambda images: calls.append(len(images)) or original(images)
+    results = list(predict_files(segmenter, [(p.name, p) for p in paths], batch_size=3, workers=workers,
+                                 crf_workers=crf_workers, progress=False))
+    assert calls == [3, 3, 1]  # really batched
+    assert [r.key for r in results] == [p.name for p in paths]  # in input order
+    for r, e in zip(results, expected):
+        assert torch.equal(r.prediction.labels, e.labels)
+        torch.testing.assert_close(r.prediction.probabilities, e.probabilities, rtol=1e-4, atol=1e-5)
+
+
+def test_unreadable_files_are_reported_in_place(tiny_segmenter_parts, tmp_path):
+    from reco.segmenter import Segmenter
+
+    _, bank, encoder = tiny_segmenter_parts
+    paths = _photos(tmp_path / "in", 3)
+    (tmp_path / "in" / "bad.png").write_bytes(b"not an image")
+    items = [(p.name, p) for p in paths[:2]] + [("bad.png", tmp_path / "in" / "bad.png"), (paths[2].name, paths[2])]
+    results = list(predict_files(Segmenter(bank, encoder, size=48, progress=False), items, batch_size=2, workers=1,
+                                 progress=False))
+    assert [r.key for r in results] == [k for k, _ in items]
+    assert results[2].prediction is None and "bad.png" in results[2].error
+    assert all(r.error is None and r.prediction is not None for i, r in enumerate(results) if i != 2)
+
+
+def test_images_of_different_sizes_fall_back_to_one_by_one(tiny_segmenter_parts, tmp_path):
+    from reco.segmenter import Segmenter
+
+    _, bank, encoder = tiny_segmenter_parts
+    paths = _photos(tmp_path / "a", 2, size=(56, 40)) + _photos(tmp_path / "b", 2, size=(40, 64), seed=3)
+    segmenter = Segmenter(bank, encoder, size=40, progress=False)
+    expected = _one_by_one(segmenter, paths)
+    results = list(predict_files(segmenter, [(str(p), p) for p in paths], batch_size=4, workers=0, progress=False))
+    assert all(torch.equal(r.prediction.labels, e.labels) for r, e in zip(results, expected))
+
+
+@pytest.mark.real_weights
+def test_batched_equals_one_by_one_on_real_photos(dinov2, tmp_path):
+    from reco.building import BankSettings, build_bank
+    from reco.data import open_dataset
+    from reco.segmenter import Segmenter
+
+    root = camvid_root()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bank, _ = build_bank(encoder=dinov2, labelled=f"folder:root={root}:split=train", progress=False,
+                             settings=BankSettings.for_source("labelled", per_class=2, image_size=336))
+    val = open_dataset(f"folder:root={root}:split=val")
+    paths = [val.files[i][1] for i in range(3)]
+    segmenter = Segmenter(bank, dinov2, size=336, progress=False)
+    expected = _one_by_one(segmenter, paths)
+    results = list(predict_files(segmenter, [(str(p), p) for p in paths], batch_size=3, workers=1, progress=False))
+    for r, e in zip(results, expected):
+        assert torch.equal(r.prediction.labels, e.labels)
+
+
+def test_eval_killed_mid_run_resumes_to_the_same_results(tiny_segmenter_parts, tmp_path):
+    """SIGKILL during `reco eval`, then run it again: results.json equals an uninterrupted run's."""
+    root, bank, _ = tiny_segmenter_parts
+    data = tmp_path / "data"
+    paths = _photos(data / "val" / "images", 40, size=(640, 480))  # big enough to take seconds in all
+    (data / "val" / "labels").mkdir(parents=True)
+    for p in paths:
+        Image.fromarray((np.asarray(Image.open(p)).mean(2) > 60).astype(np.uint8)).save(data / "val" / "labels" / p.name)
+    (data / "val" / "classes.txt").write_text("dark\nbright\n")
+    bank_path = tmp_path / "bank.safetensors"
+    bank.save(bank_path)
+
+    def config(out):
+        path = tmp_path / f"{out}.yaml"
+        path.write_text(yaml.safe_dump({"dataset": f"folder:root={data}:split=val", "bank": str(bank_path),
+                                        "models": {"encoder": "tiny-vit", "clip": None},
+                                        "concepts": {"language_guidance": False}, "protocol": {"resize": 480},
+                                        "crf": False, "out": str(tmp_path / out)}))
+        return path
+
+    command = [sys.executable, "-m", "reco.cli", "eval", "--no-progress", "--batch-size", "2", "--workers", "1"]
+    run = subprocess.Popen([*command, "--config", str(config("killed"))])
+    predictions = tmp_path / "killed" / "predictions"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not predictions.is_dir() or len(list(predictions.glob("*.png"))) < 4):
+        time.sleep(0.05)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    done = len(list(predictions.glob("*.png")))
+    assert 4 <= done < 40, f"killed after {done} of 40 predictions: the test did not interrupt a run"
+    subprocess.run([*command, "--config", str(config("killed"))], check=True)
+    subprocess.run([*command, "--config", str(config("clean"))], check=True)
+    killed, clean = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("killed", "clean"))
+    assert (killed["pixel_accuracy"], killed["miou"], killed["iou"]) == (clean["pixel_accuracy"], clean["miou"],
+                                                                         clean["iou"])
