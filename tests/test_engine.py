@@ -152,3 +152,19 @@ def test_eval_killed_mid_run_resumes_to_the_same_results(tiny_segmenter_parts, t
     killed, clean = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("killed", "clean"))
     assert (killed["pixel_accuracy"], killed["miou"], killed["iou"]) == (clean["pixel_accuracy"], clean["miou"],
                                                                          clean["iou"])
+
+
+def test_an_image_that_cannot_be_encoded_fails_alone(tiny_segmenter_parts, tmp_path, monkeypatch):
+    from reco import prediction
+    from reco.segmenter import Segmenter
+
+    _, bank, encoder = tiny_segmenter_parts
+    small = _photos(tmp_path / "s", 3)
+    big = _photos(tmp_path / "b", 1, size=(200, 160))
+    monkeypatch.setattr(prediction, "MAX_WORKING_PIXELS", 10_000)  # a scaled-down working-pixel budget
+    items = [(p.name, p) for p in small[:2]] + [("big", big[0]), (small[2].name, small[2])]
+    results = list(predict_files(Segmenter(bank, encoder, size=None, progress=False), items, batch_size=4, workers=0,
+                                 progress=False))
+    assert [r.key for r in results] == [k for k, _ in items]
+    assert results[2].prediction is None and "over the limit of 10000 pixels" in results[2].error
+    assert all(r.prediction is not None and r.image.shape == (40, 56, 3) for i, r in enumerate(results) if i != 2)

@@ -33,11 +33,13 @@ def default_crf_workers() -> int:
 
 @dataclass
 class Result:
-    """One input: its key, the prediction (None if the file could not be used) and why not."""
+    """One input: its key, the prediction (None if the file could not be used) and why not,
+    and the (H, W, 3) uint8 image that was predicted (after ``prepare``)."""
 
     key: object
     prediction: object | None
     error: str | None = None
+    image: np.ndarray | None = None
 
 
 class _Frames(torch.utils.data.Dataset):
@@ -51,11 +53,12 @@ class _Frames(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         from .errors import RecoError
+        from .geometry import MAX_ASPECT_RATIO
         from .imageio import load_image
 
         key, path = self.items[i]
         try:
-            return key, np.asarray(self.prepare(load_image(path))), None
+            return key, np.asarray(self.prepare(load_image(path, max_aspect_ratio=MAX_ASPECT_RATIO))), None
         except RecoError as e:
             return key, None, str(e)
 
@@ -75,6 +78,23 @@ def _crf_finish(probabilities: np.ndarray, image: np.ndarray, original_size, nam
     return pred.labels.numpy(), pred.probabilities.numpy()
 
 
+def _embeddings(segmenter, arrays) -> list:
+    """:meth:`~reco.segmenter.Segmenter.encode_batch` of ``arrays``; if one of them cannot be
+    encoded, each is encoded alone and the failures become their error messages."""
+    from .errors import InvalidInputError
+
+    try:
+        return segmenter.encode_batch(arrays)
+    except InvalidInputError:
+        out = []
+        for array in arrays:
+            try:
+                out.append(segmenter.encode(array))
+            except InvalidInputError as e:
+                out.append(str(e))
+        return out
+
+
 def _init_crf_worker() -> None:
     torch.set_num_threads(1)
 
@@ -85,6 +105,7 @@ def predict_files(predictor, items, *, prepare: Callable = lambda image: image, 
     """Predict every ``(key, path)`` of ``items`` in order; yields a :class:`Result` per item.
 
     ``prepare``: a picklable function applied to each decoded PIL image in the workers;
+    ``progress``: a bar (True or None: when on a terminal; False: never);
     ``batch_size``: images encoded together; ``workers``: decoding processes (default
     :func:`default_workers`); ``crf_workers``: DenseCRF processes when the predictor's CRF is on
     (default :func:`default_crf_workers`; 0 runs it in this process). With the pool on a CPU
@@ -92,18 +113,20 @@ def predict_files(predictor, items, *, prepare: Callable = lambda image: image, 
     """
     from tqdm.auto import tqdm
 
-    from .errors import ConfigError
+    from .errors import ConfigError, InvalidInputError
     from .prediction import Prediction, select_concepts
     from .segmenter import Segmenter
 
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    workers = default_workers() if workers is None else workers
-    batched = isinstance(predictor, Segmenter)
-    crf_in_pool = batched and predictor.crf and (default_crf_workers() if crf_workers is None else crf_workers) > 0
+    items = list(items)
+    workers = (default_workers() if workers is None else workers) if len(items) > 1 else 0  # start-up only pays off
+    batched = isinstance(predictor, Segmenter)                                               # from two images
+    crf_in_pool = (batched and predictor.crf and len(items) > 1
+                   and (default_crf_workers() if crf_workers is None else crf_workers) > 0)
     loader = torch.utils.data.DataLoader(_Frames(items, prepare), batch_size=batch_size, num_workers=workers,
                                          collate_fn=_as_list, prefetch_factor=2 if workers else None)
-    bar = tqdm(total=len(loader.dataset), desc=desc, unit="img", disable=None if progress else True)
+    bar = tqdm(total=len(loader.dataset), desc=desc, unit="img", disable=True if progress is False else None)
     pool, threads = None, torch.get_num_threads()
     if crf_in_pool:
         import multiprocessing
@@ -122,9 +145,9 @@ def predict_files(predictor, items, *, prepare: Callable = lambda image: image, 
                            or pending[0][1].done()):
             item = pending.popleft()
             if isinstance(item, tuple):
-                key, future, names = item
+                key, future, names, image = item
                 labels, probs = future.result()
-                item = Result(key, Prediction(torch.from_numpy(labels), torch.from_numpy(probs), names))
+                item = Result(key, Prediction(torch.from_numpy(labels), torch.from_numpy(probs), names), image=image)
             bar.update(1)
             yield item
 
@@ -134,17 +157,21 @@ def predict_files(predictor, items, *, prepare: Callable = lambda image: image, 
             results = {key: Result(key, None, error) for key, _, error in batch if error is not None}
             if batched and ok:
                 names = select_concepts(concepts, predictor.concepts)
-                embeddings = predictor.encode_batch([array for _, array in ok])
-                for (key, _), emb in zip(ok, embeddings):
-                    if pool is None:
-                        results[key] = Result(key, predictor.predict_embedding(emb, names))
+                for (key, array), emb in zip(ok, _embeddings(predictor, [array for _, array in ok])):
+                    if isinstance(emb, str):
+                        results[key] = Result(key, None, emb)
+                    elif pool is None:
+                        results[key] = Result(key, predictor.predict_embedding(emb, names), image=array)
                     else:
                         probs = predictor.probabilities(emb, names).numpy()
                         results[key] = (key, pool.submit(_crf_finish, probs, emb.image, emb.original_size, names,
-                                                         predictor.crf_variant, None), names)
+                                                         predictor.crf_variant, None), names, array)
             else:
                 for key, array in ok:
-                    results[key] = Result(key, predictor.predict_image(array, concepts))
+                    try:
+                        results[key] = Result(key, predictor.predict_image(array, concepts), image=array)
+                    except InvalidInputError as e:  # e.g. over the working-pixel budget
+                        results[key] = Result(key, None, str(e))
             for key, _, _ in batch:
                 pending.append(results[key])
             yield from drain(all_of_them=False)

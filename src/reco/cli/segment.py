@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import EXIT_USAGE, device_options, positive_int, unit_float, weight_options
+from .common import (
+    EXIT_USAGE,
+    device_options,
+    engine_options,
+    engine_settings,
+    positive_int,
+    unit_float,
+    weight_options,
+)
 
 
 def register(sub) -> None:
@@ -42,15 +50,15 @@ def register(sub) -> None:
                    help="segment again the images an earlier run into --out did, replacing its outputs (never "
                         "files reco did not write)")
     p.add_argument("--no-amp", action="store_true", help="no float16 autocast on CUDA")
+    engine_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from PIL import Image
 
-    from ..errors import ImageLoadError
-    from ..geometry import MAX_ASPECT_RATIO
-    from ..imageio import load_image
+    from ..engine import predict_files
+    from ..errors import InvalidInputError
     from ..output_plan import plan_outputs
     from ..outputs import save_prediction
     from ..paths import exclusive
@@ -62,22 +70,30 @@ def run(args: argparse.Namespace) -> int:
     todo = [job for job in plan.jobs if not job.done]
     failed = 0
     with exclusive(plan.out, what="segmenting into"):
-        for job in tqdm(todo, desc="segmenting", unit="img", disable=None):  # no bar when not a terminal
-            try:
-                image = load_image(job.image, max_aspect_ratio=MAX_ASPECT_RATIO)
-            except ImageLoadError as e:
+        results = predict_files(predictor, [(i, job.image) for i, job in enumerate(todo)], concepts=names,
+                                progress=None, **engine_settings(args))  # no bar when not a terminal
+        for result in results:
+            job = todo[result.key]
+            if result.error is not None:
                 if len(todo) == 1:
-                    raise
-                tqdm.write(f"skipped {e}", file=sys.stderr)  # not on the progress bar's line
+                    raise InvalidInputError(result.error)
+                tqdm_write(f"skipped {result.error}")  # not on the progress bar's line
                 failed += 1
                 continue
-            written = save_prediction(predictor.predict_image(image, names), image, job.stem.parent, job.stem.name,
-                                      probabilities=args.save_probabilities)
+            written = save_prediction(result.prediction, Image.fromarray(result.image), job.stem.parent,
+                                      job.stem.name, probabilities=args.save_probabilities)
             plan.record(job, [p for p in (written.labels, written.overlay, written.probabilities) if p is not None])
     done_before = len(plan.jobs) - len(todo)
     print(f"wrote {len(todo) - failed} label maps to {args.out} (concepts: {', '.join(names or predictor.concepts)}); "
           f"{failed} inputs skipped" + (f", {done_before} done by an earlier run" if done_before else ""))
     return 0 if failed < len(todo) or not todo else EXIT_USAGE
+
+
+def tqdm_write(line: str) -> None:
+    """Print ``line`` to stderr without breaking a progress bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _run_record(args: argparse.Namespace, names) -> dict:
