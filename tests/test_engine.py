@@ -52,7 +52,7 @@ def _one_by_one(segmenter, paths):
 
 
 @pytest.mark.parametrize("crf, workers, crf_workers", [(False, 0, 0), (False, 2, 0), (True, 0, 0), (True, 1, 2)])
-def test_batched_labels_equal_one_by_one(tiny_segmenter_parts, tmp_path, crf, workers, crf_workers):
+def test_batched_labels_equal_one_by_one(tiny_segmenter_parts, tmp_path, monkeypatch, crf, workers, crf_workers):
     pytest.importorskip("pydensecrf") if crf else None
     from reco.segmenter import Segmenter
 
@@ -61,11 +61,11 @@ def test_batched_labels_equal_one_by_one(tiny_segmenter_parts, tmp_path, crf, wo
     segmenter = Segmenter(bank, encoder, size=48, crf=crf, progress=False)
     expected = _one_by_one(segmenter, paths)
     calls = []
-    original = segmenter.encode_batch
-    segmenter.encode_batch = lambda images: calls.append(len(images)) or original(images)
+    original = encoder.dense_features
+    monkeypatch.setattr(encoder, "dense_features", lambda x: calls.append(x.shape[0]) or original(x))
     results = list(predict_files(segmenter, [(p.name, p) for p in paths], batch_size=3, workers=workers,
                                  crf_workers=crf_workers, progress=False))
-    assert calls == [3, 3, 1]  # really batched
+    assert calls == [3, 3, 1]  # really batched: one encoder pass per batch
     assert [r.key for r in results] == [p.name for p in paths]  # in input order
     for r, e in zip(results, expected):
         assert torch.equal(r.prediction.labels, e.labels)

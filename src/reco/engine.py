@@ -67,14 +67,17 @@ def _as_list(batch):
     return batch
 
 
-def _crf_finish(probabilities: np.ndarray, image: np.ndarray, original_size, names, variant: str, keep):
+def _unchanged(image):
+    return image
+
+
+def _crf_finish(probabilities: np.ndarray, image: np.ndarray, original_size, names, variant: str):
     """:func:`reco.prediction.finish` with the CRF, in a pool process (numpy in and out)."""
     import torch as _torch
 
     from .prediction import finish
 
-    pred = finish(_torch.from_numpy(probabilities), image, original_size, names, crf=True, crf_variant=variant,
-                  keep=keep)
+    pred = finish(_torch.from_numpy(probabilities), image, original_size, names, crf=True, crf_variant=variant)
     return pred.labels.numpy(), pred.probabilities.numpy()
 
 
@@ -99,9 +102,9 @@ def _init_crf_worker() -> None:
     torch.set_num_threads(1)
 
 
-def predict_files(predictor, items, *, prepare: Callable = lambda image: image, concepts: list[str] | None = None,
+def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts: list[str] | None = None,
                   batch_size: int = 8, workers: int | None = None, crf_workers: int | None = None,
-                  progress: bool = True, desc: str = "segmenting") -> Iterator[Result]:
+                  progress: bool | None = True, desc: str = "segmenting") -> Iterator[Result]:
     """Predict every ``(key, path)`` of ``items`` in order; yields a :class:`Result` per item.
 
     ``prepare``: a picklable function applied to each decoded PIL image in the workers;
@@ -120,9 +123,10 @@ def predict_files(predictor, items, *, prepare: Callable = lambda image: image, 
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     items = list(items)
-    workers = (default_workers() if workers is None else workers) if len(items) > 1 else 0  # start-up only pays off
-    batched = isinstance(predictor, Segmenter)                                               # from two images
-    crf_in_pool = (batched and predictor.crf and len(items) > 1
+    several = len(items) > 1  # worker processes only pay for their start-up from two images on
+    workers = (default_workers() if workers is None else workers) if several else 0
+    batched = isinstance(predictor, Segmenter)
+    crf_in_pool = (batched and predictor.crf and several
                    and (default_crf_workers() if crf_workers is None else crf_workers) > 0)
     loader = torch.utils.data.DataLoader(_Frames(items, prepare), batch_size=batch_size, num_workers=workers,
                                          collate_fn=_as_list, prefetch_factor=2 if workers else None)
@@ -137,8 +141,8 @@ def predict_files(predictor, items, *, prepare: Callable = lambda image: image, 
                                    initializer=_init_crf_worker)
         if predictor.encoder.device.type == "cpu":  # the CRF processes take their cores from the encoder's
             torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - crf_workers)))
-    pending: deque = deque()  # Results, or (key, future, names) waiting for the CRF, in input order
-    limit = 2 * batch_size + 2 * (pool._max_workers if pool else 0)
+    pending: deque = deque()  # Results, or (key, future, names, image) waiting for the CRF, in input order
+    limit = 2 * batch_size + 2 * (crf_workers if pool else 0)
 
     def drain(all_of_them: bool):
         while pending and (all_of_them or len(pending) > limit or not isinstance(pending[0], tuple)
@@ -165,7 +169,7 @@ def predict_files(predictor, items, *, prepare: Callable = lambda image: image, 
                     else:
                         probs = predictor.probabilities(emb, names).numpy()
                         results[key] = (key, pool.submit(_crf_finish, probs, emb.image, emb.original_size, names,
-                                                         predictor.crf_variant, None), names, array)
+                                                         predictor.crf_variant), names, array)
             else:
                 for key, array in ok:
                     try:
