@@ -108,7 +108,10 @@ def test_eval_resumes_and_refuses_another_config(setup, monkeypatch):
     assert main(["eval", "--config", str(config), "--set", f"out={out}", "--no-progress"]) == 0
     assert len(calls) == 2  # only the two images not predicted before
     assert (out / "predictions" / done[0]).stat().st_mtime_ns == stamp
-    assert json.loads((out / "results.json").read_text())["complete"]
+    resumed = json.loads((out / "results.json").read_text())
+    acc, miou, _ = _confusion_from_files(out, data)  # the resumed image counts as much as the new ones
+    assert resumed["complete"] and resumed["num_images"] == 3
+    assert (resumed["pixel_accuracy"], resumed["miou"]) == (pytest.approx(acc, abs=1e-9), pytest.approx(miou, abs=1e-9))
     assert main(["eval", "--config", str(config), "--set", f"out={out}", "--set", "concepts.n_seeds=5",
                  "--no-progress"]) == 2  # same folder, other predictions: refused
 

@@ -51,26 +51,26 @@ def read_config(path: str | Path, defaults: dict, overrides=None) -> dict:
     ``extends: OTHER.yaml`` (relative to the file) starts from another config: its values, then
     this file's over them (mappings key by key, ``paper`` and ``protocol`` whole); ``name`` is
     never inherited."""
-    chain = _config_chain(Path(path))
+    *ancestors, own = _config_chain(Path(path))
     config = defaults
-    for i, (file, data) in enumerate(chain):
-        if i < len(chain) - 1:
-            data = {k: v for k, v in data.items() if k != "name"}
-        config = merge(config, data)
-    config = apply_overrides(config, overrides)
+    for data in ancestors:
+        config = merge(config, {k: v for k, v in data.items() if k != "name"})
+    config = apply_overrides(merge(config, own), overrides)
     config["name"] = config["name"] or Path(path).stem
     return config
 
 
-def _config_chain(path: Path) -> list[tuple[Path, dict]]:
-    """(file, mapping without ``extends``) from the first ancestor to ``path``."""
-    chain: list[tuple[Path, dict]] = []
+def _config_chain(path: Path) -> list[dict]:
+    """The mappings (without ``extends``) from the first ancestor to ``path``'s own."""
+    files: list[Path] = []
+    chain: list[dict] = []
     while True:
-        if any(path.resolve() == seen.resolve() for seen, _ in chain):
-            raise ConfigError(f"{path}: configs extend each other in a loop ({' -> '.join(str(p) for p, _ in chain)})")
+        if any(path.resolve() == seen.resolve() for seen in files):
+            raise ConfigError(f"{path}: configs extend each other in a loop ({' -> '.join(map(str, files))})")
         data = _read_mapping(path)
         parent = data.pop("extends", None)
-        chain.append((path, data))
+        files.append(path)
+        chain.append(data)
         if parent is None:
             return chain[::-1]
         if not isinstance(parent, str):

@@ -74,6 +74,13 @@ def _window_features(model, window: torch.Tensor, framing: str, amp: bool) -> to
     return padded_features(model, window, amp)
 
 
+def _clip_normalisation(bank) -> str:
+    """How the bank's dense CLIP inputs were normalised (its ``clip_normalisation`` setting)."""
+    from .building.settings import BankSettings
+
+    return BankSettings.from_provenance(bank.provenance).input_normalisation("clip")
+
+
 class Segmenter:
     """Segment images into the concepts of a ConceptBank.
 
@@ -109,6 +116,7 @@ class Segmenter:
         self.size, self.language_guidance, self.crf, self.amp = size, language_guidance, crf, amp
         self.window, self.stride, self.progress = window, stride, progress
         self.crf_variant, self.framing = crf_variant, framing
+        self.clip_normalisation = _clip_normalisation(bank)
         self._embedding: ImageEmbedding | None = None
 
     @property
@@ -145,7 +153,7 @@ class Segmenter:
                                  self.framing, self.amp)
         clips = [None] * len(works)
         if self._uses_clip():
-            norm = self._clip_normalisation()
+            norm = self.clip_normalisation
             clips = list(_window_features(self.clip, torch.stack([unresized_input(self.clip, x, norm) for x in works]),
                                           self.framing, self.amp))
         return [ImageEmbedding([(0, 0, h, w)], [f], [g], (h, w), (image.height, image.width), np.asarray(work))
@@ -158,18 +166,13 @@ class Segmenter:
         boxes = window_boxes(h, w, self.window, self.stride)
 
         x_enc = unresized_input(self.encoder, work)
-        x_clip = unresized_input(self.clip, work, self._clip_normalisation()) if self._uses_clip() else None
+        x_clip = unresized_input(self.clip, work, self.clip_normalisation) if self._uses_clip() else None
         feats, clips = [], []
         for top, left, bh, bw in boxes:
             feats.append(_window_features(self.encoder, x_enc[:, top:top + bh, left:left + bw], self.framing, self.amp))
             clips.append(None if x_clip is None else
                          _window_features(self.clip, x_clip[:, top:top + bh, left:left + bw], self.framing, self.amp))
         return ImageEmbedding(boxes, feats, clips, (h, w), (image.height, image.width), arr)
-
-    def _clip_normalisation(self) -> str:
-        from .building.settings import BankSettings
-
-        return BankSettings.from_provenance(self.bank.provenance).input_normalisation("clip")
 
     def _uses_clip(self) -> bool:
         return self.language_guidance and self.clip is not None and any(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +62,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
     from ..crf import dense_crf
     from ..device import pick_device
     from ..engine import default_crf_workers, default_workers
-    from ..evaluation.run import prepare_image
+    from ..evaluation.run import protocol_preparer
     from ..imageio import load_image
     from ..inputs import unresized_input
     from ..segmenter import Segmenter
@@ -80,7 +79,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
         torch.cuda.reset_peak_memory_stats()
     n = 40 if quick else 120
     workers, crf_workers = default_workers(), default_crf_workers()
-    prepare = partial(prepare_image, resize=SIDE, crop=SIDE)
+    prepare = protocol_preparer({"resize": SIDE, "crop": SIDE})
     with tempfile.TemporaryDirectory() as tmp:
         paths = _jpegs(Path(tmp), n)
         items = [(p.name, p) for p in paths]

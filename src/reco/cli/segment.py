@@ -56,6 +56,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
+    from tqdm.auto import tqdm
 
     from ..engine import predict_files
     from ..errors import InvalidInputError
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             if result.error is not None:
                 if len(todo) == 1:
                     raise InvalidInputError(result.error)
-                tqdm_write(f"skipped {result.error}")  # not on the progress bar's line
+                tqdm.write(f"skipped {result.error}", file=sys.stderr)  # not on the progress bar's line
                 failed += 1
                 continue
             written = save_prediction(result.prediction, Image.fromarray(result.image), job.stem.parent,
@@ -87,13 +88,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(todo) - failed} label maps to {args.out} (concepts: {', '.join(names or predictor.concepts)}); "
           f"{failed} inputs skipped" + (f", {done_before} done by an earlier run" if done_before else ""))
     return 0 if failed < len(todo) or not todo else EXIT_USAGE
-
-
-def tqdm_write(line: str) -> None:
-    """Print ``line`` to stderr without breaking a progress bar."""
-    from tqdm.auto import tqdm
-
-    tqdm.write(line, file=sys.stderr)
 
 
 def _run_record(args: argparse.Namespace, names) -> dict:

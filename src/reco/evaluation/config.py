@@ -10,6 +10,7 @@ import yaml
 
 from ..building.settings import BankSettings
 from ..config import bounded, validate
+from ..crf import CRF_VARIANTS
 from ..errors import ConfigError
 from ..paths import output_folder
 
@@ -69,7 +70,7 @@ class EvalSchema:
     models: ModelsSchema
     concepts: dict
     crf: bool
-    crf_variant: Literal["reco", "published"]
+    crf_variant: Literal[CRF_VARIANTS]
     self_support: float = bounded(0, 1)
     checkpoint: str | None = None
     out: str | None = None

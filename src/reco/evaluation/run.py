@@ -54,6 +54,14 @@ def prepare_image(image, resize: int | None, crop: int | None, nearest: bool = F
     return centre_crop(image, resize, crop, nearest=nearest) if crop else image
 
 
+def protocol_preparer(protocol: dict):
+    """:func:`prepare_image` for a config's ``protocol``, picklable for decoding workers."""
+    from functools import partial
+
+    return partial(prepare_image, resize=protocol["resize"], crop=protocol.get("crop"),
+                   nearest=protocol.get("image_resample") == "nearest")
+
+
 def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = True):
     """ReCo as ``config`` says (its concepts built once into ``out``, or its saved bank): a
     :class:`DatasetPredictor` whose labels are ``dataset``'s class indices, and the records of
@@ -127,8 +135,6 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
 
 
 def _run_eval(config: dict, *, limit: int | None, device: str | None, progress: bool, engine: dict) -> dict:
-    from functools import partial
-
     from .. import __version__
     from ..data import open_dataset
     from ..device import pick_device
@@ -150,23 +156,26 @@ def _run_eval(config: dict, *, limit: int | None, device: str | None, progress: 
     protocol = config["protocol"]
     crop = "crop" in protocol
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    index = {name: i for i, (name, _, _) in enumerate(dataset.files[:n])}
     todo = [(name, image_path) for name, image_path, _ in dataset.files[:n]
             if not (predictions / f"{name}.png").is_file()]  # resumed: those are not decoded again
-    prepare = partial(prepare_image, resize=protocol["resize"], crop=protocol.get("crop"),
-                      nearest=protocol.get("image_resample") == "nearest")
+    metric = MeanIoU(dataset.num_classes)
+
+    def truth(i: int):
+        label = dataset.label(i)
+        return centre_crop_label(label, protocol["resize"], protocol["crop"]) if crop else label
+
+    for name in index.keys() - {name for name, _ in todo}:  # predicted by an earlier run: read back
+        metric.update(read_label_png(predictions / f"{name}.png"), truth(index[name]))
     start = time.perf_counter()
-    for result in predict_files(predict.predictor, todo, prepare=prepare, concepts=predict.concepts,
-                                progress=progress, desc=config["name"], **engine):
+    for result in predict_files(predict.predictor, todo, prepare=protocol_preparer(protocol),
+                                concepts=predict.concepts, progress=progress, desc=config["name"], **engine):
         if result.error is not None:
             raise ImageLoadError(result.error)
-        save_label_png(predictions / f"{result.key}.png", predict.dataset_labels(result.prediction).labels.numpy())
+        labels = predict.dataset_labels(result.prediction).labels
+        save_label_png(predictions / f"{result.key}.png", labels.numpy())
+        metric.update(labels, truth(index[result.key]))
     seconds = time.perf_counter() - start
-    metric = MeanIoU(dataset.num_classes)
-    for i in range(n):
-        label = dataset.label(i)
-        if crop:
-            label = centre_crop_label(label, protocol["resize"], protocol["crop"])
-        metric.update(read_label_png(predictions / f"{dataset.files[i][0]}.png"), label)
     scores = metric.compute()
     results = {
         "name": config["name"],

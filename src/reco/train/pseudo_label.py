@@ -65,13 +65,11 @@ def make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: in
 
 def _make_pseudo_labels(config: dict, *, out: str | Path | None, limit: int | None, confidence: bool,
                         device: str | None, progress: bool, engine: dict) -> dict:
-    from functools import partial
-
     from ..data import open_dataset
     from ..device import pick_device
     from ..engine import predict_files
     from ..evaluation.config import prepare_run
-    from ..evaluation.run import prepare_image, reco_predictor
+    from ..evaluation.run import protocol_preparer, reco_predictor
     from ..outputs import save_label_png
     from ..paths import atomic_write_bytes
 
@@ -80,14 +78,12 @@ def _make_pseudo_labels(config: dict, *, out: str | Path | None, limit: int | No
     folder = prepare_run(reco)
     predict, _ = reco_predictor(reco, dataset, folder, pick_device(device), progress)
     skipped = read_skipped(folder)
-    protocol = reco["protocol"]
-    prepare = partial(prepare_image, resize=protocol["resize"], crop=protocol["crop"],
-                      nearest=protocol.get("image_resample") == "nearest")
     n = len(dataset) if limit is None else min(limit, len(dataset))
     todo = [(name, image_path) for name, image_path, _ in dataset.files[:n] if name not in skipped and not (
         (folder / f"{name}.png").is_file() and (not confidence or (folder / "confidence" / f"{name}.png").is_file()))]
     written = 0
-    for result in predict_files(predict.predictor, todo, prepare=prepare, concepts=predict.concepts, progress=progress,
+    for result in predict_files(predict.predictor, todo, prepare=protocol_preparer(reco["protocol"]),
+                                concepts=predict.concepts, progress=progress,
                                 desc=f"pseudo-labels {config['name']}", **engine):
         name = result.key
         if result.error is not None:
