@@ -285,3 +285,23 @@ def test_ivfpq_build_measures_and_stores_recall(tmp_path):
     faiss.extract_index_ivf(index).nprobe = info["nprobe"]
     queries = synthetic(100, 4096 // 50, d=64, seed=7)
     assert recall_at_k(index, exact_index(store.load_embeddings(out, 1).astype(np.float32)), queries) >= 0.85
+
+
+def test_concepts_build_batch_size_reaches_the_encoder(built, tmp_path, monkeypatch):
+    from reco.building.builder import ConceptBankBuilder
+    from reco.concepts import ConceptBank
+
+    sizes, encode = [], ConceptBankBuilder.encode
+    monkeypatch.setattr(ConceptBankBuilder, "encode", lambda self, images: (sizes.append(len(images)),
+                                                                             encode(self, images))[1])
+    banks = {}
+    for batch in (1, 5):
+        sizes.clear()
+        out = tmp_path / f"b{batch}.safetensors"
+        assert main(["concepts", "build", "--names", "road, car", "--index", str(built), "--encoder", "tiny-vit",
+                     "--clip", "tiny-clip", "-k", "6", "--context", "sky", "--image-size", "64",
+                     "--batch-size", str(batch), "--out", str(out)]) == 0
+        assert max(sizes) == batch
+        banks[batch] = ConceptBank.load(out)
+    for name in ("road", "car"):
+        torch.testing.assert_close(banks[1][name].reference, banks[5][name].reference, rtol=0, atol=1e-6)

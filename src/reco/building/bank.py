@@ -15,7 +15,7 @@ from .settings import BankSettings
 def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None, clip=None,
                settings: BankSettings | dict | None = None, bank: ConceptBank | None = None,
                context_bank: ConceptBank | None = None, progress: bool = True,
-               quiet: bool = False) -> tuple[ConceptBank, BuildReport]:
+               quiet: bool = False, batch_size: int = 8) -> tuple[ConceptBank, BuildReport]:
     """Build the concepts of exactly one source and return the bank and what was skipped.
 
     Sources: ``names`` (a list or 'a, b') retrieved from ``index`` (an ImageIndex or its folder)
@@ -26,7 +26,8 @@ def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None
     dict of the fields to change (None values ignored) on top of the bank's recorded settings
     or the source's defaults (:meth:`BankSettings.for_source`). ``context_bank``: its concepts
     serve as context references (turning context elimination on unless set). ``quiet``:
-    skipped files are only reported, not warned about.
+    skipped files are only reported, not warned about. ``batch_size``: images encoded together
+    (from names: across the archives of all the concepts, each distinct image once).
     """
     sources = {"names": names, "exemplars": exemplars, "labelled": labelled}
     given = [k for k, v in sources.items() if v is not None]
@@ -44,8 +45,8 @@ def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None
         if quiet:
             warnings.simplefilter("ignore", UserWarning)
         if source == "names":
-            return _from_names(names, index, encoder, clip, settings, bank, progress)
-        builder = ConceptBankBuilder(encoder, settings=settings, progress=progress)
+            return _from_names(names, index, encoder, clip, settings, bank, progress, batch_size)
+        builder = ConceptBankBuilder(encoder, settings=settings, progress=progress, batch_size=batch_size)
         if source == "labelled":
             return builder.build_from_labelled(labelled, per_class=settings.per_class)
         if bank is None:
@@ -65,7 +66,7 @@ def _settings(source: str, settings, bank: ConceptBank | None, context_bank) -> 
     return BankSettings.for_source(source, **overrides)
 
 
-def _from_names(names, index, encoder, clip, settings: BankSettings, bank, progress: bool):
+def _from_names(names, index, encoder, clip, settings: BankSettings, bank, progress: bool, batch_size: int):
     from ..index.image_index import ImageIndex
 
     if clip is None:
@@ -74,7 +75,8 @@ def _from_names(names, index, encoder, clip, settings: BankSettings, bank, progr
         index = ImageIndex.open(index)
     if clip.name == index.model_name:  # one CLIP for both roles: load it once
         index.use_clip(clip)
-    builder = ConceptBankBuilder(encoder, clip, retrieval_clip=index.clip, settings=settings, progress=progress)
+    builder = ConceptBankBuilder(encoder, clip, retrieval_clip=index.clip, settings=settings, progress=progress,
+                                 batch_size=batch_size)
     if bank is None:
         return builder.build_from_names(names, index)
     bank = bank.copy()

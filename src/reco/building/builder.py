@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..concepts import Concept, ConceptBank, model_record
-from ..coseg import co_segment, context_elimination, language_guidance
+from ..coseg import co_segment, context_elimination
 from ..errors import EmptyInputError, ImageLoadError, InputNotFoundError, InvalidInputError, ModelMismatchError
 from ..geometry import MAX_ASPECT_RATIO, mask_to_grid
 from ..inputs import square_input
@@ -265,46 +265,8 @@ class ConceptBankBuilder:
             )
         if self.settings.language_guidance and self.clip is None:
             raise InvalidInputError("language guidance needs a dense CLIP model (clip=...)")
+        from .named import add_named_concepts
+
         report = BuildReport()
-        if self.settings.context_elimination and not bank.context:
-            for name in self._progress(self.settings.context, "context concepts"):
-                concept = self._named_concept(name, retriever, bank, report)
-                bank.context[name] = concept.reference
-        for name in self._progress(names, "concepts"):
-            bank.add(self._named_concept(name, retriever, bank, report))
-            report.added.append(name)
+        add_named_concepts(self, bank, names, retriever, report)
         return report
-
-    def _named_concept(self, name, retriever, bank, report) -> Concept:
-        from ..imageio import load_image
-        from ..prompts import text_embeddings
-        from ..rephrase import prompts
-
-        prompt, text_prompt = prompts(self.settings.rephrase, name)
-        text = text_embeddings(self.clip, [text_prompt])[0].cpu() if self.clip is not None else None
-        query = text_embeddings(self.retrieval_clip, [prompt])[0]
-        hits = retriever.search(query, self.settings.archive_size)
-        images, ids, paths = [], [], []
-        for hit in hits:
-            try:
-                images.append(load_image(hit.path, max_aspect_ratio=MAX_ASPECT_RATIO))
-                ids.append(hit.id)
-                paths.append(hit.path)
-            except ImageLoadError as e:
-                report.skip(hit.path, str(e).split(": ", 1)[-1])
-        if not images:
-            raise EmptyInputError(f"concept {name!r}: no readable image among the {len(hits)} retrieved")
-        reuse = next((bank.context[k] for k in (name, prompt) if self.settings.context_elimination and k in bank.context), None)
-        if reuse is not None:  # a target that is a context concept keeps its context reference
-            return Concept(name, reuse, "retrieval", archive=ids, archive_paths=paths, text_embedding=text, prompt=prompt)
-        feats = self.encode(images)
-        n, _, h, w = feats.shape
-        weights = torch.ones(n, h, w, device=feats.device)
-        if self.settings.language_guidance:
-            guide = text if text_prompt == prompt else text_embeddings(self.clip, [prompt])[0].cpu()
-            weights = weights * language_guidance(self._dense(self.clip, images), guide, size=(h, w)).to(feats.device)
-        weights = weights * self._context_weights(bank, feats)
-        result = co_segment(feats, weights, n_seeds=self.settings.n_seeds, published_code_compat=self.settings.published_code_compat)
-        return Concept(name, result.reference.cpu(), "retrieval", archive=ids, archive_paths=paths,
-                       text_embedding=text, seeds=result.seeds.cpu(), prompt=prompt,
-                       prototypes=self._seed_prototypes(feats, result.seeds))

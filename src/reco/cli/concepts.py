@@ -62,6 +62,9 @@ def register(sub) -> None:
     b.add_argument("--image-size", type=positive_int,
                    help="square side of the archive images (default 320); with --labelled the shorter side of "
                         "the whole images (default 448, the segmenter's)")
+    b.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
+                   help="images encoded together (default 8); with --names across all the archives, "
+                        "an image retrieved for several concepts encoded once")
     b.add_argument("--published-code-compat", action="store_const", const=True,
                    help="reproduce the published code's co-segmentation slicing (off: the paper's formula)")
     b.set_defaults(func=build)
@@ -102,7 +105,7 @@ def build_and_save(args: argparse.Namespace) -> None:
         context = ConceptBank.load(args.context_bank, encoder=encoder) if args.context_bank else None
         bank, report = build_bank(encoder=encoder, clip=clip, names=args.names, index=args.index, exemplars=args.exemplars,
                                   labelled=args.labelled, settings=settings_from(args, SETTING_OPTIONS), bank=bank,
-                                  context_bank=context, quiet=True)
+                                  context_bank=context, quiet=True, batch_size=args.batch_size)
         bank.save(out)
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
