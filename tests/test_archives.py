@@ -100,7 +100,8 @@ def test_named_concepts_equal_encoding_each_archive_alone(photos, batch_size):
     for k, name in enumerate(["sky", "road", "parking", "tree", "car"]):
         images = [Image.open(photos[i]).convert("RGB") for i in range(2 * k, 2 * k + 4)]
         feats = encode(images)
-        weights = language_guidance(builder._dense(clip, images), text_embeddings(clip, [name])[0], size=feats.shape[-2:])
+        text = text_embeddings(clip, [name])[0]
+        weights = language_guidance(builder._dense(clip, images), text, size=feats.shape[-2:])
         if context:
             weights = weights * context_elimination(feats, torch.stack(list(context.values())))
         result = co_segment(feats, weights)
@@ -118,7 +119,8 @@ def test_an_unreadable_image_shared_by_two_archives_is_skipped_in_both(photos, t
     paths[3] = str(tmp_path / "broken.jpg")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 10)
     encoder, clip = reco.create_model("tiny-vit"), reco.create_model("tiny-clip")
-    builder = ConceptBankBuilder(encoder, clip, archive_size=4, image_size=64, context_elimination=False, progress=False)
+    builder = ConceptBankBuilder(encoder, clip, archive_size=4, image_size=64, context_elimination=False,
+                                 progress=False)
     retriever = ScriptedRetriever(clip, [])
     retriever.paths = paths
     with pytest.warns(UserWarning, match="broken.jpg"):

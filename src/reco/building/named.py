@@ -79,7 +79,8 @@ def add_named_concepts(builder, bank, names: list[str], retriever, report) -> No
             n, _, h, w = feats.shape
             weights = torch.ones(n, h, w, device=feats.device)
             if plan.guide is not None:
-                weights = weights * language_guidance(archive.features["clip"], plan.guide, size=(h, w)).to(feats.device)
+                guidance = language_guidance(archive.features["clip"], plan.guide, size=(h, w))
+                weights = weights * guidance.to(feats.device)
             weights = weights * builder._context_weights(bank, feats)
             result = co_segment(feats, weights, n_seeds=builder.settings.n_seeds,
                                 published_code_compat=builder.settings.published_code_compat)
