@@ -168,3 +168,28 @@ def test_an_image_that_cannot_be_encoded_fails_alone(tiny_segmenter_parts, tmp_p
     assert [r.key for r in results] == [k for k, _ in items]
     assert results[2].prediction is None and "over the limit of 10000 pixels" in results[2].error
     assert all(r.prediction is not None and r.image.shape == (40, 56, 3) for i, r in enumerate(results) if i != 2)
+
+
+def test_reco_plus_crf_runs_in_the_pool_with_the_same_labels(tmp_path, monkeypatch):
+    pytest.importorskip("pydensecrf")
+    pytest.importorskip("segmentation_models_pytorch")
+    import reco.crf
+    from reco.train.model import build_reco_plus
+    from reco.train.segmenter import ReCoPlusSegmenter
+
+    torch.manual_seed(0)
+    segmenter = ReCoPlusSegmenter(build_reco_plus("tiny-deeplabv3plus", 3).eval(), ["a", "b", "c"], size=32,
+                                  crf=True, amp=False)
+    paths = _photos(tmp_path / "in", 4)
+    expected = [segmenter.predict_image(np.asarray(Image.open(p)), ["c", "a"]) for p in paths]
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("the CRF ran in the main process")
+
+    monkeypatch.setattr(reco.crf, "dense_crf", not_here)  # the spawned CRF processes import their own
+    results = list(predict_files(segmenter, [(p.name, p) for p in paths], concepts=["c", "a"], workers=0,
+                                 crf_workers=2, progress=False))
+    for r, e in zip(results, expected):
+        assert r.prediction.concepts == ["c", "a"]
+        assert torch.equal(r.prediction.labels, e.labels)
+        torch.testing.assert_close(r.prediction.probabilities, e.probabilities, rtol=1e-4, atol=1e-5)

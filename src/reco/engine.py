@@ -7,7 +7,8 @@ worker processes while the next batch is encoded. Results come back in input ord
 caller can write each output as it arrives and resume after an interruption.
 
 Predictors other than ReCo's :class:`~reco.segmenter.Segmenter` (ReCo+) still get decoding in
-workers, but are called image by image.
+workers and, when they offer ``unfinished`` (the probabilities before the CRF), the CRF pool,
+but their network is called image by image.
 """
 
 from __future__ import annotations
@@ -71,14 +72,20 @@ def _unchanged(image):
     return image
 
 
-def _crf_finish(probabilities: np.ndarray, image: np.ndarray, original_size, names, variant: str):
+def _crf_finish(probabilities: np.ndarray, image: np.ndarray, original_size, names, keep, variant: str):
     """:func:`reco.prediction.finish` with the CRF, in a pool process (numpy in and out)."""
     import torch as _torch
 
     from .prediction import finish
 
-    pred = finish(_torch.from_numpy(probabilities), image, original_size, names, crf=True, crf_variant=variant)
+    pred = finish(_torch.from_numpy(probabilities), image, original_size, names, crf=True, crf_variant=variant,
+                  keep=keep)
     return pred.labels.numpy(), pred.probabilities.numpy()
+
+
+def _submit_crf(pool, unfinished, variant: str):
+    u = unfinished
+    return pool.submit(_crf_finish, u.probabilities.numpy(), u.image, u.original_size, u.concepts, u.keep, variant)
 
 
 def _embeddings(segmenter, arrays) -> list:
@@ -117,7 +124,7 @@ def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts:
     from tqdm.auto import tqdm
 
     from .errors import ConfigError, InvalidInputError
-    from .prediction import Prediction, select_concepts
+    from .prediction import Prediction, Unfinished, select_concepts
     from .segmenter import Segmenter
 
     if batch_size < 1:
@@ -126,8 +133,9 @@ def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts:
     several = len(items) > 1  # worker processes only pay for their start-up from two images on
     workers = (default_workers() if workers is None else workers) if several else 0
     batched = isinstance(predictor, Segmenter)
-    crf_in_pool = (batched and predictor.crf and several
+    crf_in_pool = ((batched or hasattr(predictor, "unfinished")) and getattr(predictor, "crf", False) and several
                    and (default_crf_workers() if crf_workers is None else crf_workers) > 0)
+    variant = getattr(predictor, "crf_variant", "reco")
     loader = torch.utils.data.DataLoader(_Frames(items, prepare), batch_size=batch_size, num_workers=workers,
                                          collate_fn=_as_list, prefetch_factor=2 if workers else None)
     bar = tqdm(total=len(loader.dataset), desc=desc, unit="img", disable=True if progress is False else None)
@@ -139,7 +147,8 @@ def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts:
         crf_workers = crf_workers or default_crf_workers()
         pool = ProcessPoolExecutor(crf_workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_crf_worker)
-        if predictor.encoder.device.type == "cpu":  # the CRF processes take their cores from the encoder's
+        network = predictor.encoder if batched else predictor.model
+        if next(network.parameters()).device.type == "cpu":  # the CRF processes take their cores from the network's
             torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - crf_workers)))
     pending: deque = deque()  # Results, or (key, future, names, image) waiting for the CRF, in input order
     limit = 2 * batch_size + 2 * (crf_workers if pool else 0)
@@ -167,13 +176,17 @@ def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts:
                     elif pool is None:
                         results[key] = Result(key, predictor.predict_embedding(emb, names), image=array)
                     else:
-                        probs = predictor.probabilities(emb, names).numpy()
-                        results[key] = (key, pool.submit(_crf_finish, probs, emb.image, emb.original_size, names,
-                                                         predictor.crf_variant), names, array)
+                        unfinished = Unfinished(predictor.probabilities(emb, names), emb.image, emb.original_size,
+                                                names)
+                        results[key] = (key, _submit_crf(pool, unfinished, variant), names, array)
             else:
                 for key, array in ok:
                     try:
-                        results[key] = Result(key, predictor.predict_image(array, concepts), image=array)
+                        if pool is None:
+                            results[key] = Result(key, predictor.predict_image(array, concepts), image=array)
+                        else:
+                            unfinished = predictor.unfinished(array, concepts)
+                            results[key] = (key, _submit_crf(pool, unfinished, variant), unfinished.concepts, array)
                     except InvalidInputError as e:  # e.g. over the working-pixel budget
                         results[key] = Result(key, None, str(e))
             for key, _, _ in batch:

@@ -128,3 +128,20 @@ def finish(probabilities: torch.Tensor, image: np.ndarray, original_size: tuple[
         probabilities = F.interpolate(probabilities[None], size=tuple(original_size), mode="bilinear",
                                       align_corners=False)[0]
     return Prediction(labels=probabilities.argmax(0), probabilities=probabilities, concepts=list(concepts))
+
+
+@dataclass
+class Unfinished:
+    """A prediction before :func:`finish`: (C, H, W) ``probabilities`` at the working size of
+    ``image`` (H, W, 3) uint8, the ``original_size`` (H, W), the ``concepts`` asked for and the
+    channels to ``keep`` for them (None: all)."""
+
+    probabilities: torch.Tensor
+    image: np.ndarray
+    original_size: tuple[int, int]
+    concepts: list[str]
+    keep: list[int] | None = None
+
+    def finish(self, *, crf: bool = False, crf_variant: str = "reco") -> Prediction:
+        return finish(self.probabilities, self.image, self.original_size, self.concepts, crf=crf,
+                      crf_variant=crf_variant, keep=self.keep)

@@ -11,7 +11,15 @@ from PIL import Image
 
 from ..errors import InputNotFoundError, InvalidInputError
 from ..imageio import to_rgb
-from ..prediction import Prediction, as_pil_image, average_windows, finish, select_concepts, window_boxes, working_image
+from ..prediction import (
+    Prediction,
+    Unfinished,
+    as_pil_image,
+    average_windows,
+    select_concepts,
+    window_boxes,
+    working_image,
+)
 
 
 def load_trained(path: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
@@ -75,8 +83,9 @@ class ReCoPlusSegmenter:
         """The classes the network was trained on, in its order."""
         return list(self.class_names)
 
-    def predict_image(self, image: Image.Image, concepts: list[str] | None = None) -> Prediction:
-        """Labels (indices into ``concepts``, default every class) and probabilities at the image's size."""
+    def unfinished(self, image: Image.Image, concepts: list[str] | None = None) -> Unfinished:
+        """The network's window-averaged probabilities at the working size, before the CRF (see
+        :func:`~reco.prediction.finish`; the engine runs that part in its CRF processes)."""
         names = select_concepts(concepts, self.class_names, "the model")
         image = as_pil_image(image)
         work = working_image(image, self.size, Image.BILINEAR)
@@ -84,5 +93,9 @@ class ReCoPlusSegmenter:
         maps = (class_probabilities(self.model, work.crop((left, top, left + w, top + h)), self.amp)
                 for top, left, h, w in boxes)
         probs = average_windows(boxes, maps, len(self.class_names), (work.height, work.width))
-        return finish(probs, np.asarray(work), (image.height, image.width), names, crf=self.crf,
-                      keep=[self.class_names.index(n) for n in names])
+        return Unfinished(probs, np.asarray(work), (image.height, image.width), names,
+                          keep=[self.class_names.index(n) for n in names])
+
+    def predict_image(self, image: Image.Image, concepts: list[str] | None = None) -> Prediction:
+        """Labels (indices into ``concepts``, default every class) and probabilities at the image's size."""
+        return self.unfinished(image, concepts).finish(crf=self.crf)
