@@ -36,7 +36,8 @@ def _block(x, blk, heads):
     return x + (h @ blk.mlp.c_proj.weight.T + blk.mlp.c_proj.bias)
 
 
-def reference_maskclip_vit(visual, images, heads):
+def reference_tokens_before_last(visual, images, heads):
+    """Batch-first tokens entering the last block, and the grid (h, w)."""
     n, _, hh, ww = images.shape
     p = visual.patch_size[0]
     h, w = hh // p, ww // p
@@ -52,10 +53,15 @@ def reference_maskclip_vit(visual, images, heads):
     cls = (visual.class_embedding + pos[0]).expand(n, 1, -1)
     x = torch.cat([cls, x + patch_pos], dim=1)
     x = _layer_norm(x, visual.ln_pre)
-    blocks = list(visual.transformer.resblocks)
-    for blk in blocks[:-1]:
+    for blk in list(visual.transformer.resblocks)[:-1]:
         x = _block(x, blk, heads)
-    last = blocks[-1]
+    return x, (h, w)
+
+
+def reference_maskclip_vit(visual, images, heads):
+    x, (h, w) = reference_tokens_before_last(visual, images, heads)
+    n = x.shape[0]
+    last = visual.transformer.resblocks[-1]
     d = x.shape[-1]
     y = _layer_norm(x, last.ln_1)
     v = y @ last.attn.in_proj_weight[2 * d:].T + last.attn.in_proj_bias[2 * d:]  # value only, no q.k

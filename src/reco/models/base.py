@@ -53,7 +53,7 @@ class RecoModel(nn.Module):
         """What saved outputs keep of this model to recognise it later: name, weight source and
         hash, and the seed of random weights."""
         return {
-            "name": self.spec.name,
+            "name": self.name,
             "weights": self.weights.source.describe(),
             "weights_sha256": self.weights_sha256(),
             "identity": IDENTITY,

@@ -1,4 +1,5 @@
-"""CLIP towers through open_clip, with MaskCLIP-style dense features (DESIGN.md §1.7)."""
+"""CLIP towers through open_clip, with MaskCLIP-style dense features (DESIGN.md §1.7; ViT towers
+also the later variants of :mod:`reco.models.dense_clip`)."""
 
 from __future__ import annotations
 
@@ -9,42 +10,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import WeightsMismatchError
-from .base import RecoModel, resize_abs_pos_embed
+from ..errors import InvalidInputError, WeightsMismatchError
+from .base import RecoModel
 from .spec import ModelSpec
 from .weights import ResolvedWeights, load_state_dict
-
-
-def maskclip_vit(visual, images: torch.Tensor) -> torch.Tensor:
-    """MaskCLIP for an open_clip VisionTransformer.
-
-    In the last block, query-key attention is skipped: every token goes through
-    ``ln_1`` -> value projection -> output projection (-> layer scale), then the tower's
-    ``ln_post`` and ``proj``. Earlier blocks run unchanged. Position embeddings are resized
-    bicubically to the input's grid. Returns (N, embed_dim, H/p, W/p).
-    """
-    n, _, hh, ww = images.shape
-    p = visual.patch_size[0]
-    h, w = hh // p, ww // p
-    x = visual.conv1(images).flatten(2).transpose(1, 2)
-    pos = visual.positional_embedding.to(x.dtype)
-    patch_pos = resize_abs_pos_embed(pos[None, 1:], visual.grid_size, (h, w))[0]
-    cls = (visual.class_embedding.to(x.dtype) + pos[0]).expand(n, 1, -1)
-    x = visual.ln_pre(torch.cat([cls, x + patch_pos], dim=1))
-    blocks = visual.transformer.resblocks
-    batch_first = getattr(visual.transformer, "batch_first", True)
-    if not batch_first:
-        x = x.transpose(0, 1)
-    for block in blocks[:-1]:
-        x = block(x)
-    if not batch_first:
-        x = x.transpose(0, 1)
-    last = blocks[-1]
-    d = x.shape[-1]
-    v = F.linear(last.ln_1(x), last.attn.in_proj_weight[2 * d:], last.attn.in_proj_bias[2 * d:])
-    v = last.ls_1(last.attn.out_proj(v))
-    v = visual.ln_post(v[:, 1:]) @ visual.proj
-    return v.transpose(1, 2).reshape(n, -1, h, w)
 
 
 def maskclip_resnet(visual, images: torch.Tensor) -> torch.Tensor:
@@ -60,14 +29,35 @@ def maskclip_resnet(visual, images: torch.Tensor) -> torch.Tensor:
 class ClipModel(RecoModel):
     """An open_clip CLIP with its tokenizer and preprocessing.
 
-    ``encode_image`` / ``encode_text`` are open_clip's; ``dense_features`` gives MaskCLIP
-    patch embeddings in the joint image-text space.
+    ``encode_image`` / ``encode_text`` are open_clip's; ``dense_features`` gives patch
+    embeddings in the joint image-text space: MaskCLIP's, or a later variant's
+    (:mod:`reco.models.dense_clip`).
     """
 
     def __init__(self, spec: ModelSpec, weights: ResolvedWeights, clip: torch.nn.Module, tokenizer):
         super().__init__(spec, weights)
         self.clip = clip
         self.tokenizer = tokenizer
+        self.dense_mode = "maskclip"
+
+    @property
+    def name(self) -> str:
+        """The registry name, with ``+variant`` when the dense features are not MaskCLIP's."""
+        return self.spec.name if self.dense_mode == "maskclip" else f"{self.spec.name}+{self.dense_mode}"
+
+    def use_dense_mode(self, mode: str) -> None:
+        """Make ``mode`` (:data:`~reco.models.dense_clip.DENSE_CLIP_MODES`) this model's dense
+        features; the name (and so what banks and indexes record) follows."""
+        from open_clip.transformer import VisionTransformer
+
+        from .dense_clip import DENSE_CLIP_MODES
+
+        if mode not in DENSE_CLIP_MODES:
+            raise InvalidInputError(f"unknown dense CLIP variant {mode!r}; known: {', '.join(DENSE_CLIP_MODES)}")
+        if mode != "maskclip" and not isinstance(self.clip.visual, VisionTransformer):
+            raise InvalidInputError(f"{self.spec.name}: the {mode} variant needs a ViT image tower "
+                                    f"(a {type(self.clip.visual).__name__} has MaskCLIP only)")
+        self.dense_mode = mode
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         if isinstance(texts, str):
@@ -83,15 +73,24 @@ class ClipModel(RecoModel):
         tokens = texts if isinstance(texts, torch.Tensor) else self.tokenize(texts)
         return self.clip.encode_text(tokens.to(self.device), normalize=normalize)
 
-    def dense_features(self, images: torch.Tensor) -> torch.Tensor:
+    def dense_features(self, images: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        """Preprocessed images (N, 3, H, W) -> dense CLIP features (N, embed_dim, H/p, W/p), by
+        ``mode`` (default: the model's, see :meth:`use_dense_mode`)."""
         from open_clip.modified_resnet import ModifiedResNet
         from open_clip.transformer import VisionTransformer
 
+        from .dense_clip import DENSE_CLIP_MODES, dense_clip_vit
+
         self._check_batch(images)
+        mode = mode or self.dense_mode
+        if mode not in DENSE_CLIP_MODES:
+            raise InvalidInputError(f"unknown dense CLIP variant {mode!r}; known: {', '.join(DENSE_CLIP_MODES)}")
         visual = self.clip.visual
         if isinstance(visual, VisionTransformer):
-            return maskclip_vit(visual, images)
+            return dense_clip_vit(visual, images, mode)
         if isinstance(visual, ModifiedResNet):
+            if mode != "maskclip":
+                raise InvalidInputError(f"{self.spec.name}: the {mode} variant needs a ViT image tower")
             return maskclip_resnet(visual, images)
         raise TypeError(f"{self.name}: no dense CLIP for a {type(visual).__name__} image tower")
 

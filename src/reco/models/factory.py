@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from .base import RecoModel
-from .registry import get_spec
+from .registry import get_spec, split_variant
 from .spec import ModelSpec
 from .weights import ResolvedWeights, resolve_weights
 
@@ -24,7 +24,8 @@ def _builders() -> dict[str, Callable[[ModelSpec, ResolvedWeights], RecoModel]]:
 
 
 def create_model(name: str, weights: str | None = None, device: str | torch.device | None = None) -> RecoModel:
-    """Build a registered model with its weights.
+    """Build a registered model with its weights. A CLIP name may end in ``+clearclip``,
+    ``+sclip`` or ``+naclip`` (:mod:`reco.models.dense_clip`): the same weights, that dense variant.
 
     ``weights``: None (reco's cache folder, then the hub, then offline importers; tiny test
     models: seeded random), ``'file:PATH'``, ``'local-dir:PATH'``, ``'hf-hub:org/name'`` or
@@ -36,6 +37,9 @@ def create_model(name: str, weights: str | None = None, device: str | torch.devi
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = build(spec, resolved)
+    _, mode = split_variant(name)
+    if mode is not None:
+        model.use_dense_mode(mode)
     model.requires_grad_(False)
     if device is not None:
         model = model.to(device)

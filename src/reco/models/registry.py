@@ -78,9 +78,27 @@ def register_model(spec: ModelSpec, overwrite: bool = False) -> ModelSpec:
     return spec
 
 
+def split_variant(name: str) -> tuple[str, str | None]:
+    """``'clip-vit-b16+naclip'`` -> ``('clip-vit-b16', 'naclip')``: a CLIP's dense variant
+    (:data:`~reco.models.dense_clip.DENSE_CLIP_MODES`) named after a ``+``; None without one."""
+    from .dense_clip import DENSE_CLIP_MODES
+
+    base, plus, mode = name.partition("+")
+    if not plus:
+        return name, None
+    if mode not in DENSE_CLIP_MODES:
+        raise UnknownModelError(f"unknown dense CLIP variant {mode!r} in {name!r}; "
+                                f"known: {', '.join(DENSE_CLIP_MODES)}")
+    return base, mode
+
+
 def get_spec(name: str) -> ModelSpec:
-    """The spec of a registered model; UnknownModelError lists the known names."""
+    """The spec of a registered model (of its base model for a ``+variant`` name, see
+    :func:`split_variant`); UnknownModelError lists the known names."""
+    name, mode = split_variant(name)
     registry = _registry()
+    if mode is not None and name in registry and registry[name].kind != "clip":
+        raise UnknownModelError(f"{name} is not a CLIP model: only CLIP towers have dense variants (+{mode})")
     if name not in registry:
         raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(sorted(registry))}")
     return registry[name]
