@@ -13,7 +13,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: Lowest layer first; a module belongs to the layer of its longest matching prefix.
 LAYERS = [
     ("foundation", ["reco", "reco.errors", "reco.paths", "reco.device", "reco.config", "reco.imageio",
-                    "reco.geometry", "reco.retrieval", "reco.metrics", "reco.rephrase", "reco.samples"]),
+                    "reco.geometry", "reco.retrieval", "reco.metrics", "reco.rephrase", "reco.samples",
+                    "reco.presets"]),
     ("models", ["reco.models", "reco.inputs", "reco.prompts", "reco.crf"]),
     ("coseg/concepts", ["reco.coseg", "reco.prototypes", "reco.concepts", "reco.data", "reco.viz"]),
     ("index", ["reco.index"]),

@@ -14,7 +14,7 @@ import yaml
 from .errors import ConfigError, InputNotFoundError
 
 #: Mappings replaced as a whole by a config or an override (not merged key by key).
-WHOLE_VALUES = ("paper", "protocol")
+WHOLE_VALUES = ("paper", "protocol", "reference")
 
 
 def merge(base: dict, update: dict, where: str = "") -> dict:
@@ -45,17 +45,20 @@ def apply_overrides(config: dict, overrides) -> dict:
     return config
 
 
-def read_config(path: str | Path, defaults: dict, overrides=None) -> dict:
+def read_config(path: str | Path, defaults: dict, overrides=None, presets=None) -> dict:
     """The YAML mapping at ``path`` over ``defaults``, then ``overrides``; name defaults to the stem.
 
     ``extends: OTHER.yaml`` (relative to the file) starts from another config: its values, then
     this file's over them (mappings key by key, ``paper`` and ``protocol`` whole); ``name`` is
-    never inherited."""
+    never inherited. ``presets``: a function from a ``preset:`` value to the mapping it stands
+    for, laid under the file that names it (over what that file extends)."""
     *ancestors, own = _config_chain(Path(path))
     config = defaults
-    for data in ancestors:
-        config = merge(config, {k: v for k, v in data.items() if k != "name"})
-    config = apply_overrides(merge(config, own), overrides)
+    for data in [*ancestors, own]:
+        if presets is not None and data.get("preset") is not None:
+            config = merge(config, presets(data["preset"]))
+        config = merge(config, {k: v for k, v in data.items() if k != "name"} if data is not own else data)
+    config = apply_overrides(config, overrides)
     config["name"] = config["name"] or Path(path).stem
     return config
 

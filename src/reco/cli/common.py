@@ -105,3 +105,24 @@ def engine_options(parser) -> None:
 
 def engine_settings(args) -> dict:
     return {"batch_size": args.batch_size, "workers": args.workers, "crf_workers": args.crf_workers}
+
+
+def preset_option(parser) -> None:
+    """--preset NAME (:mod:`reco.presets`)."""
+    from ..presets import PRESETS
+
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="models and settings of a named recipe (docs/reco_v2.md); options given explicitly win")
+
+
+def apply_preset(args) -> dict:
+    """Fill ``args.encoder`` and ``args.clip`` left unset from ``args.preset``, else reco's defaults;
+    returns the preset (empty without one) for the caller's other settings."""
+    from ..building.settings import DEFAULT_CLIP, DEFAULT_ENCODER
+    from ..presets import get_preset
+
+    preset = get_preset(args.preset) if args.preset else {}
+    models = preset.get("models", {})
+    args.encoder = args.encoder or models.get("encoder") or DEFAULT_ENCODER
+    args.clip = args.clip or models.get("clip") or DEFAULT_CLIP
+    return preset

@@ -6,10 +6,12 @@ import argparse
 import sys
 
 from .common import (
+    apply_preset,
     device_options,
     json_option,
     non_negative_int,
     positive_int,
+    preset_option,
     print_json,
     settings_from,
     weight_options,
@@ -30,8 +32,8 @@ def register(sub) -> None:
                         parents=[device_options(), weight_options(encoder="--encoder", clip="--clip")])
     b.add_argument("--names", metavar="'A,B,C'", help="concept names, retrieved from --index and co-segmented")
     b.add_argument("--index", metavar="DIR", help="with --names: the image index to retrieve archives from")
-    b.add_argument("--clip", default=DEFAULT_CLIP,
-                   help=f"with --names: dense CLIP for language guidance and text embeddings (default {DEFAULT_CLIP})")
+    b.add_argument("--clip", help=f"with --names: dense CLIP for language guidance and text embeddings "
+                                  f"(default {DEFAULT_CLIP}, or the preset's)")
     b.add_argument("-k", dest="archive_size", type=positive_int, metavar="K", help="with --names: archive size (default 50)")
     b.add_argument("--no-language-guidance", dest="language_guidance", action="store_const", const=False,
                    help="with --names: no dense-CLIP pixel weights")
@@ -53,7 +55,8 @@ def register(sub) -> None:
                         f"reference; {SOURCE_DEFAULTS['exemplars']['prototypes']} for --exemplars and --labelled)")
     b.add_argument("--n-prototypes", type=positive_int, help="prototypes per concept for kmeans/memory/seeds (default 256)")
     b.add_argument("--seed", type=non_negative_int, help="seed of exemplar sampling and k-means (default 0)")
-    b.add_argument("--encoder", required=True, help="dense encoder, e.g. dinov2-vits14 (see `reco models`)")
+    b.add_argument("--encoder", help="dense encoder, e.g. dinov2-vits14 (see `reco models`); required without --preset")
+    preset_option(b)
     b.add_argument("--out", required=True, metavar="BANK", help="the bank file to write (.safetensors)")
     b.add_argument("--append", action="store_true",
                    help="add the concepts to the existing bank at --out (with the settings it records)")
@@ -90,13 +93,20 @@ def build_and_save(args: argparse.Namespace) -> None:
     from ..building import build_bank
     from ..concepts import ConceptBank
     from ..device import pick_device
-    from ..errors import InvalidInputError
+    from ..errors import ConfigError, InvalidInputError
     from ..models import create_model
     from ..paths import exclusive
 
     out = Path(args.out)
     if out.is_dir():
         raise InvalidInputError(f"--out {out} is a folder: give the bank's file name (e.g. {out / 'bank.safetensors'})")
+    given_encoder = args.encoder
+    preset = apply_preset(args)
+    if given_encoder is None and not args.preset:
+        raise ConfigError("give --encoder (e.g. dinov2-vits14) or --preset")
+    settings = settings_from(args, SETTING_OPTIONS)
+    if args.names is not None:  # the preset's concept settings are for concepts from names
+        settings = {**preset.get("concepts", {}), **settings}
     device = pick_device(args.device)
     encoder = create_model(args.encoder, weights=args.encoder_weights, device=device)
     clip = create_model(args.clip, weights=args.clip_weights, device=device) if args.names is not None else None
@@ -104,7 +114,7 @@ def build_and_save(args: argparse.Namespace) -> None:
         bank = ConceptBank.load(out, encoder=encoder) if args.append else None
         context = ConceptBank.load(args.context_bank, encoder=encoder) if args.context_bank else None
         bank, report = build_bank(encoder=encoder, clip=clip, names=args.names, index=args.index, exemplars=args.exemplars,
-                                  labelled=args.labelled, settings=settings_from(args, SETTING_OPTIONS), bank=bank,
+                                  labelled=args.labelled, settings=settings, bank=bank,
                                   context_bank=context, quiet=True, batch_size=args.batch_size)
         bank.save(out)
     for path, reason in report.skipped:

@@ -7,10 +7,12 @@ import sys
 
 from .common import (
     EXIT_USAGE,
+    apply_preset,
     device_options,
     engine_options,
     engine_settings,
     positive_int,
+    preset_option,
     unit_float,
     weight_options,
 )
@@ -32,9 +34,9 @@ def register(sub) -> None:
                    help="only these concepts of the bank or classes of the model (label values index this list); "
                         "with --index and a --bank that does not exist yet, the bank is built from these names")
     p.add_argument("--index", metavar="DIR", help="image index to build a missing --bank from --concepts")
-    p.add_argument("--encoder", default=DEFAULT_ENCODER,
-                   help=f"with --index: dense encoder (default {DEFAULT_ENCODER})")
-    p.add_argument("--clip", default=DEFAULT_CLIP, help=f"with --index: dense CLIP (default {DEFAULT_CLIP})")
+    p.add_argument("--encoder", help=f"with --index: dense encoder (default {DEFAULT_ENCODER}, or the preset's)")
+    p.add_argument("--clip", help=f"with --index: dense CLIP (default {DEFAULT_CLIP}, or the preset's)")
+    preset_option(p)
     p.add_argument("--no-crf", action="store_true", help="skip the DenseCRF refinement")
     p.add_argument("--no-language-guidance", action="store_true", help="skip the dense-CLIP factor")
     p.add_argument("--size", type=positive_int,
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from ..paths import exclusive
 
     names = _names(args.concepts)
+    _use_preset(args)
     predictor = _predictor(args)
     plan = plan_outputs(args.inputs, args.out, _run_record(args, names), overwrite=args.overwrite,
                         probabilities=args.save_probabilities)
@@ -88,6 +91,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(todo) - failed} label maps to {args.out} (concepts: {', '.join(names or predictor.concepts)}); "
           f"{failed} inputs skipped" + (f", {done_before} done by an earlier run" if done_before else ""))
     return 0 if failed < len(todo) or not todo else EXIT_USAGE
+
+
+def _use_preset(args: argparse.Namespace) -> None:
+    """The preset's models, working size, windows, self-support and CRF switch where the options
+    leave them unset; its concept settings (``args.bank_settings``) for a bank built from names."""
+    preset = apply_preset(args)
+    segment = preset.get("segment", {})
+    args.size = args.size or segment.get("size")
+    if args.window is None and args.stride is None:  # windows as a pair: --window alone strides by half
+        args.window, args.stride = segment.get("window"), segment.get("stride")
+    if args.self_support is None:
+        args.self_support = preset.get("self_support")
+    args.no_crf = args.no_crf or preset.get("crf") is False
+    args.bank_settings = preset.get("concepts", {})
 
 
 def _run_record(args: argparse.Namespace, names) -> dict:
@@ -143,7 +160,7 @@ def _build_bank(args: argparse.Namespace, device) -> dict:
         raise ConfigError("--index needs --concepts 'A,B' to build the bank from names")
     encoder = create_model(args.encoder, weights=args.encoder_weights, device=device)
     clip = create_model(args.clip, weights=args.clip_weights, device=device)
-    settings = {"language_guidance": False} if args.no_language_guidance else {}
+    settings = {**args.bank_settings, **({"language_guidance": False} if args.no_language_guidance else {})}
     bank, report = build_bank(encoder=encoder, clip=clip, names=args.concepts, index=args.index, settings=settings,
                               quiet=True)
     bank.save(args.bank)

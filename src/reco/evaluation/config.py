@@ -29,6 +29,8 @@ DEFAULTS = {
     "crf_variant": "reco",
     "self_support": 0.0,
     "checkpoint": None,
+    "preset": None,
+    "reference": {},
     "out": None,
 }
 @dataclass
@@ -73,6 +75,8 @@ class EvalSchema:
     crf_variant: Literal[CRF_VARIANTS]
     self_support: float = bounded(0, 1)
     checkpoint: str | None = None
+    preset: str | None = None
+    reference: dict | None = None
     out: str | None = None
 
 
@@ -97,7 +101,7 @@ def concept_settings(config: dict) -> BankSettings:
 
 
 #: Keys that may change between runs into the same folder (they do not change any prediction).
-RUN_ONLY_KEYS = ("out", "reproduces", "paper", "name")
+RUN_ONLY_KEYS = ("out", "reproduces", "paper", "reference", "name")
 
 
 def load_config(path: str | Path, overrides=None, strict_paths: bool = True) -> dict:
@@ -109,7 +113,9 @@ def load_config(path: str | Path, overrides=None, strict_paths: bool = True) -> 
         from ..train.config import load_train_config
 
         return reco_plus_eval_config(load_train_config(path, overrides))
-    config = read_config(path, DEFAULTS, overrides)
+    from ..presets import eval_layer
+
+    config = read_config(path, DEFAULTS, overrides, presets=eval_layer)
     config["out"] = config["out"] or f"runs/{config['name']}"
     if not config["dataset"]:
         raise ConfigError(f"{path}: the config needs a dataset spec (e.g. cityscapes27:root=$RECO_DATA/cityscapes)")

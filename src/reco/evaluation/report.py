@@ -36,6 +36,12 @@ def write_overview(results: dict, count: int = 4, path: str | Path | None = None
     return path
 
 
+def references(config: dict) -> str:
+    """The config's ``reference`` mIoU of other methods, as 'A 51.8, B 64.1' (unknown ones left out)."""
+    return ", ".join(f"{method} {value}" for method, value in (config.get("reference") or {}).items()
+                     if value is not None)
+
+
 def results_markdown(results: dict) -> str:
     """A markdown summary: headline numbers beside the paper's, then IoU per class."""
     paper = results.get("paper") or {}
@@ -50,6 +56,8 @@ def results_markdown(results: dict) -> str:
              "| metric | reco | paper |", "|---|---|---|",
              f"| pixel accuracy | {fmt(results['pixel_accuracy'])} | {fmt(paper.get('pixel_accuracy'))} |",
              f"| mIoU | {fmt(results['miou'])} | {fmt(paper.get('miou'))} |", "",
+             *([f"Published mIoU of other methods on this benchmark: {references(results['config'])}", ""]
+               if references(results.get("config") or {}) else []),
              f"Seconds per image (this run's predictions): {seconds:.2f}" if seconds else "", "",
              "| class | IoU |", "|---|---|"]
     lines += [f"| {name} | {fmt(v) or 'absent'} |" for name, v in results["iou"].items()]
@@ -63,7 +71,8 @@ REPORT_START, REPORT_END = "<!-- reco eval --report: start -->", "<!-- reco eval
 
 def report_table(config_dir: str | Path) -> str:
     """One row per config: the command, the paper's numbers and ours from the run's results.json."""
-    rows = ["| experiment | reproduces | command | paper acc / mIoU | reco acc / mIoU |", "|---|---|---|---|---|"]
+    rows = ["| experiment | reproduces | command | paper acc / mIoU | reco acc / mIoU | other methods' mIoU |",
+            "|---|---|---|---|---|---|"]
     for path in sorted(Path(config_dir).glob("*.yaml")):
         data = yaml.safe_load(path.read_text()) or {}
         name = data.get("name") or path.stem
@@ -78,7 +87,7 @@ def report_table(config_dir: str | Path) -> str:
             ours = "not run"
         theirs = " / ".join("–" if paper.get(k) is None else f"{paper[k]}" for k in ("pixel_accuracy", "miou"))
         command = "<br>".join(f"`reco {step} --config {path.as_posix()}`" for step in steps)
-        rows.append(f"| {name} | {data.get('reproduces', '')} | {command} | {theirs} | {ours} |")
+        rows.append(f"| {name} | {data.get('reproduces', '')} | {command} | {theirs} | {ours} | {references(data)} |")
     return "\n".join(rows)
 
 
