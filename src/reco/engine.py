@@ -83,8 +83,8 @@ def _crf_finish(probabilities: np.ndarray, image: np.ndarray, original_size, nam
     return pred.labels.numpy(), pred.probabilities.numpy()
 
 
-def _submit_crf(pool, unfinished, variant: str):
-    u = unfinished
+def _submit_crf(pool, u, variant: str):
+    """The CRF of an :class:`~reco.prediction.Unfinished` prediction ``u``, in ``pool``."""
     return pool.submit(_crf_finish, u.probabilities.numpy(), u.image, u.original_size, u.concepts, u.keep, variant)
 
 

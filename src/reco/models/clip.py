@@ -48,6 +48,9 @@ class ClipModel(RecoModel):
     def use_dense_mode(self, mode: str) -> None:
         """Make ``mode`` (:data:`~reco.models.dense_clip.DENSE_CLIP_MODES`) this model's dense
         features; the name (and so what banks and indexes record) follows."""
+        self.dense_mode = self._checked_mode(mode)
+
+    def _checked_mode(self, mode: str) -> str:
         from open_clip.transformer import VisionTransformer
 
         from .dense_clip import DENSE_CLIP_MODES
@@ -57,7 +60,7 @@ class ClipModel(RecoModel):
         if mode != "maskclip" and not isinstance(self.clip.visual, VisionTransformer):
             raise InvalidInputError(f"{self.spec.name}: the {mode} variant needs a ViT image tower "
                                     f"(a {type(self.clip.visual).__name__} has MaskCLIP only)")
-        self.dense_mode = mode
+        return mode
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         if isinstance(texts, str):
@@ -79,18 +82,14 @@ class ClipModel(RecoModel):
         from open_clip.modified_resnet import ModifiedResNet
         from open_clip.transformer import VisionTransformer
 
-        from .dense_clip import DENSE_CLIP_MODES, dense_clip_vit
+        from .dense_clip import dense_clip_vit
 
         self._check_batch(images)
-        mode = mode or self.dense_mode
-        if mode not in DENSE_CLIP_MODES:
-            raise InvalidInputError(f"unknown dense CLIP variant {mode!r}; known: {', '.join(DENSE_CLIP_MODES)}")
+        mode = self._checked_mode(mode or self.dense_mode)
         visual = self.clip.visual
         if isinstance(visual, VisionTransformer):
             return dense_clip_vit(visual, images, mode)
         if isinstance(visual, ModifiedResNet):
-            if mode != "maskclip":
-                raise InvalidInputError(f"{self.spec.name}: the {mode} variant needs a ViT image tower")
             return maskclip_resnet(visual, images)
         raise TypeError(f"{self.name}: no dense CLIP for a {type(visual).__name__} image tower")
 
