@@ -48,7 +48,8 @@ def test_v2_configs_are_their_benchmark_with_the_preset(benchmark, monkeypatch):
     assert {k: v2["concepts"][k] for k in ("archive_size", "context", "language_guidance", "context_elimination")} == {
         k: base["concepts"][k] for k in ("archive_size", "context", "language_guidance", "context_elimination")}
     assert (v2["crf"], v2["self_support"], v2["preset"]) == (False, 0.5, "reco-v2")
-    assert set(v2["reference"]) == {"ClearCLIP", "NACLIP", "Trident", "CorrCLIPv2"}
+    assert set(v2["reference"]) == {"ReCo (run by Trident)", "ClearCLIP", "NACLIP", "Trident", "CorrCLIPv2"}
+    assert all(v2["reference"][k] is not None for k in ("NACLIP", "Trident", "CorrCLIPv2"))
     assert base["preset"] is None and base["reference"] == {}
 
 
@@ -67,7 +68,7 @@ def test_report_shows_the_references(tmp_path):
 
     table = report_table(REPO / "configs")
     row = next(line for line in table.splitlines() if line.startswith("| ovseg-voc21-v2 |"))
-    assert row.endswith("| ClearCLIP 51.8, NACLIP 64.07 |")
+    assert row.endswith("| ReCo (run by Trident) 25.1, ClearCLIP 51.8, NACLIP 64.07, Trident 67.1, CorrCLIPv2 82.2 |")
     assert next(line for line in table.splitlines() if line.startswith("| ovseg-voc21 |")).endswith("|  |")
 
 
