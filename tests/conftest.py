@@ -1,4 +1,5 @@
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -69,3 +70,37 @@ def isolated_registry(monkeypatch):
     registry._registry()
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     return registry
+
+
+@pytest.fixture(scope="module")
+def demo_bank(tmp_path_factory):
+    """The demo's exemplar bank (face / animal / background) with the real DINOv2 ViT-S/14 weights."""
+    require_offline_weights()
+    from reco.building import ConceptBankBuilder
+    from reco.demo import SEGMENT_SIZE, write_exemplar_folders
+    from reco.models import create_model
+
+    root = tmp_path_factory.mktemp("bank")
+    builder = ConceptBankBuilder(create_model("dinov2-vits14"), image_size=SEGMENT_SIZE, language_guidance=False,
+                                 context_elimination=False, progress=False)
+    bank, _ = builder.build_from_exemplars(write_exemplar_folders(root / "exemplars"))
+    return bank.save(root / "demo.safetensors")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("Debian's chromium and chromium-driver are not installed "
+                    "(apt-get install chromium chromium-driver; .ci/run installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the dev extra has it)")
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1500", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=options)
+    yield driver
+    driver.quit()

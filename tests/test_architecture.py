@@ -22,7 +22,7 @@ LAYERS = [
     ("segment", ["reco.prediction", "reco.segmenter", "reco.engine", "reco.outputs", "reco.output_plan", "reco.predictor",
                  "reco.train.model", "reco.train.segmenter"]),
     ("eval/train", ["reco.evaluation", "reco.train"]),
-    ("front ends", ["reco.cli", "reco.web", "reco.demo", "reco.bench"]),
+    ("front ends", ["reco.cli", "reco.web", "reco.web_page", "reco.demo", "reco.bench"]),
     ("old import paths", ["reco.archive", "reco.protocol", "reco.segment", "reco.concept_builder", "reco.labelled",
                           "reco.evaluate", "reco.plus"]),
 ]

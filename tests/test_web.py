@@ -1,6 +1,5 @@
 """The web app: its service without a browser, and the page driven in Debian's headless Chromium."""
 
-import shutil
 import socket
 import time
 import urllib.error
@@ -9,28 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_offline_weights
 from PIL import Image
 
 pytest.importorskip("gradio", reason="the web extra (gradio) is not installed: pip install 'reco[web]'")
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 MAX_PIXELS = 4_000_000
-
-
-@pytest.fixture(scope="module")
-def demo_bank(tmp_path_factory):
-    """The demo's exemplar bank (face / animal / background) with the real DINOv2 ViT-S/14 weights."""
-    require_offline_weights()
-    from reco.building import ConceptBankBuilder
-    from reco.demo import SEGMENT_SIZE, write_exemplar_folders
-    from reco.models import create_model
-
-    root = tmp_path_factory.mktemp("bank")
-    builder = ConceptBankBuilder(create_model("dinov2-vits14"), image_size=SEGMENT_SIZE, language_guidance=False,
-                                 context_elimination=False, progress=False)
-    bank, _ = builder.build_from_exemplars(write_exemplar_folders(root / "exemplars"))
-    return bank.save(root / "demo.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +85,7 @@ def server(demo_bank, tmp_path_factory, monkeypatch_module):
 
     monkeypatch_module.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
     port = _free_port()
-    app = serve([demo_bank], port=port, max_pixels=MAX_PIXELS, block=False)
+    app = serve([demo_bank], port=port, max_pixels=MAX_PIXELS, drawn_dir=tmp_path_factory.mktemp("drawn"), block=False)
     yield f"http://127.0.0.1:{port}/"
     app.close()
 
@@ -122,25 +105,6 @@ def test_server_binds_localhost_and_serves_no_outside_files(server):
         assert e.value.code in (403, 404)
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.skip("Debian's chromium and chromium-driver are not installed "
-                    "(apt-get install chromium chromium-driver; .ci/run installs them)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the dev extra has it)")
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1500", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=options)
-    yield driver
-    driver.quit()
-
-
 def _wait(condition, timeout=120.0, what="the page"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -151,12 +115,23 @@ def _wait(condition, timeout=120.0, what="the page"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _submit(driver, url, path, concepts=""):
-    """Load the page, upload ``path``, type ``concepts``, press Segment; return the status text."""
+def _choose(driver, dropdown_id, option):
+    """Pick ``option`` in the Gradio dropdown ``#dropdown_id``."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, f"#{dropdown_id} input").click()
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, f'li[aria-label="{option}"]'), what=option)[0].click()
+
+
+def _submit(driver, url, path, concepts="", source=None):
+    """Load the page, pick ``source`` (default: the first), upload ``path``, type ``concepts``,
+    press Segment; return the status text."""
     from selenium.webdriver.common.by import By
 
     driver.get(url)
     upload = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"), what="the upload field")
+    if source is not None:
+        _choose(driver, "bank", source)
     upload[0].send_keys(str(path))
     name = Path(path).name
     _wait(lambda: driver.find_elements(By.CSS_SELECTOR, f'#upload td.filename[aria-label="{name}"]'),

@@ -7,7 +7,6 @@ Only files the app writes itself are served: no ``allowed_paths`` are granted.
 
 from __future__ import annotations
 
-import html
 import os
 import threading
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from .errors import (
     BusyError,
     ConfigError,
+    EmptyInputError,
     InputNotFoundError,
     InvalidInputError,
     MissingDependencyError,
@@ -47,25 +47,53 @@ def find_banks(paths) -> dict[str, Path]:
     return banks
 
 
-class SegmentationService:
-    """Loads each bank and its models once and answers segmentation and grid requests.
+def find_models(paths) -> dict[str, Path]:
+    """ReCo+ checkpoints by display name (``run/best.pt`` -> ``run/best``)."""
+    models: dict[str, Path] = {}
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise InputNotFoundError(f"{p}: no such ReCo+ checkpoint (reco train writes OUT/best.pt)")
+        models[f"{p.parent.name}/{p.stem}"] = p
+    return models
 
-    ``index``: an image index folder; concept names typed that the bank lacks are then built
-    from it (retrieval + co-segmentation) and kept for later requests. Thread-safe.
+
+#: The source that starts empty and holds only concepts drawn in the app.
+NEW_BANK = "new bank (your drawings)"
+#: How trained ReCo+ checkpoints are named among the sources.
+MODEL_PREFIX = "model: "
+
+
+class SegmentationService:
+    """Loads each source (concept bank or ReCo+ checkpoint) and its models once and answers
+    segmentation, drawing and grid requests. Thread-safe.
+
+    ``models``: ReCo+ checkpoints by display name. ``index``: an image index folder; concept
+    names typed that a bank lacks are then built from it (retrieval + co-segmentation) and kept
+    for later requests. Concepts drawn in the app go into ``drawn_dir``/<source>.safetensors, a
+    copy of the source bank with them (the bank files given are never written).
     """
 
-    def __init__(self, banks: dict[str, Path], *, device: str | None = None, index: str | Path | None = None,
-                 max_pixels: int = WEB_MAX_PIXELS, size: int = 448):
+    def __init__(self, banks: dict[str, Path], *, models: dict[str, Path] | None = None, device: str | None = None,
+                 index: str | Path | None = None, max_pixels: int = WEB_MAX_PIXELS, size: int = 448,
+                 drawn_dir: str | Path = "outputs/web"):
         from .device import pick_device
 
         self.banks = dict(banks)
+        self.models = dict(models or {})
         self.device = pick_device(device)
         self.index = index
         self.max_pixels = max_pixels
         self.size = size
+        self.drawn_dir = Path(drawn_dir)
         self._models: dict[str, object] = {}
         self._segmenters: dict[str, object] = {}
-        self._lock = threading.Lock()
+        self._drawn: dict[str, dict[str, list]] = {}  # source -> concept -> features of each drawing
+        self._lock = threading.RLock()
+
+    @property
+    def sources(self) -> list[str]:
+        """What a request may segment with: the banks, the new bank for drawings, the ReCo+ models."""
+        return [*self.banks, NEW_BANK, *(MODEL_PREFIX + name for name in self.models)]
 
     # ---- loading -------------------------------------------------------------------------------
     def _model(self, name: str):
@@ -76,13 +104,22 @@ class SegmentationService:
         return self._models[name]
 
     def segmenter(self, bank_name: str):
-        """The Segmenter of bank ``bank_name`` (loaded on first use)."""
+        """The predictor of source ``bank_name`` (loaded on first use): a bank's Segmenter, or a
+        ReCo+ model's."""
         from .concepts import ConceptBank
         from .predictor import load_predictor
 
-        if bank_name not in self.banks:
-            raise UnknownConceptError(f"no concept bank {bank_name!r}; available: {', '.join(self.banks)}")
         with self._lock:
+            if bank_name in self._segmenters:
+                return self._segmenters[bank_name]
+            if bank_name == NEW_BANK:
+                raise EmptyInputError("the new bank has no concepts yet: paint one below and add it first")
+            if bank_name.startswith(MODEL_PREFIX) and bank_name[len(MODEL_PREFIX):] in self.models:
+                self._segmenters[bank_name] = load_predictor(self.models[bank_name[len(MODEL_PREFIX):]],
+                                                             device=self.device)
+                return self._segmenters[bank_name]
+            if bank_name not in self.banks:
+                raise UnknownConceptError(f"no concept bank {bank_name!r}; available: {', '.join(self.sources)}")
             if bank_name not in self._segmenters:
                 bank = ConceptBank.load(self.banks[bank_name])
                 clip_record = bank.provenance.get("clip")
@@ -98,10 +135,16 @@ class SegmentationService:
     def _resolve_concepts(self, segmenter, text: str) -> list[str]:
         from .building import parse_concept_names
 
-        bank = segmenter.bank
+        bank = getattr(segmenter, "bank", None)
         if not text.strip():
-            return list(bank.names)
+            return list(segmenter.concepts)
         names = parse_concept_names(text)
+        if bank is None:  # a ReCo+ model: its classes only
+            unknown = [n for n in names if n not in segmenter.concepts]
+            if unknown:
+                raise UnknownConceptError(f"not classes of this model: {', '.join(unknown)}. "
+                                          f"It has: {', '.join(segmenter.concepts)}")
+            return names
         missing = [n for n in names if n not in bank]
         if missing and self.index is None:
             raise UnknownConceptError(f"not in this bank: {', '.join(missing)}. It has: {', '.join(bank.names)} "
@@ -133,7 +176,7 @@ class SegmentationService:
         decreasing share, a one-line summary). Raises a RecoError (ImageLoadError, UnknownConceptError,
         ...) for a request that cannot be served, after giving back the memory it took."""
         try:
-            return self._segment(path, bank_name, concepts_text)
+            return self._segment(path, bank_name, concepts_text)[:3]
         except RecoError:
             release_memory()
             raise
@@ -154,19 +197,90 @@ class SegmentationService:
         legend = sorted(((n, float(shares[i]), colours[i]) for i, n in enumerate(names)), key=lambda r: -r[1])
         summary = (f"{Path(path).name}: {image.width}x{image.height}, {len(names)} concepts, "
                    f"{time.perf_counter() - start:.1f} s")
-        return blend_labels(image, labels, len(names)), legend, summary
+        return blend_labels(image, labels, len(names)), legend, summary, labels
+
+    def segment_to_files(self, path: str | Path, bank_name: str, concepts_text: str, out_dir: str | Path):
+        """:meth:`segment`, also writing ``<stem>.png`` (concept indices, in the order of the
+        request's concepts) and ``<stem>_overlay.png`` into ``out_dir``: (overlay, legend,
+        summary, [label file, overlay file])."""
+        from .outputs import save_label_png
+
+        try:
+            overlay, legend, summary, labels = self._segment(path, bank_name, concepts_text)
+        except RecoError:
+            release_memory()
+            raise
+        stem = Path(out_dir) / Path(path).stem
+        label_path = save_label_png(stem.with_suffix(".png"), labels)
+        overlay_path = stem.with_name(stem.name + "_overlay.png")
+        overlay.save(overlay_path)
+        return overlay, legend, summary, [Path(label_path), overlay_path]
+
+    # ---- drawings ------------------------------------------------------------------------------
+    def add_drawing(self, bank_name: str, image, paint, name: str) -> tuple[str, Path]:
+        """Add a concept ``name`` from a drawing to source ``bank_name``: ``image`` (a PIL image or
+        (H, W, 3|4) uint8 array), ``paint`` (its brush layer or a mask image, see
+        :func:`reco.building.drawn.painted_mask`). A drawn concept of that name gains this drawing;
+        any other concept of that name is refused. Saved atomically before it is used; returns a
+        one-line summary and the bank file. Nothing changes when a RecoError is raised."""
+        from .building.drawn import check_name, drawing_features, empty_bank, painted_mask, with_drawn_concept
+        from .imageio import to_rgb
+        from .prediction import as_pil_image
+
+        name = check_name(name)
+        if bank_name.startswith(MODEL_PREFIX):
+            raise InvalidInputError("a ReCo+ model's classes are fixed: choose a concept bank to add a drawing to")
+        if image is None:
+            raise EmptyInputError("upload a photo into the editor first, then paint over what you mean")
+        image = to_rgb(as_pil_image(image))
+        if paint is None:
+            raise EmptyInputError("the drawing is empty: paint over what you mean first")
+        with self._lock:
+            segmenter = None if bank_name == NEW_BANK and bank_name not in self._segmenters else self.segmenter(bank_name)
+            encoder = segmenter.encoder if segmenter is not None else self._model(DRAWING_ENCODER)
+            bank = segmenter.bank if segmenter is not None else empty_bank(encoder)
+            drawn = self._drawn.setdefault(bank_name, {})
+            if name in bank and name not in drawn:
+                raise InvalidInputError(f"{name!r} is already a concept of {bank_name} (not a drawing): "
+                                        "choose another name")
+            pool = [*drawn.get(name, []), drawing_features(encoder, image, painted_mask(paint), self.size)]
+            grown = with_drawn_concept(bank, encoder, name, pool)
+            path = grown.save(self.drawn_dir / f"{_file_name(bank_name)}.safetensors")
+            drawn[name] = pool
+            if segmenter is None:
+                from .predictor import load_predictor
+
+                self._segmenters[bank_name] = load_predictor(grown, encoder=encoder, size=self.size, device=self.device)
+            else:
+                segmenter.bank = grown  # requests running meanwhile keep the bank they started with
+        patches = sum(len(p) for p in pool)
+        return (f"added {name!r} to {bank_name}: {len(pool)} drawing{'s' * (len(pool) > 1)}, {patches} patches; "
+                f"saved as {path.name}"), path
 
     def grid(self, bank_name: str, concept: str):
         """The co-segmentation grid of ``concept`` (its archive with similarity maps and seeds)."""
         from .viz import concept_grid
 
         segmenter = self.segmenter(bank_name)
+        if getattr(segmenter, "bank", None) is None:
+            raise InvalidInputError("a ReCo+ model has no concept archives to show")
         if concept not in segmenter.bank:
             raise UnknownConceptError(f"no concept {concept!r} in bank {bank_name!r}")
         missing = [p for p in segmenter.bank[concept].archive_paths if not Path(p).is_file()]
         if missing:
             raise InputNotFoundError(f"the archive images of {concept!r} are not on this machine (e.g. {missing[0]})")
         return concept_grid(segmenter.bank, concept, segmenter.encoder, max_images=10)
+
+
+#: The encoder of the new bank (the demo's, whose weights ship offline).
+DRAWING_ENCODER = "dinov2-vits14"
+
+
+def _file_name(source: str) -> str:
+    """A file name for the drawn copy of ``source``."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", source).strip("-.") or "bank"
 
 
 def release_memory() -> None:
@@ -179,79 +293,6 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
-
-
-def legend_html(legend) -> str:
-    """Colour swatch, name and share per concept present, as an HTML list."""
-    rows = "".join(
-        f'<li><span style="display:inline-block;width:1em;height:1em;background:rgb{rgb};'
-        f'border:1px solid #000;margin-right:.5em"></span>{html.escape(name)} {100 * share:.1f}%</li>'
-        for name, share, rgb in legend if share > 0)
-    return f'<ul class="reco-legend" style="list-style:none;padding-left:0">{rows}</ul>'
-
-
-def _message(error: Exception, path=None) -> str:
-    """One line for the page; upload temp paths reduced to the uploaded file's name."""
-    text = str(error.args[0] if isinstance(error, KeyError) and error.args else error).splitlines()[0]
-    if path is not None:
-        text = text.replace(str(path), Path(path).name)
-    return f"**Could not segment:** {html.escape(text)}"
-
-
-def build_app(service: SegmentationService):
-    """The Gradio Blocks page around ``service``."""
-    import gradio as gr
-
-    bank_names = list(service.banks)
-
-    def on_segment(path, bank_name, concepts_text):
-        if not path:
-            return None, "", "**Upload an image first.**"
-        try:
-            overlay, legend, summary = service.segment(path, bank_name, concepts_text or "")
-        except RecoError as e:
-            return None, "", _message(e, path)
-        return overlay, legend_html(legend), f"Segmented {html.escape(summary)}"
-
-    def on_bank(bank_name):
-        try:
-            names = service.concepts(bank_name)
-        except RecoError as e:
-            return gr.update(choices=[], value=None), _message(e)
-        return gr.update(choices=names, value=names[0]), f"Bank {html.escape(bank_name)}: {html.escape(', '.join(names))}"
-
-    def on_grid(bank_name, concept):
-        if not concept:
-            return None, "**Choose a concept.**"
-        try:
-            return service.grid(bank_name, concept), f"Co-segmentation grid of {html.escape(concept)}"
-        except RecoError as e:
-            return None, _message(e)
-
-    with gr.Blocks(title="reco", analytics_enabled=False) as app:
-        gr.Markdown("# reco: segment your image into your concepts\n"
-                    "Upload an image, pick a concept bank, optionally type the concepts to use "
-                    "(comma-separated; empty = every concept of the bank), and press **Segment**.")
-        with gr.Row():
-            with gr.Column():
-                upload = gr.File(label="Image", type="filepath", elem_id="upload")
-                bank = gr.Dropdown(bank_names, value=bank_names[0], label="Concept bank", elem_id="bank")
-                concepts = gr.Textbox(label="Concepts", placeholder="e.g. face, animal", elem_id="concepts")
-                run = gr.Button("Segment", variant="primary", elem_id="segment")
-                status = gr.Markdown(elem_id="status")
-            with gr.Column():
-                overlay = gr.Image(label="Overlay", type="pil", format="png", interactive=False, elem_id="overlay")
-                legend = gr.HTML(elem_id="legend")
-        with gr.Row():
-            grid_concept = gr.Dropdown([], label="Concept", elem_id="grid-concept")
-            show_grid = gr.Button("Show co-segmentation grid", elem_id="show-grid")
-        grid_status = gr.Markdown(elem_id="grid-status")
-        grid = gr.Image(label="Co-segmentation grid", type="pil", interactive=False, elem_id="grid")
-        run.click(on_segment, [upload, bank, concepts], [overlay, legend, status])
-        bank.change(on_bank, [bank], [grid_concept, grid_status])
-        app.load(on_bank, [bank], [grid_concept, grid_status])
-        show_grid.click(on_grid, [bank, grid_concept], [grid, grid_status])
-    return app
 
 
 def check_port(host: str, port: int) -> None:
@@ -267,18 +308,24 @@ def check_port(host: str, port: int) -> None:
         raise BusyError(f"cannot serve on {host}:{port} ({e.strerror or e}); choose another --port") from None
 
 
-def serve(banks=("outputs/demo",), *, host: str = "127.0.0.1", port: int = 7860, device: str | None = None,
-          index: str | Path | None = None, max_file_mb: float = WEB_MAX_FILE_MB, max_pixels: int = WEB_MAX_PIXELS,
-          concurrency: int | None = None, block: bool = True):
+def serve(banks=("outputs/demo",), *, models=(), host: str = "127.0.0.1", port: int = 7860,
+          device: str | None = None, index: str | Path | None = None, max_file_mb: float = WEB_MAX_FILE_MB,
+          max_pixels: int = WEB_MAX_PIXELS, concurrency: int | None = None, drawn_dir: str | Path = "outputs/web",
+          block: bool = True):
     """Start the app on ``host:port`` (localhost by default); returns the Gradio app when not ``block``.
-    ``concurrency``: requests segmented at once (default: up to 4, one per CPU core)."""
+    ``models``: ReCo+ checkpoints offered beside the banks; ``concurrency``: requests served at
+    once (default: up to 4, one per CPU core; the others wait in Gradio's queue); ``drawn_dir``:
+    where the banks with concepts drawn in the app are saved."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise MissingDependencyError("the web app needs Gradio: pip install 'reco[web]'") from None
     check_port(host, port)
-    service = SegmentationService(find_banks(banks), device=device, index=index, max_pixels=max_pixels)
+    service = SegmentationService(find_banks(banks), models=find_models(models), device=device, index=index,
+                                  max_pixels=max_pixels, drawn_dir=drawn_dir)
+    from .web_page import build_app
+
     app = build_app(service)
     app.queue(default_concurrency_limit=concurrency or max(1, min(4, os.cpu_count() or 1)))
     if block:  # Gradio's own banner suggests share=True, which a CLI user cannot (and should not) act on

@@ -21,6 +21,8 @@ def register(sub) -> None:
     web.add_argument("--port", type=port, default=7860, help="port (default 7860)")
     web.add_argument("--banks", nargs="+", metavar="BANK_OR_DIR",
                      help="concept banks (or folders of *.safetensors banks) to offer (default: --out)")
+    web.add_argument("--models", nargs="+", metavar="CKPT", default=[],
+                     help="trained ReCo+ checkpoints (reco train: OUT/best.pt) offered beside the banks")
     web.add_argument("--index", metavar="DIR", help="image index: concepts typed that no bank has are built from it")
     web.add_argument("--max-file-mb", type=float, default=20.0, help="upload size limit in MB (default 20)")
     web.add_argument("--concurrency", type=positive_int,
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.banks and not (Path(args.out) / "concepts.safetensors").is_file():
             print(f"reco demo --web: no demo bank in {args.out} yet; building it first (as `reco demo` does)")
             _run_demo(args)
-        serve(banks=args.banks or [args.out], host=args.host, port=args.port, device=args.device,
+        serve(banks=args.banks or [args.out], models=args.models, host=args.host, port=args.port, device=args.device,
               index=args.index, max_file_mb=args.max_file_mb, concurrency=args.concurrency)
         return 0
     _run_demo(args)
