@@ -250,7 +250,9 @@ def test_concept_grid(tmp_path, encoder):
     bank, _ = ConceptBankBuilder(encoder, image_size=64, progress=False).build_from_exemplars(
         _exemplars(tmp_path / "a", {"cat": 7}))
     grid = concept_grid(bank, "cat", encoder, max_images=6, columns=3, tile=100)
-    assert grid.size == (300, 2 * 100 + 36)
+    assert grid.size[0] == 300 and grid.size[1] > 2 * 100 + 36  # the title wraps to a second line
+    header = np.asarray(grid)[: grid.size[1] - 200]
+    assert np.nonzero((header < 60).all(axis=2))[1].max() < 300 - 2  # and is not cut at the edge
     with pytest.raises(KeyError, match="no concept 'dog'"):
         concept_grid(bank, "dog", encoder)
 
@@ -286,3 +288,12 @@ def test_seed_prototypes_are_the_features_at_the_seeds(tmp_path, encoder):
     torch.testing.assert_close(kite.prototypes, F.normalize(expected, dim=1))
     torch.testing.assert_close(kite.reference, F.normalize(expected.mean(0), dim=0))
     assert bank.provenance["prototypes"] == "seeds"
+
+
+def test_grid_title_says_why_a_concept_has_no_seed_rings():
+    from reco.viz import grid_title
+
+    masked = Concept("animal", torch.ones(3), "masks")
+    assert grid_title(masked, 0.1, 0.9).endswith("no seed pixels (built from masks)")
+    seeded = Concept("face", torch.ones(3), "exemplars", seeds=torch.zeros(2, 1, 2, dtype=torch.long))
+    assert grid_title(seeded, 0.1, 0.9).endswith("rings = seed pixels")

@@ -208,3 +208,50 @@ def test_predict_images_yields_one_prediction_per_image(bank, models):
     assert [p.labels.shape for p in preds] == [(32, 40)] * 3 and all(p.concepts == ["road"] for p in preds)
     single = seg.predict_embedding(seg.encode(images[1]), ["road"])
     assert torch.equal(preds[1].probabilities, single.probabilities)
+
+
+def test_skipped_inputs_are_written_above_the_progress_bar(tmp_path):
+    """On a terminal, `reco segment` shows a bar; a skipped file's message goes on a line of its
+    own (tqdm's write), never glued to the bar's text."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for name, seed in (("a", 1), ("b", 2)):
+        (tmp_path / "ex" / name).mkdir(parents=True)
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (48, 48, 3), np.uint8)).save(
+            tmp_path / "ex" / name / "x.png")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 56, 3), np.uint8)).save(photos / f"{i}.png")
+    (photos / "1b-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
+    assert main(["concepts", "build", "--exemplars", str(tmp_path / "ex"), "--encoder", "tiny-vit",
+                 "--out", str(tmp_path / "bank.safetensors")]) == 0
+    import fcntl
+    import struct
+    import termios
+
+    primary, replica = os.openpty()
+    fcntl.ioctl(replica, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
+    reco_cli = Path(sys.executable).with_name("reco")
+    process = subprocess.Popen([str(reco_cli), "segment", str(photos), "--bank", str(tmp_path / "bank.safetensors"),
+                                "--out", str(tmp_path / "out"), "--workers", "0", "--batch-size", "1"],
+                               stdout=replica, stderr=replica)
+    os.close(replica)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    process.wait(60)
+    os.close(primary)
+    text = output.decode(errors="replace")
+    assert "segmenting" in text and "img/s" in text, repr(text)  # a bar was drawn
+    start = text.index("skipped ")
+    assert text[start - 1] in "\r\n", repr(text[max(0, start - 80):start + 40])

@@ -158,7 +158,7 @@ def _image_size(driver, selector):
     return tuple(size) if size[0] else None
 
 
-def test_browser_uploads_a_photo_and_sees_the_overlay(server, browser):
+def test_browser_uploads_a_photo_and_sees_the_overlay(server, browser, demo_bank):
     from selenium.webdriver.common.by import By
 
     from reco.samples import sample_path
@@ -172,7 +172,10 @@ def test_browser_uploads_a_photo_and_sees_the_overlay(server, browser):
     assert "background" in legend and "%" in legend
     browser.find_element(By.ID, "show-grid").click()  # the first concept, "animal": the annotated quokka
     _wait(lambda: "grid of animal" in browser.find_element(By.ID, "grid-status").text, what="the grid")
-    assert _wait(lambda: _image_size(browser, "#grid img"), what="the grid image") == (224, 224 + 36)
+    from reco.web import SegmentationService
+
+    expected = SegmentationService({"demo": demo_bank}).grid("demo", "animal").size  # what the service draws
+    assert _wait(lambda: _image_size(browser, "#grid img"), what="the grid image") == expected
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "web_demo.png"))
     with Image.open(ARTIFACTS / "web_demo.png") as shot:

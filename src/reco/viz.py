@@ -65,11 +65,13 @@ def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 
                         concept.reference.to(feats.device).float()).cpu()
     lo, hi = sims.min().item(), sims.max().item()
     rows = (len(images) + columns - 1) // columns
-    header = 36
-    canvas = Image.new("RGB", (min(columns, len(images)) * tile, rows * tile + header), "white")
+    width, font = min(columns, len(images)) * tile, _font(16)
+    lines = wrap_text(title or grid_title(concept, lo, hi), font, width - 12)
+    header = 16 + 20 * len(lines)
+    canvas = Image.new("RGB", (width, rows * tile + header), "white")
     draw = ImageDraw.Draw(canvas)
-    text = title or f"{name}: cosine to the reference ({lo:.2f} blue .. {hi:.2f} red); rings = seed pixels"
-    draw.text((6, 8), text, fill="black", font=_font(16))
+    for i, line in enumerate(lines):
+        draw.text((6, 8 + 20 * i), line, fill="black", font=font)
     side = model_side(size, encoder.patch_size)
     for k, (image, sim) in enumerate(zip(images, sims)):
         base = centre_crop(image, side, side).resize((tile, tile), Image.BICUBIC)  # what the encoder saw
@@ -84,6 +86,26 @@ def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 
                 for radius, colour in ((9, "white"), (7, "black")):
                     draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], outline=colour, width=2)
     return canvas
+
+
+def grid_title(concept, lo: float, hi: float) -> str:
+    """What a concept grid shows: the colour scale, and the seed rings or why there are none."""
+    seeds = "rings = seed pixels" if concept.seeds is not None else f"no seed pixels (built from {concept.source})"
+    return f"{concept.name}: cosine to the reference ({lo:.2f} blue .. {hi:.2f} red); {seeds}"
+
+
+def wrap_text(text: str, font, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` pixels in ``font`` (words kept whole)."""
+    from PIL import ImageDraw
+
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    lines: list[str] = []
+    for word in text.split():
+        if lines and measure(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def palette(n: int) -> list[tuple[int, int, int]]:
@@ -123,16 +145,20 @@ def overlay_with_legend(image: Image.Image, labels: np.ndarray, names: list[str]
     blended = blend_labels(image, labels, len(names), alpha)
     shares = label_shares(labels, len(names))
     present = [i for i in np.argsort(-shares) if shares[i] > 0]
-    size = max(14, blended.width // 45)  # legible once the panel is scaled down for display
+    texts = [f"{names[i]}  {100 * shares[i]:.1f}%" for i in present]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    size = max(8, blended.height // 24)  # panels are shown at one height: the legend scales with it
+    while size > 8 and max(measure(t, font=_font(size)) for t in texts) + 2 * size + 16 > blended.width:
+        size -= 1  # ... as far as the width allows
     font = _font(size)
     row = size + 6
     legend = Image.new("RGB", (blended.width, row * len(present) + 8), "white")
     draw = ImageDraw.Draw(legend)
     colours = palette(len(names))
-    for k, (i, colour) in enumerate((i, colours[i]) for i in present):
+    for k, (i, text) in enumerate(zip(present, texts)):
         y = 4 + k * row
-        draw.rectangle([6, y + 2, 6 + size, y + 2 + size], fill=colour, outline="black")
-        draw.text((14 + size, y), f"{names[i]}  {100 * shares[i]:.1f}%", fill="black", font=font)
+        draw.rectangle([6, y + 2, 6 + size, y + 2 + size], fill=colours[i], outline="black")
+        draw.text((14 + size, y), text, fill="black", font=font)
     canvas = Image.new("RGB", (blended.width, blended.height + legend.height), "white")
     canvas.paste(blended, (0, 0))
     canvas.paste(legend, (0, blended.height))
