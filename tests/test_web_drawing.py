@@ -319,7 +319,8 @@ def test_browser_draws_a_concept_and_segments_with_it(fresh_app, browser, tmp_pa
     ARTIFACTS.mkdir(exist_ok=True)
     browser.find_element(By.ID, "editor").screenshot(str(ARTIFACTS / "web_drawing.png"))  # README's picture
     assert "added 'quokka' to new bank" in _add(browser, "quokka", "added 'quokka'")
-    browser.find_element(By.CSS_SELECTOR, "#editor button[aria-label=Undo]").click()  # the outline goes, the photo stays
+    undo = browser.find_element(By.CSS_SELECTOR, "#editor button[aria-label=Undo]")
+    undo.click()  # the outline goes, the photo stays
     _ready(browser)
     for stroke in ([(60, 40), (70, 600)], [(760, 40), (780, 600)], [(600, 25), (930, 25)], [(880, 60), (900, 600)]):
         _stroke(browser, stroke, size)  # open strokes on the background

@@ -236,7 +236,8 @@ class SegmentationService:
         if paint is None:
             raise EmptyInputError("the drawing is empty: paint over what you mean first")
         with self._lock:
-            segmenter = None if bank_name == NEW_BANK and bank_name not in self._segmenters else self.segmenter(bank_name)
+            fresh = bank_name == NEW_BANK and bank_name not in self._segmenters  # its first drawing
+            segmenter = None if fresh else self.segmenter(bank_name)
             encoder = segmenter.encoder if segmenter is not None else self._model(DRAWING_ENCODER)
             bank = segmenter.bank if segmenter is not None else empty_bank(encoder)
             drawn = self._drawn.setdefault(bank_name, {})
