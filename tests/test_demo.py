@@ -61,3 +61,13 @@ def test_web_on_a_fresh_checkout_builds_the_demo_bank_first(tmp_path, monkeypatc
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no such concept bank or folder" in err[0]
     assert not (tmp_path / "missing").exists()
+
+
+def test_web_refuses_a_missing_reco_plus_model_before_any_work(tmp_path, capsys):
+    from reco.cli import main
+
+    code = main(["demo", "--web", "--out", str(tmp_path / "demo"), "--models", str(tmp_path / "run" / "best.pt"),
+                 "--port", "7998"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no such ReCo+ checkpoint" in err[0], err
+    assert not (tmp_path / "demo").exists()  # the demo bank was not built first

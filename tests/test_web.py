@@ -124,18 +124,19 @@ def _choose(driver, dropdown_id, option):
 
 
 def _submit(driver, url, path, concepts="", source=None):
-    """Load the page, pick ``source`` (default: the first), upload ``path``, type ``concepts``,
-    press Segment; return the status text."""
+    """Load the page, pick ``source`` (default: the first), upload ``path`` (or a list of them),
+    type ``concepts``, press Segment; return the status text."""
     from selenium.webdriver.common.by import By
 
     driver.get(url)
     upload = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"), what="the upload field")
     if source is not None:
         _choose(driver, "bank", source)
-    upload[0].send_keys(str(path))
-    name = Path(path).name
-    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, f'#upload td.filename[aria-label="{name}"]'),
-          what=f"{name} to upload")
+    paths = path if isinstance(path, list) else [path]
+    upload[0].send_keys("\n".join(map(str, paths)))
+    for name in (Path(p).name for p in paths):
+        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, f'#upload td.filename[aria-label="{name}"]'),
+              what=f"{name} to upload")
     if concepts:
         box = driver.find_element(By.CSS_SELECTOR, "#concepts textarea, #concepts input")
         box.clear()

@@ -340,5 +340,14 @@ def test_browser_draws_a_concept_and_segments_with_it(fresh_app, browser, tmp_pa
     status = _submit(browser, url, sample_path("chelsea"), "quokka, background", source=NEW_BANK)  # another photo
     assert status.startswith("Segmented chelsea.png"), status
     assert _download_labels(browser, "chelsea.png", tmp_path).shape == Image.open(sample_path("chelsea")).size[::-1]
+    both = [photo, sample_path("chelsea")]  # several photos at once: a preview, a gallery, four downloads
+    status = _submit(browser, url, both, "quokka, background", source=NEW_BANK)
+    assert _wait(lambda: browser.find_element(By.ID, "status").text.count("Segmented") == 2, what="both photos")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#preview img")) == 2
+    assert _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#overlays img")) == 2, what="the gallery")
+    assert "quokka" in browser.find_element(By.ID, "overlays").text  # captions hold the legends
+    offered = {(a.get_attribute("href") or "").split("?")[0].rsplit("/", 1)[-1]
+               for a in browser.find_elements(By.CSS_SELECTOR, "#downloads a")}
+    assert offered >= {"quokka.png", "quokka_overlay.png", "chelsea.png", "chelsea_overlay.png"}, offered
     assert sorted(p.name for p in (folder / "outputs" / "web").iterdir()) == ["new-bank-your-drawings.safetensors"]
     shutil.copy(folder / "seconds_to_serve", ARTIFACTS / "web_seconds_to_serve.txt")

@@ -34,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
     if args.web:
         from pathlib import Path
 
-        from ..web import check_port, serve
+        from ..web import check_port, find_models, serve
 
         check_port(args.host, args.port)  # before minutes of work, not after
+        find_models(args.models)
         if not args.banks and not (Path(args.out) / "concepts.safetensors").is_file():
             print(f"reco demo --web: no demo bank in {args.out} yet; building it first (as `reco demo` does)")
             _run_demo(args)
