@@ -351,3 +351,26 @@ def test_browser_draws_a_concept_and_segments_with_it(fresh_app, browser, tmp_pa
     assert offered >= {"quokka.png", "quokka_overlay.png", "chelsea.png", "chelsea_overlay.png"}, offered
     assert sorted(p.name for p in (folder / "outputs" / "web").iterdir()) == ["new-bank-your-drawings.safetensors"]
     shutil.copy(folder / "seconds_to_serve", ARTIFACTS / "web_seconds_to_serve.txt")
+
+
+def test_an_uploaded_mask_file_replaces_the_brush(tmp_path):
+    from reco.errors import InvalidInputError
+    from reco.web_page import _editor_parts
+
+    photo = np.zeros((30, 40, 4), np.uint8)
+    layer = np.zeros((30, 40, 4), np.uint8)
+    layer[5:10, 5:10, 3] = 255
+    editor = {"background": photo, "layers": [layer], "composite": photo}
+    assert _editor_parts(editor, None)[1] is layer
+    mask = np.zeros((30, 40), np.uint8)
+    mask[10:20, 10:30] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    got_photo, paint = _editor_parts(editor, str(tmp_path / "mask.png"))
+    assert got_photo is photo and np.array_equal(paint > 0, mask > 0)
+    Image.fromarray(mask[:20]).save(tmp_path / "small.png")
+    with pytest.raises(InvalidInputError, match="the mask file is 40x20, the photo 40x30"):
+        _editor_parts(editor, str(tmp_path / "small.png"))
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    with pytest.raises(InvalidInputError, match="the mask file: "):
+        _editor_parts(editor, str(tmp_path / "bad.png"))
+    assert _editor_parts(None, None) == (None, None)
