@@ -67,7 +67,8 @@ class SegmentationService:
     """Loads each source (concept bank or ReCo+ checkpoint) and its models once and answers
     segmentation, drawing and grid requests. Thread-safe.
 
-    ``models``: ReCo+ checkpoints by display name. ``index``: an image index folder; concept
+    ``models``: ReCo+ checkpoints by display name; the new bank for drawings uses reco's default
+    encoder (whose weights ship offline). ``index``: an image index folder; concept
     names typed that a bank lacks are then built from it (retrieval + co-segmentation) and kept
     for later requests. Concepts drawn in the app go into ``drawn_dir``/<source>.safetensors, a
     copy of the source bank with them (the bank files given are never written).
@@ -120,13 +121,11 @@ class SegmentationService:
                 return self._segmenters[bank_name]
             if bank_name not in self.banks:
                 raise UnknownConceptError(f"no concept bank {bank_name!r}; available: {', '.join(self.sources)}")
-            if bank_name not in self._segmenters:
-                bank = ConceptBank.load(self.banks[bank_name])
-                clip_record = bank.provenance.get("clip")
-                self._segmenters[bank_name] = load_predictor(
-                    bank, encoder=self._model(bank.provenance["encoder"]["name"]),
-                    clip=self._model(clip_record["name"]) if clip_record else None, size=self.size,
-                    device=self.device)
+            bank = ConceptBank.load(self.banks[bank_name])
+            clip_record = bank.provenance.get("clip")
+            self._segmenters[bank_name] = load_predictor(
+                bank, encoder=self._model(bank.provenance["encoder"]["name"]),
+                clip=self._model(clip_record["name"]) if clip_record else None, size=self.size, device=self.device)
             return self._segmenters[bank_name]
 
     def concepts(self, bank_name: str) -> list[str]:
@@ -224,6 +223,7 @@ class SegmentationService:
         any other concept of that name is refused. Saved atomically before it is used; returns a
         one-line summary and the bank file. Nothing changes when a RecoError is raised."""
         from .building.drawn import check_name, drawing_features, empty_bank, painted_mask, with_drawn_concept
+        from .building.settings import DEFAULT_ENCODER
         from .imageio import to_rgb
         from .prediction import as_pil_image
 
@@ -238,7 +238,7 @@ class SegmentationService:
         with self._lock:
             fresh = bank_name == NEW_BANK and bank_name not in self._segmenters  # its first drawing
             segmenter = None if fresh else self.segmenter(bank_name)
-            encoder = segmenter.encoder if segmenter is not None else self._model(DRAWING_ENCODER)
+            encoder = segmenter.encoder if segmenter is not None else self._model(DEFAULT_ENCODER)
             bank = segmenter.bank if segmenter is not None else empty_bank(encoder)
             drawn = self._drawn.setdefault(bank_name, {})
             if name in bank and name not in drawn:
@@ -271,10 +271,6 @@ class SegmentationService:
         if missing:
             raise InputNotFoundError(f"the archive images of {concept!r} are not on this machine (e.g. {missing[0]})")
         return concept_grid(segmenter.bank, concept, segmenter.encoder, max_images=10)
-
-
-#: The encoder of the new bank (the demo's, whose weights ship offline).
-DRAWING_ENCODER = "dinov2-vits14"
 
 
 def _file_name(source: str) -> str:
