@@ -210,6 +210,7 @@ def test_predict_images_yields_one_prediction_per_image(bank, models):
     assert torch.equal(preds[1].probabilities, single.probabilities)
 
 
+@pytest.mark.slow  # a CLI process on a pseudo-terminal: ~20 s
 def test_skipped_inputs_are_written_above_the_progress_bar(tmp_path):
     """On a terminal, `reco segment` shows a bar; a skipped file's message goes on a line of its
     own (tqdm's write), never glued to the bar's text."""
