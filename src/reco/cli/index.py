@@ -32,6 +32,8 @@ def register(sub) -> None:
     s.add_argument("text", nargs="?", help="text query (prompt-ensembled with the 85 templates)")
     s.add_argument("--image", metavar="PATH", help="image query instead of text")
     s.add_argument("-k", type=positive_int, default=50, help="how many results (default 50)")
+    s.add_argument("--rerank", type=non_negative_int, default=0, metavar="N",
+                   help="order the search structure's N best candidates by their exact cosine (IVF-PQ indexes)")
     s.set_defaults(func=search)
 
     i = isub.add_parser("info", help="describe an index", parents=[json_option()])
@@ -65,7 +67,7 @@ def search(args: argparse.Namespace) -> int:
         raise ConfigError("give either a text query or --image PATH")
     index = ImageIndex.open(args.index)
     query = args.text if args.text is not None else load_image(args.image, max_aspect_ratio=MAX_ASPECT_RATIO)
-    hits = index.search(query, args.k)
+    hits = index.search(query, args.k, rerank=args.rerank)
     if args.json:
         print_json([{"id": h.id, "path": h.path, "score": h.score} for h in hits])
     else:

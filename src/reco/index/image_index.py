@@ -17,25 +17,43 @@ class ImageIndex:
     """A built image index. ``search(query, k)`` takes a string (embedded with the index's own
     CLIP and the 85 prompt templates), a PIL image, or an embedding, and returns Hits, best first."""
 
-    def __init__(self, root: Path, meta: dict, table, embeddings: np.ndarray, clip=None):
-        self.root, self.meta, self.table = root, meta, table
-        self.embeddings = embeddings
+    def __init__(self, root: Path, meta: dict, clip=None):
+        self.root, self.meta = root, meta
+        self.shards = store.ShardedEmbeddings(root, math.ceil(meta["total"] / meta["shard_size"]))
+        self.items = store.ItemRows(root / "items.parquet")
+        self._table = self._embeddings = None
         self._clip = clip
         self._search_index = None
         self._rows: dict[str, int] | None = None
 
+    @property
+    def table(self):
+        """The whole item table (read on first use; searching does not need it)."""
+        if self._table is None:
+            import pyarrow.parquet as pq
+
+            self._table = pq.read_table(self.root / "items.parquet")
+        return self._table
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """Every embedding as float16 (n, E) in memory (read on first use; an IVF-PQ search with
+        re-ranking reads only its candidates' rows, see :attr:`shards`)."""
+        if self._embeddings is None:
+            self._embeddings = self.shards.all()
+        return self._embeddings
+
     @classmethod
     def open(cls, root: str | Path, clip=None) -> "ImageIndex":
-        import pyarrow.parquet as pq
-
+        """Open a built index: its metadata, memory-mapped embedding shards and the item table's
+        layout; no embedding or item is read until a search needs it."""
         root = Path(root)
         meta = store.read_meta(root)
         if meta is None or meta.get("format") != store.FORMAT:
             raise InputNotFoundError(f"{root}: not a reco image index (no meta.json); build one with `reco index build`")
         if meta.get("status") != "complete":
             raise InvalidInputError(f"{root}: the build is not complete; run `reco index build` again to resume it")
-        n_shards = math.ceil(meta["total"] / meta["shard_size"])
-        index = cls(root, meta, pq.read_table(root / "items.parquet"), store.load_embeddings(root, n_shards))
+        index = cls(root, meta)
         return index if clip is None else index.use_clip(clip)
 
     # ---- the Retriever protocol ---------------------------------------------------------------
@@ -98,23 +116,30 @@ class ImageIndex:
 
                 from .backends import set_nprobe
 
-                self._search_index = faiss.read_index(str(self.root / "ivfpq.faiss"))
+                self._search_index = faiss.read_index(str(self.root / "ivfpq.faiss"), faiss.IO_FLAG_MMAP)
                 set_nprobe(self._search_index, self.meta["ivfpq"]["nprobe"])
             else:
                 self._search_index = exact_index(self.embeddings.astype(np.float32))
         return self._search_index
 
-    def search(self, query, k: int = 50) -> list[Hit]:
-        """The ``k`` images most similar to ``query`` (cosine), best first, distinct."""
+    def search(self, query, k: int = 50, rerank: int = 0) -> list[Hit]:
+        """The ``k`` images most similar to ``query`` (cosine), best first, distinct. ``rerank``:
+        take that many candidates from the search structure and order them by their exact cosine
+        (the float16 embeddings, read from disk for those rows only): the way to exact top-k
+        order, and better recall, on an IVF-PQ index."""
         q = self.embed_query(query)
         if q.shape[0] != self.meta["embed_dim"]:
             raise ModelMismatchError(f"query has {q.shape[0]} dimensions, the index {self.meta['embed_dim']}")
-        if k < 1:
-            raise InvalidInputError(f"k must be positive, got {k}")
+        if k < 1 or rerank < 0:
+            raise InvalidInputError(f"k must be positive and rerank not negative, got k={k}, rerank={rerank}")
         q = torch.nn.functional.normalize(q, dim=0).numpy()[None].astype(np.float32)
-        scores, rows = self._searcher().search(q, min(k, len(self)))
-        ids, paths = self.table.column("id"), self.table.column("path")
-        return [Hit(ids[r].as_py(), paths[r].as_py(), float(s)) for s, r in zip(scores[0], rows[0]) if r >= 0]
+        scores, rows = self._searcher().search(q, min(max(k, rerank), len(self)))
+        scores, rows = scores[0][rows[0] >= 0], rows[0][rows[0] >= 0]
+        if rerank:
+            scores = self.shards.rows(rows) @ q[0]
+            order = np.argsort(-scores, kind="stable")[:k]
+            scores, rows = scores[order], rows[order]
+        return [Hit(item_id, path, float(s)) for (item_id, path), s in zip(self.items.get(rows[:k]), scores[:k])]
 
     def row_of(self, item_id: str) -> int:
         """The row (embedding index) of an item id."""

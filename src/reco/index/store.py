@@ -49,11 +49,15 @@ def shard_done(root: Path, shard: int) -> bool:
     return shard_paths(root, shard)[1].is_file()
 
 
+#: Rows per row group of ``items.parquet``: a search reads the groups of its hits only.
+ITEM_ROW_GROUP = 65536
+
+
 def _write_parquet(path: Path, table) -> None:
     import pyarrow.parquet as pq
 
     sink = io.BytesIO()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, row_group_size=ITEM_ROW_GROUP)
     atomic_write_bytes(path, sink.getvalue())
 
 
@@ -88,6 +92,57 @@ def finalize(root: Path, n_shards: int) -> tuple[int, int]:
 
 
 def load_embeddings(root: Path, n_shards: int) -> np.ndarray:
-    """All embeddings, in item order, as float16 (n, E)."""
-    parts = [np.load(shard_paths(root, s)[0]) for s in range(n_shards)]
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float16)
+    """All embeddings, in item order, as float16 (n, E) in memory."""
+    return ShardedEmbeddings(root, n_shards).all()
+
+
+class ShardedEmbeddings:
+    """The float16 embedding shards of an index, memory-mapped: opening reads no embedding, and
+    :meth:`rows` reads only the rows asked for."""
+
+    def __init__(self, root: Path, n_shards: int):
+        self.parts = [np.load(shard_paths(root, s)[0], mmap_mode="r") for s in range(n_shards)]
+        self.offsets = np.cumsum([0, *(len(p) for p in self.parts)])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def rows(self, rows) -> np.ndarray:
+        """float32 (len(rows), E) embeddings of the given item rows, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        shard = np.searchsorted(self.offsets, rows, side="right") - 1
+        return np.stack([self.parts[s][r - self.offsets[s]] for s, r in zip(shard, rows)]).astype(np.float32) \
+            if len(rows) else np.zeros((0, self.parts[0].shape[1] if self.parts else 0), np.float32)
+
+    def all(self) -> np.ndarray:
+        """Every embedding, in item order, as float16 (n, E) in memory."""
+        return np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float16)
+
+
+class ItemRows:
+    """The id and path of item rows, read from ``items.parquet`` one row group at a time (the
+    groups of the latest rows asked for are kept), so opening an index reads no item."""
+
+    def __init__(self, path: Path, cache: int = 4):
+        import pyarrow.parquet as pq
+
+        self.file = pq.ParquetFile(path)
+        sizes = [self.file.metadata.row_group(g).num_rows for g in range(self.file.num_row_groups)]
+        self.offsets = np.cumsum([0, *sizes])
+        self.cache, self._groups = cache, {}
+
+    def _group(self, g: int):
+        if g not in self._groups:
+            if len(self._groups) >= self.cache:
+                self._groups.pop(next(iter(self._groups)))
+            self._groups[g] = self.file.read_row_group(g, columns=["id", "path"]).to_pydict()
+        return self._groups[g]
+
+    def get(self, rows) -> list[tuple[str, str]]:
+        """(id, path) of each row, in order."""
+        out = []
+        for r in rows:
+            g = int(np.searchsorted(self.offsets, r, side="right") - 1)
+            group = self._group(g)
+            out.append((group["id"][r - self.offsets[g]], group["path"][r - self.offsets[g]]))
+        return out

@@ -1,0 +1,99 @@
+"""Opening and searching an index without loading it: memory-mapped embedding shards, the item
+rows of the hits only, exact re-ranking of IVF-PQ candidates."""
+
+import numpy as np
+import pytest
+import torch
+
+from reco.index import ImageIndex, store
+
+
+def _synthetic_index(root, n, d, shard_size, ivfpq=False, seed=0):
+    """An index folder as a build leaves it, from synthetic clustered embeddings."""
+    from reco.bench.index import synthetic
+
+    x = synthetic(n, max(2, n // 50), d=d, seed=seed)
+    for shard, start in enumerate(range(0, n, shard_size)):
+        rows = [{"id": f"img{i:06d}", "path": f"/photos/{i}.jpg", "width": 1, "height": 1, "sha256": "",
+                 "ok": True, "error": ""} for i in range(start, min(n, start + shard_size))]
+        store.write_shard(root, shard, rows, x[start:start + shard_size])
+    n_shards = -(-n // shard_size)
+    count, skipped = store.finalize(root, n_shards)
+    meta = {"format": store.FORMAT, "status": "complete", "total": n, "count": count, "skipped": skipped,
+            "shard_size": shard_size, "embed_dim": d, "fingerprint": "0" * 64, "model": {"name": "synthetic"},
+            "index_type": "ivfpq" if ivfpq else "flat"}
+    if ivfpq:
+        from reco.index.build import _build_ivfpq
+
+        meta["ivfpq"] = _build_ivfpq(root, n_shards)
+    store.write_meta(root, meta)
+    return x
+
+
+def test_opening_reads_no_embedding_and_no_item(tmp_path, monkeypatch):
+    _synthetic_index(tmp_path, 300, 16, shard_size=64)
+    loads, groups = [], []
+    original_load = np.load
+    monkeypatch.setattr(np, "load", lambda *a, **k: (loads.append(k.get("mmap_mode")), original_load(*a, **k))[1])
+    read_group = store.ItemRows._group
+    monkeypatch.setattr(store.ItemRows, "_group", lambda self, g: (groups.append(g), read_group(self, g))[1])
+    index = ImageIndex.open(tmp_path)
+    assert loads == ["r"] * 5 and all(isinstance(p, np.memmap) for p in index.shards.parts)
+    assert groups == [] and index._table is None and index._embeddings is None
+    assert len(index.shards) == 300
+
+
+def test_search_reads_the_row_groups_of_its_hits_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "ITEM_ROW_GROUP", 32)
+    x = _synthetic_index(tmp_path, 300, 16, shard_size=64)
+    index = ImageIndex.open(tmp_path)
+    assert index.items.file.num_row_groups == 10
+    read = []
+    group = store.ItemRows._group
+    monkeypatch.setattr(store.ItemRows, "_group", lambda self, g: (read.append(g), group(self, g))[1])
+    q = x[123].astype(np.float32)
+    hits = index.search(torch.from_numpy(q), k=3)
+    xf = x.astype(np.float32)
+    oracle = np.argsort(-(xf @ (q / np.linalg.norm(q))), kind="stable")[:3]
+    assert [h.id for h in hits] == [f"img{i:06d}" for i in oracle]
+    assert set(read) == {int(i) // 32 for i in oracle}  # only the groups holding the hits
+    assert index.items.get([0, 299, 31, 32]) == [("img000000", "/photos/0.jpg"), ("img000299", "/photos/299.jpg"),
+                                                 ("img000031", "/photos/31.jpg"), ("img000032", "/photos/32.jpg")]
+
+
+def test_sharded_rows_equal_the_whole_array(tmp_path):
+    x = _synthetic_index(tmp_path, 200, 8, shard_size=48)
+    shards = ImageIndex.open(tmp_path).shards
+    rows = [199, 0, 47, 48, 96, 150, 47]
+    np.testing.assert_array_equal(shards.rows(rows), x[rows].astype(np.float16).astype(np.float32))
+    assert shards.rows([]).shape == (0, 8)
+
+
+@pytest.fixture(scope="module")
+def ivfpq_index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ivfpq")
+    return root, _synthetic_index(root, 1024, 16, shard_size=256, ivfpq=True)
+
+
+@pytest.mark.slow  # an IVF-PQ build: ~25 s
+@pytest.mark.parametrize("rerank", [0, 60])
+def test_rerank_orders_ivfpq_candidates_by_their_exact_cosine(ivfpq_index, rerank):
+    import faiss
+
+    root, x = ivfpq_index
+    index = ImageIndex.open(root)
+    raw = faiss.read_index(str(root / "ivfpq.faiss"))
+    faiss.extract_index_ivf(raw).nprobe = index.meta["ivfpq"]["nprobe"]
+    exact = x.astype(np.float16).astype(np.float32)
+    q = exact[7] + np.random.default_rng(3).normal(scale=0.05, size=16).astype(np.float32)
+    qn = (q / np.linalg.norm(q)).astype(np.float32)
+    hits = index.search(torch.from_numpy(q), k=10, rerank=rerank)
+    _, candidates = raw.search(qn[None], max(10, rerank))
+    candidates = candidates[0]
+    if rerank:  # the candidates, in the order of their exact cosine
+        expected = candidates[np.argsort(-(exact[candidates] @ qn), kind="stable")[:10]]
+        np.testing.assert_allclose([h.score for h in hits], exact[expected] @ qn, rtol=1e-5, atol=1e-6)
+        assert list(expected) != list(candidates[:10])  # the order really changed
+    else:
+        expected = candidates[:10]
+    assert [h.id for h in hits] == [f"img{i:06d}" for i in expected]
