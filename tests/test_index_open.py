@@ -97,3 +97,41 @@ def test_rerank_orders_ivfpq_candidates_by_their_exact_cosine(ivfpq_index, reran
     else:
         expected = candidates[:10]
     assert [h.id for h in hits] == [f"img{i:06d}" for i in expected]
+
+
+def test_streaming_exact_search_equals_faiss_flat():
+    from reco.index.backends import StreamingExact, exact_index
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(500, 12)).astype(np.float32)
+    q = rng.normal(size=(7, 12)).astype(np.float32)
+    scores, rows = StreamingExact([x[:130], x[130:131], x[131:400], x[400:]]).search(q, 20)
+    want_scores, want_rows = exact_index(x).search(q, 20)
+    np.testing.assert_array_equal(rows, want_rows)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow  # two IVF-PQ builds: ~50 s
+def test_streamed_ivfpq_build_equals_the_in_memory_one(tmp_path, monkeypatch):
+    import faiss
+
+    from reco.index.backends import exact_index, ivfpq_params, train_ivfpq, tune_nprobe
+
+    def no_whole_collection(*args, **kwargs):
+        raise AssertionError("the build loaded the whole collection")
+
+    monkeypatch.setattr(store, "load_embeddings", no_whole_collection)
+    _synthetic_index(tmp_path, 2048, 16, shard_size=300, ivfpq=True)  # 7 shards, streamed
+    monkeypatch.undo()
+    meta = store.read_meta(tmp_path)
+    x = store.load_embeddings(tmp_path, 7).astype(np.float32)
+    params = ivfpq_params(len(x), x.shape[1])
+    whole = train_ivfpq(x, params)  # the former build: everything in memory
+    streamed = faiss.read_index(str(tmp_path / "ivfpq.faiss"))
+    assert faiss.serialize_index(streamed).tobytes() == faiss.serialize_index(whole).tobytes()
+    rng = np.random.default_rng(1)
+    queries = x[rng.choice(len(x), size=200, replace=False)]
+    queries = queries + rng.normal(scale=0.02, size=queries.shape).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    nprobe, recall = tune_nprobe(whole, exact_index(x), queries)
+    assert (meta["ivfpq"]["nprobe"], meta["ivfpq"]["recall_at_50"]) == (nprobe, pytest.approx(recall, abs=0.005))

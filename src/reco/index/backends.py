@@ -41,19 +41,51 @@ def ivfpq_params(n: int, d: int) -> dict:
 
 def train_ivfpq(embeddings: np.ndarray, params: dict, seed: int = 0):
     """Train the OPQ + IVF-PQ pipeline on a random sample and add all vectors."""
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    index = trained_ivfpq(x[training_rows(len(x), params, seed)], params, seed)
+    index.add(x)
+    return index
+
+
+def training_rows(n: int, params: dict, seed: int = 0) -> np.ndarray:
+    """The rows (in drawing order) of the random sample IVF-PQ trains on."""
+    return np.random.default_rng(seed).choice(n, size=params["train_size"], replace=False)
+
+
+def trained_ivfpq(sample: np.ndarray, params: dict, seed: int = 0):
+    """An empty OPQ + IVF-PQ pipeline trained on ``sample`` (float32 rows): add vectors to it in
+    any number of parts."""
     import faiss
 
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    rng = np.random.default_rng(seed)
-    sample = x[rng.choice(len(x), size=params["train_size"], replace=False)]
-    index = faiss.index_factory(x.shape[1], params["factory"], faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(sample.shape[1], params["factory"], faiss.METRIC_INNER_PRODUCT)
     pre = faiss.downcast_index(index)
     opq = faiss.downcast_VectorTransform(pre.chain.at(0))
     opq.max_train_points = params["opq_train_size"]
     faiss.extract_index_ivf(index).cp.seed = seed
-    index.train(sample)
-    index.add(x)
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
     return index
+
+
+class StreamingExact:
+    """Exact inner-product top-k over parts of a collection (e.g. memory-mapped shards), one part
+    in memory at a time, with faiss's ``search(queries, k) -> (scores, rows)`` signature."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def search(self, queries: np.ndarray, k: int):
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        best_scores = np.full((len(q), 0), -np.inf, np.float32)
+        best_rows = np.zeros((len(q), 0), np.int64)
+        offset = 0
+        for part in self.parts:
+            scores = q @ np.asarray(part, dtype=np.float32).T
+            rows = np.broadcast_to(np.arange(offset, offset + scores.shape[1]), scores.shape)
+            offset += scores.shape[1]
+            scores, rows = np.concatenate([best_scores, scores], 1), np.concatenate([best_rows, rows], 1)
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            best_scores, best_rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+        return best_scores, best_rows
 
 
 def set_nprobe(index, nprobe: int) -> None:

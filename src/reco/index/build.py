@@ -125,17 +125,23 @@ def _embed_shards(items, model, out, shard_size, batch_size, num_workers, progre
 
 
 def _build_ivfpq(out: Path, n_shards: int) -> dict:
+    """IVF-PQ over the embedding shards, streamed: trained on a sample read from the memory-mapped
+    shards, then added one shard at a time; nprobe tuned against exact search that also streams.
+    Memory: the sample, one shard and the index's codes, never the collection."""
     import faiss
 
-    from .backends import exact_index, ivfpq_params, train_ivfpq, tune_nprobe
+    from .backends import StreamingExact, ivfpq_params, trained_ivfpq, training_rows, tune_nprobe
 
-    x = store.load_embeddings(out, n_shards).astype(np.float32)
-    params = ivfpq_params(len(x), x.shape[1])
-    index = train_ivfpq(x, params)
+    shards = store.ShardedEmbeddings(out, n_shards)
+    n, d = len(shards), shards.parts[0].shape[1]
+    params = ivfpq_params(n, d)
+    index = trained_ivfpq(shards.rows(training_rows(n, params)), params)
+    for part in shards.parts:
+        index.add(np.asarray(part, dtype=np.float32))
     rng = np.random.default_rng(1)
-    queries = x[rng.choice(len(x), size=min(200, len(x)), replace=False)]
+    queries = shards.rows(rng.choice(n, size=min(200, n), replace=False))
     queries = queries + rng.normal(scale=0.02, size=queries.shape).astype(np.float32)  # held out: not in the index
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    nprobe, recall = tune_nprobe(index, exact_index(x), queries)
+    nprobe, recall = tune_nprobe(index, StreamingExact(shards.parts), queries)
     faiss.write_index(index, str(out / "ivfpq.faiss"))
     return {**params, "nprobe": nprobe, "recall_at_50": recall, "queries": len(queries)}
