@@ -65,8 +65,10 @@ class ScriptedRetriever:
 
     def __init__(self, clip, paths):
         self.model_name, self.index_id, self.paths, self.calls = clip.name, "scripted", [str(x) for x in paths], 0
+        self.queries = []
 
     def search(self, query, k):
+        self.queries.append(torch.as_tensor(query).cpu())
         start, self.calls = 2 * self.calls, self.calls + 1
         return [Hit(str(i), self.paths[i], 1.0) for i in range(start, start + min(k, 4))]
 
@@ -133,10 +135,22 @@ def test_language_guidance_uses_the_images_prompt_when_the_text_prompt_differs(p
     encoder, clip = reco.create_model("tiny-vit"), reco.create_model("tiny-clip")
     builder = ConceptBankBuilder(encoder, clip, archive_size=4, image_size=64, context_elimination=False,
                                  rephrase={"lot": {"images": "parking lot", "text": "parking"}}, progress=False)
-    bank, _ = builder.build_from_names("lot", ScriptedRetriever(clip, photos))
+    retriever = ScriptedRetriever(clip, photos)
+    bank, _ = builder.build_from_names("lot", retriever)
+    torch.testing.assert_close(retriever.queries[0], text_embeddings(clip, ["parking lot"])[0])  # retrieved by it
     images = [Image.open(photos[i]).convert("RGB") for i in range(4)]
     feats = builder.encode(images)
     guide = text_embeddings(clip, ["parking lot"])[0]
     expected = co_segment(feats, language_guidance(builder._dense(clip, images), guide, size=feats.shape[-2:]))
     torch.testing.assert_close(bank["lot"].reference, expected.reference, rtol=0, atol=1e-6)
     torch.testing.assert_close(bank["lot"].text_embedding, text_embeddings(clip, ["parking"])[0])
+
+
+def test_archives_are_retrieved_with_the_retrieval_clip(photos):
+    encoder, clip, retrieval = (reco.create_model(n) for n in ("tiny-vit", "tiny-clip", "tiny-clip-rn"))
+    builder = ConceptBankBuilder(encoder, clip, retrieval_clip=retrieval, archive_size=4, image_size=64,
+                                 context_elimination=False, progress=False)
+    retriever = ScriptedRetriever(retrieval, photos)
+    bank, _ = builder.build_from_names("sky", retriever)
+    torch.testing.assert_close(retriever.queries[0], text_embeddings(retrieval, ["sky"])[0])
+    torch.testing.assert_close(bank["sky"].text_embedding, text_embeddings(clip, ["sky"])[0])

@@ -174,8 +174,11 @@ class SegmentationService:
         """Segment the image file at ``path``: (overlay the image's size, [(name, share, rgb)] by
         decreasing share, a one-line summary). Raises a RecoError (ImageLoadError, UnknownConceptError,
         ...) for a request that cannot be served, after giving back the memory it took."""
+        return self._released_on_error(path, bank_name, concepts_text)[:3]
+
+    def _released_on_error(self, path, bank_name: str, concepts_text: str):
         try:
-            return self._segment(path, bank_name, concepts_text)[:3]
+            return self._segment(path, bank_name, concepts_text)
         except RecoError:
             release_memory()
             raise
@@ -204,11 +207,7 @@ class SegmentationService:
         summary, [label file, overlay file])."""
         from .outputs import save_label_png
 
-        try:
-            overlay, legend, summary, labels = self._segment(path, bank_name, concepts_text)
-        except RecoError:
-            release_memory()
-            raise
+        overlay, legend, summary, labels = self._released_on_error(path, bank_name, concepts_text)
         stem = Path(out_dir) / Path(path).stem
         label_path = save_label_png(stem.with_suffix(".png"), labels)
         overlay_path = stem.with_name(stem.name + "_overlay.png")

@@ -45,10 +45,13 @@ def _plans(builder, bank, names: list[str], retriever) -> list[_Plan]:
     for i, name in enumerate(context + names):
         prompt, text_prompt = prompts(settings.rephrase, name)
         text = text_embeddings(builder.clip, [text_prompt])[0].cpu() if builder.clip is not None else None
-        hits = retriever.search(text_embeddings(builder.retrieval_clip, [prompt])[0], settings.archive_size)
+        same = text is not None and text_prompt == prompt  # the dense CLIP's embedding of the prompt
+        query = text if same and builder.retrieval_clip is builder.clip else \
+            text_embeddings(builder.retrieval_clip, [prompt])[0]
+        hits = retriever.search(query, settings.archive_size)
         guide = None
         if settings.language_guidance:
-            guide = text if text_prompt == prompt else text_embeddings(builder.clip, [prompt])[0].cpu()
+            guide = text if same else text_embeddings(builder.clip, [prompt])[0].cpu()
         plans.append(_Plan(name, i < len(context), prompt, text, guide, hits, reuses=bool(known & {name, prompt})))
         if i < len(context):
             known.add(name)

@@ -46,6 +46,7 @@ def results_markdown(results: dict) -> str:
     """A markdown summary: headline numbers beside the paper's, then IoU per class."""
     paper = results.get("paper") or {}
     seconds = results.get("seconds_per_image")
+    others = references(results.get("config") or {})
 
     def fmt(v):
         return "" if v is None else f"{v:.1f}"
@@ -56,8 +57,7 @@ def results_markdown(results: dict) -> str:
              "| metric | reco | paper |", "|---|---|---|",
              f"| pixel accuracy | {fmt(results['pixel_accuracy'])} | {fmt(paper.get('pixel_accuracy'))} |",
              f"| mIoU | {fmt(results['miou'])} | {fmt(paper.get('miou'))} |", "",
-             *([f"Published mIoU of other methods on this benchmark: {references(results['config'])}", ""]
-               if references(results.get("config") or {}) else []),
+             *([f"Published mIoU of other methods on this benchmark: {others}", ""] if others else []),
              f"Seconds per image (this run's predictions): {seconds:.2f}" if seconds else "", "",
              "| class | IoU |", "|---|---|"]
     lines += [f"| {name} | {fmt(v) or 'absent'} |" for name, v in results["iou"].items()]

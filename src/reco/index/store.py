@@ -111,8 +111,11 @@ class ShardedEmbeddings:
         """float32 (len(rows), E) embeddings of the given item rows, in that order."""
         rows = np.asarray(rows, dtype=np.int64)
         shard = np.searchsorted(self.offsets, rows, side="right") - 1
-        return np.stack([self.parts[s][r - self.offsets[s]] for s, r in zip(shard, rows)]).astype(np.float32) \
-            if len(rows) else np.zeros((0, self.parts[0].shape[1] if self.parts else 0), np.float32)
+        out = np.empty((len(rows), self.parts[0].shape[1] if self.parts else 0), np.float32)
+        for s in np.unique(shard):  # one fancy index per shard, not one read per row
+            where = shard == s
+            out[where] = self.parts[s][rows[where] - self.offsets[s]]
+        return out
 
     def all(self) -> np.ndarray:
         """Every embedding, in item order, as float16 (n, E) in memory."""

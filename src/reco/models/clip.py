@@ -53,7 +53,7 @@ class ClipModel(RecoModel):
     def _checked_mode(self, mode: str) -> str:
         from open_clip.transformer import VisionTransformer
 
-        from .dense_clip import DENSE_CLIP_MODES
+        from .registry import DENSE_CLIP_MODES
 
         if mode not in DENSE_CLIP_MODES:
             raise InvalidInputError(f"unknown dense CLIP variant {mode!r}; known: {', '.join(DENSE_CLIP_MODES)}")

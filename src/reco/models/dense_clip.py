@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from .base import resize_abs_pos_embed
+from .registry import DENSE_CLIP_MODES  # noqa: F401  (re-exported: the modes this module implements)
 
-#: The dense CLIP variants of a ViT tower (ResNet towers: MaskCLIP only).
-DENSE_CLIP_MODES = ("maskclip", "clearclip", "sclip", "naclip")
 #: NACLIP's Gaussian standard deviation, in patches (its published default).
 NACLIP_GAUSSIAN_STD = 5.0
 

@@ -11,6 +11,8 @@ from .spec import ModelSpec
 _REGISTRY: dict[str, ModelSpec] = {}
 
 _OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+#: The dense CLIP variants of a ViT tower (:mod:`reco.models.dense_clip`; ResNet towers: MaskCLIP only).
+DENSE_CLIP_MODES = ("maskclip", "clearclip", "sclip", "naclip")
 
 
 def _openai_clip(name, arch, embed_dim, patch, size, repo, description):
@@ -80,9 +82,7 @@ def register_model(spec: ModelSpec, overwrite: bool = False) -> ModelSpec:
 
 def split_variant(name: str) -> tuple[str, str | None]:
     """``'clip-vit-b16+naclip'`` -> ``('clip-vit-b16', 'naclip')``: a CLIP's dense variant
-    (:data:`~reco.models.dense_clip.DENSE_CLIP_MODES`) named after a ``+``; None without one."""
-    from .dense_clip import DENSE_CLIP_MODES
-
+    (:data:`DENSE_CLIP_MODES`) named after a ``+``; None without one."""
     base, plus, mode = name.partition("+")
     if not plus:
         return name, None
