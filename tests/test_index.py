@@ -255,8 +255,10 @@ def test_ivfpq_params_follow_the_collection_size():
     from reco.index.backends import ivfpq_params
 
     p = ivfpq_params(1_000_000, 768)
-    assert (p["nlist"], p["m"], p["d_out"], p["nbits"]) == (1024, 64, 384, 8)
-    assert p["factory"] == "OPQ64_384,IVF1024,PQ64" and p["train_size"] == 65536
+    assert (p["nlist"], p["m"], p["d_out"], p["nbits"]) == (256, 64, 256, 8)  # sqrt(n) / 4 lists, 4-dim sub-vectors
+    assert p["factory"] == "OPQ64_256,IVF256,PQ64" and p["train_size"] == 16384
+    big = ivfpq_params(20_000_000, 768)
+    assert big["nlist"] == 1024 and big["train_size"] == 65536 and ivfpq_params(10**9, 512)["nlist"] == 8192
     small = ivfpq_params(2000, 32)
     assert small["nlist"] * 39 <= 2000 and 32 % small["m"] == 0
     with pytest.raises(ValueError, match="at least 1024"):
@@ -275,14 +277,11 @@ def test_ivfpq_build_measures_and_stores_recall(tmp_path):
     rows = [{"id": str(i), "path": str(i), "width": 1, "height": 1, "sha256": "", "ok": True, "error": ""}
             for i in range(len(x))]
     store.write_shard(out, 0, rows, x)
-    from reco.index.build import _build_ivfpq
+    from reco.index.ivfpq_build import build_ivfpq, read_ivfpq
 
-    info = _build_ivfpq(out, 1)
-    assert info["recall_at_50"] >= 0.9 and (out / "ivfpq.faiss").is_file()
-    import faiss
-
-    index = faiss.read_index(str(out / "ivfpq.faiss"))
-    faiss.extract_index_ivf(index).nprobe = info["nprobe"]
+    info = build_ivfpq(out, 1, 4096)
+    assert info["recall_at_50"] >= 0.9 and (out / "ivfpq.faiss").is_file() and (out / "ivfpq.ivfdata").is_file()
+    index = read_ivfpq(out, info["nprobe"])
     queries = synthetic(100, 4096 // 50, d=64, seed=7)
     assert recall_at_k(index, exact_index(store.load_embeddings(out, 1).astype(np.float32)), queries) >= 0.85
 

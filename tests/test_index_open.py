@@ -23,9 +23,9 @@ def _synthetic_index(root, n, d, shard_size, ivfpq=False, seed=0):
             "shard_size": shard_size, "embed_dim": d, "fingerprint": "0" * 64, "model": {"name": "synthetic"},
             "index_type": "ivfpq" if ivfpq else "flat"}
     if ivfpq:
-        from reco.index.build import _build_ivfpq
+        from reco.index.ivfpq_build import build_ivfpq
 
-        meta["ivfpq"] = _build_ivfpq(root, n_shards)
+        meta["ivfpq"] = build_ivfpq(root, n_shards, shard_size, progress=False)
     store.write_meta(root, meta)
     return x
 
@@ -78,12 +78,12 @@ def ivfpq_index(tmp_path_factory):
 @pytest.mark.slow  # an IVF-PQ build: ~25 s
 @pytest.mark.parametrize("rerank", [0, 60])
 def test_rerank_orders_ivfpq_candidates_by_their_exact_cosine(ivfpq_index, rerank):
-    import faiss
+
+    from reco.index.ivfpq_build import read_ivfpq
 
     root, x = ivfpq_index
     index = ImageIndex.open(root)
-    raw = faiss.read_index(str(root / "ivfpq.faiss"))
-    faiss.extract_index_ivf(raw).nprobe = index.meta["ivfpq"]["nprobe"]
+    raw = read_ivfpq(root, index.meta["ivfpq"]["nprobe"])
     exact = x.astype(np.float16).astype(np.float32)
     q = exact[7] + np.random.default_rng(3).normal(scale=0.05, size=16).astype(np.float32)
     qn = (q / np.linalg.norm(q)).astype(np.float32)
@@ -105,33 +105,54 @@ def test_streaming_exact_search_equals_faiss_flat():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(500, 12)).astype(np.float32)
     q = rng.normal(size=(7, 12)).astype(np.float32)
-    scores, rows = StreamingExact([x[:130], x[130:131], x[131:400], x[400:]]).search(q, 20)
+    cuts = [0, 130, 131, 400, 500]
+    scores, rows = StreamingExact(lambda: ((a, x[a:b]) for a, b in zip(cuts, cuts[1:]))).search(q, 20)
     want_scores, want_rows = exact_index(x).search(q, 20)
     np.testing.assert_array_equal(rows, want_rows)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+
+
+def _lists(index):
+    """(ids, codes) of every inverted list of an IVF index, whatever holds the lists."""
+    import faiss
+    from faiss.contrib.inspect_tools import get_invlist
+
+    ivf = faiss.extract_index_ivf(index)
+    return [tuple(a.tobytes() for a in get_invlist(ivf.invlists, lst)) for lst in range(ivf.nlist)]
 
 
 @pytest.mark.slow  # two IVF-PQ builds: ~50 s
 def test_streamed_ivfpq_build_equals_the_in_memory_one(tmp_path, monkeypatch):
     import faiss
 
+    from reco.index import ivfpq_build
     from reco.index.backends import exact_index, ivfpq_params, train_ivfpq, tune_nprobe
 
     def no_whole_collection(*args, **kwargs):
         raise AssertionError("the build loaded the whole collection")
 
     monkeypatch.setattr(store, "load_embeddings", no_whole_collection)
-    _synthetic_index(tmp_path, 2048, 16, shard_size=300, ivfpq=True)  # 7 shards, streamed
+    monkeypatch.setattr(store.ShardedEmbeddings, "all", no_whole_collection)
+    monkeypatch.setattr(ivfpq_build, "PART_ROWS", 600)  # 2 shards a part: 4 parts for 7 shards
+    _synthetic_index(tmp_path, 2048, 16, shard_size=300, ivfpq=True)
     monkeypatch.undo()
     meta = store.read_meta(tmp_path)
+    assert meta["ivfpq"]["parts"] == 4 and len(list((tmp_path / "ivfpq" / "parts").glob("*.faiss"))) == 4
     x = store.load_embeddings(tmp_path, 7).astype(np.float32)
     params = ivfpq_params(len(x), x.shape[1])
-    whole = train_ivfpq(x, params)  # the former build: everything in memory
-    streamed = faiss.read_index(str(tmp_path / "ivfpq.faiss"))
-    assert faiss.serialize_index(streamed).tobytes() == faiss.serialize_index(whole).tobytes()
+    whole = train_ivfpq(x, params)  # everything in memory, added at once
+    streamed = ivfpq_build.read_ivfpq(tmp_path, meta["ivfpq"]["nprobe"])
+    assert isinstance(faiss.downcast_InvertedLists(faiss.extract_index_ivf(streamed).invlists), faiss.OnDiskInvertedLists)
+    assert streamed.ntotal == whole.ntotal == 2048
+    assert _lists(streamed) == _lists(whole)  # same ids and codes, list by list
+    trained = faiss.read_index(str(tmp_path / "ivfpq" / "trained.faiss"))
+    whole.reset()
+    assert faiss.serialize_index(trained).tobytes() == faiss.serialize_index(whole).tobytes()
     rng = np.random.default_rng(1)
     queries = x[rng.choice(len(x), size=200, replace=False)]
     queries = queries + rng.normal(scale=0.02, size=queries.shape).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    whole = train_ivfpq(x, params)
     nprobe, recall = tune_nprobe(whole, exact_index(x), queries)
     assert (meta["ivfpq"]["nprobe"], meta["ivfpq"]["recall_at_50"]) == (nprobe, pytest.approx(recall, abs=0.005))
+    np.testing.assert_array_equal(streamed.search(queries, 10)[1], whole.search(queries, 10)[1])

@@ -40,6 +40,14 @@ def output_folder(path: str | Path) -> Path:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (a folder at ``path``,
     or a file where its folder should be, is an InvalidInputError)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """A temporary path beside ``path`` to write to (e.g. by a library that takes a file name);
+    renamed to ``path`` when the block ends without an exception, removed otherwise."""
     from .errors import InvalidInputError
 
     path = Path(path)
@@ -48,7 +56,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     output_folder(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_bytes(data)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ SUITES = {
     "models": "reco.bench.models",
     "coseg": "reco.bench.coseg",
     "index": "reco.bench.index",
+    "index_scale": "reco.bench.index_scale",  # reco bench index --scale: ~40 GB of disk
     "segment": "reco.bench.segment",
     "pipeline": "reco.bench.pipeline",
     "camvid": "reco.bench.camvid",  # needs CamVid (RECO_CAMVID or RECO_DATA/camvid)

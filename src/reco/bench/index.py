@@ -30,8 +30,8 @@ def synthetic(n: int, groups: int, d: int = 768, latent: int = 32, seed: int = 0
     out = np.empty((n, d), np.float32)
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
-        z = centres[rng.integers(0, groups, b - a)] + 0.3 * rng.normal(size=(b - a, latent)).astype(np.float32)
-        x = z @ proj + 0.01 * rng.normal(size=(b - a, d)).astype(np.float32)
+        z = centres[rng.integers(0, groups, b - a)] + 0.3 * rng.standard_normal((b - a, latent), np.float32)
+        x = z @ proj + 0.01 * rng.standard_normal((b - a, d), np.float32)
         out[a:b] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 

@@ -34,6 +34,9 @@ def register(sub) -> None:
     s.add_argument("-k", type=positive_int, default=50, help="how many results (default 50)")
     s.add_argument("--rerank", type=non_negative_int, default=0, metavar="N",
                    help="order the search structure's N best candidates by their exact cosine (IVF-PQ indexes)")
+    s.add_argument("--ray-actors", type=non_negative_int, default=0, metavar="N",
+                   help="search across N Ray actors, spread over the cluster Ray connects to (RAY_ADDRESS); "
+                        "each serves some parts of the index (needs the 'distributed' extra)")
     s.set_defaults(func=search)
 
     i = isub.add_parser("info", help="describe an index", parents=[json_option()])
@@ -66,6 +69,8 @@ def search(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.image is None):
         raise ConfigError("give either a text query or --image PATH")
     index = ImageIndex.open(args.index)
+    if args.ray_actors:
+        index.distribute(args.ray_actors)
     query = args.text if args.text is not None else load_image(args.image, max_aspect_ratio=MAX_ASPECT_RATIO)
     hits = index.search(query, args.k, rerank=args.rerank)
     if args.json:

@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import __version__
@@ -40,6 +39,8 @@ def prepare(out: Path, meta: dict, model) -> dict:
     if old is None:
         store.write_meta(out, meta)
         return meta
+    if old.get("format") in store.READABLE_FORMATS:
+        old["format"] = meta["format"]  # an older layout is a subset of this one: carry on in it
     for key in ("format", "model", "fingerprint", "shard_size", "preprocess"):
         same = model.matches(old.get(key)) if key == "model" else old.get(key) == meta.get(key)
         if not same:
@@ -102,7 +103,9 @@ def _build(out: Path, model, source, items, index_type, engine, batch_size, num_
         meta["count"], meta["skipped"] = store.finalize(out, n_shards)
         meta["status"] = "complete"
     if index_type == "ivfpq" and "ivfpq" not in meta:
-        meta["ivfpq"] = _build_ivfpq(out, n_shards)
+        from .ivfpq_build import build_ivfpq
+
+        meta["ivfpq"] = build_ivfpq(out, n_shards, shard_size, progress=progress)
     store.write_meta(out, meta)
 
 
@@ -124,24 +127,3 @@ def _embed_shards(items, model, out, shard_size, batch_size, num_workers, progre
     writer.flush()
 
 
-def _build_ivfpq(out: Path, n_shards: int) -> dict:
-    """IVF-PQ over the embedding shards, streamed: trained on a sample read from the memory-mapped
-    shards, then added one shard at a time; nprobe tuned against exact search that also streams.
-    Memory: the sample, one shard and the index's codes, never the collection."""
-    import faiss
-
-    from .backends import StreamingExact, ivfpq_params, trained_ivfpq, training_rows, tune_nprobe
-
-    shards = store.ShardedEmbeddings(out, n_shards)
-    n, d = len(shards), shards.parts[0].shape[1]
-    params = ivfpq_params(n, d)
-    index = trained_ivfpq(shards.rows(training_rows(n, params)), params)
-    for part in shards.parts:
-        index.add(np.asarray(part, dtype=np.float32))
-    rng = np.random.default_rng(1)
-    queries = shards.rows(rng.choice(n, size=min(200, n), replace=False))
-    queries = queries + rng.normal(scale=0.02, size=queries.shape).astype(np.float32)  # held out: not in the index
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    nprobe, recall = tune_nprobe(index, StreamingExact(shards.parts), queries)
-    faiss.write_index(index, str(out / "ivfpq.faiss"))
-    return {**params, "nprobe": nprobe, "recall_at_50": recall, "queries": len(queries)}

@@ -49,8 +49,11 @@ class ImageIndex:
         layout; no embedding or item is read until a search needs it."""
         root = Path(root)
         meta = store.read_meta(root)
-        if meta is None or meta.get("format") != store.FORMAT:
+        if meta is None or not str(meta.get("format", "")).startswith("reco.image_index/"):
             raise InputNotFoundError(f"{root}: not a reco image index (no meta.json); build one with `reco index build`")
+        if meta["format"] not in store.READABLE_FORMATS:
+            raise InvalidInputError(f"{root}: index format {meta['format']} is newer than this reco reads "
+                                    f"({', '.join(store.READABLE_FORMATS)}); upgrade reco")
         if meta.get("status") != "complete":
             raise InvalidInputError(f"{root}: the build is not complete; run `reco index build` again to resume it")
         index = cls(root, meta)
@@ -111,16 +114,21 @@ class ImageIndex:
         if self._search_index is None:
             from .backends import exact_index
 
-            if self.meta.get("index_type") == "ivfpq" and (self.root / "ivfpq.faiss").is_file():
-                import faiss
+            if self.meta.get("index_type") == "ivfpq" and "ivfpq" in self.meta:
+                from .ivfpq_build import read_ivfpq
 
-                from .backends import set_nprobe
-
-                self._search_index = faiss.read_index(str(self.root / "ivfpq.faiss"), faiss.IO_FLAG_MMAP)
-                set_nprobe(self._search_index, self.meta["ivfpq"]["nprobe"])
+                self._search_index = read_ivfpq(self.root, self.meta["ivfpq"]["nprobe"])
             else:
                 self._search_index = exact_index(self.embeddings.astype(np.float32))
         return self._search_index
+
+    def distribute(self, actors: int) -> "ImageIndex":
+        """Search across ``actors`` Ray actors (spread over the cluster's nodes), each serving
+        some parts of the index; results equal the single-process search's."""
+        from .ray_search import RaySearch
+
+        self._search_index = RaySearch(self.root, self.meta, actors)
+        return self
 
     def search(self, query, k: int = 50, rerank: int = 0) -> list[Hit]:
         """The ``k`` images most similar to ``query`` (cosine), best first, distinct. ``rerank``:

@@ -8,6 +8,8 @@ running cluster a local one is started with the CPUs of this machine.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from ..errors import MissingDependencyError, ModelMismatchError
@@ -30,7 +32,10 @@ class _EmbedBatches:
         import torch
 
         size = self.model.spec.preprocess.size
-        out = {"batch": [], "embeddings": [], "rows": []}
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        out = {"batch": [], "embeddings": [], "rows": [], "node": []}
         for b, items in zip(batch["batch"], batch["items"]):
             read = [read_item(SourceItem(it["id"], it["path"], int(it["offset"]), int(it["size"])),
                               self.model.preprocess, (3, size, size)) for it in items]
@@ -39,12 +44,14 @@ class _EmbedBatches:
             out["batch"].append(b)
             out["embeddings"].append(emb.tobytes())
             out["rows"].append(rows)
+            out["node"].append(node)
         return out
 
 
 def embed_shards_ray(items, model, out, shard_size: int, batch_size: int, progress: bool = True,
-                     concurrency: int | None = None) -> None:
-    """Embed the unfinished shards of ``out`` with Ray Data and write them like the local engine."""
+                     concurrency: int | None = None) -> Counter:
+    """Embed the unfinished shards of ``out`` with Ray Data and write them like the local engine;
+    return how many items each Ray node read."""
     try:
         import ray
     except ImportError:
@@ -53,7 +60,7 @@ def embed_shards_ray(items, model, out, shard_size: int, batch_size: int, progre
 
     batches = shard_batches(len(items), shard_size, batch_size, unfinished_shards(out, len(items), shard_size))
     if not batches:
-        return
+        return Counter()
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
@@ -69,14 +76,16 @@ def embed_shards_ray(items, model, out, shard_size: int, batch_size: int, progre
         fn_constructor_kwargs={"model_name": model.name, "weights": _weights_spec(model),
                                "expected_sha256": model.weights_sha256()},
     )
-    writer = ShardWriter(out)
+    writer, nodes = ShardWriter(out), Counter()
     with tqdm(total=sum(len(r) for _, r in batches), desc="embedding (ray)", unit="img", disable=None if progress else True) as bar:
         for result in ds.iter_rows():
             rows = [dict(r) for r in result["rows"]]
             emb = np.frombuffer(result["embeddings"], dtype=np.float32).reshape(-1, model.embed_dim)
             writer.add(batches[int(result["batch"])][0], rows, emb)
+            nodes[str(result["node"])] += len(rows)
             bar.update(len(rows))
     writer.flush()
+    return nodes
 
 
 def _weights_spec(model) -> str | None:

@@ -5,7 +5,12 @@
     shards/NNNNN.parquet      every item of the shard: id, path, width, height, sha256, ok, error
     items.parquet             the readable items of all shards, in order (written when complete)
     skipped.parquet           the unreadable ones, with the reason (written when complete)
-    ivfpq.faiss               the IVF-PQ search structure, if asked for
+    ivfpq.faiss, ivfpq.ivfdata  the IVF-PQ search structure, if asked for: the trained pipeline,
+                              and its inverted lists in a file of their own, memory-mapped
+    ivfpq/                    the IVF-PQ build: trained.faiss and parts/NNNNN.faiss, the codes of
+                              a run of consecutive shards (the unit of resumption, and of sharded search)
+
+Format 1 (reco <= 0.x before on-disk lists) kept the whole IVF-PQ in ivfpq.faiss; it is read as is.
 
 A shard is committed by renaming its parquet file into place after its embeddings: a shard
 whose parquet exists is complete, so a killed build resumes at the first missing shard.
@@ -16,13 +21,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..paths import atomic_write_bytes
 
-FORMAT = "reco.image_index/1"
+FORMAT = "reco.image_index/2"
+#: Formats this version opens: 1 differs only in keeping IVF-PQ lists inside ivfpq.faiss.
+READABLE_FORMATS = ("reco.image_index/1", FORMAT)
+#: Rows of float32 embeddings a streaming pass holds at a time.
+CHUNK_ROWS = 65536
 COLUMNS = ("id", "path", "width", "height", "sha256", "ok", "error")
 
 
@@ -61,6 +71,34 @@ def _write_parquet(path: Path, table) -> None:
     atomic_write_bytes(path, sink.getvalue())
 
 
+class _GroupedParquet:
+    """Appends tables to a parquet file in row groups of exactly ITEM_ROW_GROUP rows (the last
+    one shorter), however small the appended tables, holding at most one group in memory."""
+
+    def __init__(self, path: Path, schema):
+        import pyarrow.parquet as pq
+
+        self.writer, self.pending, self.rows = pq.ParquetWriter(path, schema), [], 0
+
+    def append(self, table) -> None:
+        import pyarrow as pa
+
+        self.pending.append(table)
+        self.rows += table.num_rows
+        if self.rows >= ITEM_ROW_GROUP:
+            whole = pa.concat_tables(self.pending)
+            full = (self.rows // ITEM_ROW_GROUP) * ITEM_ROW_GROUP
+            self.writer.write_table(whole.slice(0, full), row_group_size=ITEM_ROW_GROUP)
+            self.pending, self.rows = [whole.slice(full)], self.rows - full
+
+    def close(self) -> None:
+        import pyarrow as pa
+
+        if self.rows:
+            self.writer.write_table(pa.concat_tables(self.pending))
+        self.writer.close()
+
+
 def write_shard(root: Path, shard: int, rows: list[dict], embeddings: np.ndarray) -> None:
     """Write one shard: embeddings first, then the table (the commit)."""
     import pyarrow as pa
@@ -69,26 +107,44 @@ def write_shard(root: Path, shard: int, rows: list[dict], embeddings: np.ndarray
     buffer = io.BytesIO()
     np.save(buffer, embeddings.astype(np.float16))
     atomic_write_bytes(npy, buffer.getvalue())
-    table = pa.table({c: [r[c] for r in rows] for c in COLUMNS},
-                     schema=pa.schema([("id", pa.string()), ("path", pa.string()), ("width", pa.int32()),
-                                       ("height", pa.int32()), ("sha256", pa.string()), ("ok", pa.bool_()),
-                                       ("error", pa.string())]))
-    _write_parquet(table_path, table)
+    _write_parquet(table_path, pa.table({c: [r[c] for r in rows] for c in COLUMNS}, schema=shard_schema()))
+
+
+def shard_schema():
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.string()), ("path", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+                      ("sha256", pa.string()), ("ok", pa.bool_()), ("error", pa.string())])
 
 
 def finalize(root: Path, n_shards: int) -> tuple[int, int]:
-    """Merge the shard tables into items.parquet and skipped.parquet; return (count, skipped)."""
+    """Merge the shard tables into items.parquet and skipped.parquet, one shard in memory at a
+    time; return (count, skipped)."""
+    import contextlib
+
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(shard_paths(root, s)[1]) for s in range(n_shards)]
-    table = pa.concat_tables(tables)
-    ok = table.filter(pc.field("ok")).drop_columns(["ok", "error"])
-    bad = table.filter(~pc.field("ok")).select(["id", "path", "error"])
-    _write_parquet(root / "items.parquet", ok)
-    _write_parquet(root / "skipped.parquet", bad)
-    return ok.num_rows, bad.num_rows
+    from ..paths import atomic_path
+
+    count = skipped = 0
+    with contextlib.ExitStack() as stack:
+        items_tmp = stack.enter_context(atomic_path(root / "items.parquet"))
+        skipped_tmp = stack.enter_context(atomic_path(root / "skipped.parquet"))
+        schema = shard_schema()
+        items = _GroupedParquet(items_tmp, pa.schema([f for f in schema if f.name not in ("ok", "error")]))
+        skipped_rows = _GroupedParquet(skipped_tmp, pa.schema([schema.field(c) for c in ("id", "path", "error")]))
+        for s in range(n_shards):
+            table = pq.read_table(shard_paths(root, s)[1])
+            ok = table.filter(pc.field("ok")).drop_columns(["ok", "error"])
+            bad = table.filter(~pc.field("ok")).select(["id", "path", "error"])
+            items.append(ok)
+            skipped_rows.append(bad)
+            count, skipped = count + ok.num_rows, skipped + bad.num_rows
+        items.close()
+        skipped_rows.close()
+    return count, skipped
 
 
 def load_embeddings(root: Path, n_shards: int) -> np.ndarray:
@@ -108,18 +164,41 @@ class ShardedEmbeddings:
         return int(self.offsets[-1])
 
     def rows(self, rows) -> np.ndarray:
-        """float32 (len(rows), E) embeddings of the given item rows, in that order."""
+        """float32 (len(rows), E) embeddings of the given item rows, in that order, read with
+        one ``pread`` a row: touching a memory map at random would make the kernel map the
+        pages around each row too (fault-around), gigabytes for a training sample."""
         rows = np.asarray(rows, dtype=np.int64)
+        d = self.parts[0].shape[1] if self.parts else 0
+        out = np.empty((len(rows), d), np.float32)
         shard = np.searchsorted(self.offsets, rows, side="right") - 1
-        out = np.empty((len(rows), self.parts[0].shape[1] if self.parts else 0), np.float32)
-        for s in np.unique(shard):  # one fancy index per shard, not one read per row
-            where = shard == s
-            out[where] = self.parts[s][rows[where] - self.offsets[s]]
+        for s in np.unique(shard):
+            part, where = self.parts[s], np.flatnonzero(shard == s)
+            size = d * part.dtype.itemsize
+            with open(part.filename, "rb") as f:
+                fd = f.fileno()
+                for i in where:
+                    row = os.pread(fd, size, part.offset + int(rows[i] - self.offsets[s]) * size)
+                    out[i] = np.frombuffer(row, dtype=part.dtype)
         return out
 
     def all(self) -> np.ndarray:
         """Every embedding, in item order, as float16 (n, E) in memory."""
         return np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float16)
+
+    def chunks(self, shards=None, rows: int | None = None):
+        """(first row, float32 chunk of at most ``rows`` embeddings) over the given shards (all
+        by default), in order. Read with plain file reads, not through the memory maps, so a
+        pass over the whole collection leaves nothing resident in this process."""
+        rows = rows or CHUNK_ROWS
+        for s in range(len(self.parts)) if shards is None else shards:
+            part = self.parts[s]
+            n, d = part.shape
+            with open(part.filename, "rb") as f:
+                for a in range(0, n, rows):
+                    count = min(rows, n - a)
+                    f.seek(part.offset + a * d * part.dtype.itemsize)
+                    chunk = np.fromfile(f, dtype=part.dtype, count=count * d).reshape(count, d)
+                    yield int(self.offsets[s]) + a, chunk.astype(np.float32)
 
 
 class ItemRows:
