@@ -85,8 +85,11 @@ class StreamingExact:
         for start, chunk in self.chunks():
             scores = q @ chunk.T
             rows = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
+            if scores.shape[1] > k:  # the chunk's own top k first: a partition, not a sort of the chunk
+                top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+                scores, rows = np.take_along_axis(scores, top, 1), np.take_along_axis(rows, top, 1)
             scores, rows = np.concatenate([best_scores, scores], 1), np.concatenate([best_rows, rows], 1)
-            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            order = np.lexsort((rows, -scores), axis=1)[:, :k]  # by score, ties by row
             best_scores, best_rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
         return best_scores, best_rows
 
