@@ -60,7 +60,7 @@ def shard_done(root: Path, shard: int) -> bool:
 
 
 #: Rows per row group of ``items.parquet``: a search reads the groups of its hits only.
-ITEM_ROW_GROUP = 65536
+ITEM_ROW_GROUP = 4096
 
 
 def _write_parquet(path: Path, table) -> None:
