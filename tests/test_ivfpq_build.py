@@ -171,3 +171,10 @@ def test_a_resumed_ivfpq_build_drops_another_plan_and_killed_writes(tmp_path):
     assert part.is_file() and not any(t.exists() for t in killed)
     _start_or_resume(tmp_path, {**plan, "shards_per_part": 3})  # parts cut another way: start again
     assert not part.exists() and json.loads((tmp_path / "ivfpq" / "plan.json").read_text())["shards_per_part"] == 3
+
+
+def test_scale_belongs_to_the_index_bench(capsys):
+    from reco.cli import main
+
+    assert main(["bench", "coseg", "--scale"]) == 2
+    assert "reco bench index --scale" in capsys.readouterr().err
