@@ -34,6 +34,8 @@ def run(quick: bool = False, device: str | None = None, vectors: int | None = No
         workdir: str | Path | None = None, dim: int = D, shard_size: int = SHARD_SIZE,
         part_rows: int | None = None) -> dict:
     """Run the four steps in ``workdir`` (resuming what an earlier run left there) and report."""
+    from ..index.backends import mean_overlap
+
     n = vectors or (1_000_000 if quick else DEFAULT_VECTORS)
     root = Path(workdir or f"benchmarks/work/index_scale_{n}")
     need = n * (dim * 2 + 200) * 1.1
@@ -53,8 +55,8 @@ def run(quick: bool = False, device: str | None = None, vectors: int | None = No
         "shard_size": shard_size,
         "build_peak_rss_gb": steps["build"]["peak_rss_gb"],
         "serve_peak_rss_gb": steps["serve"]["peak_rss_gb"],
-        "recall_at_50": _overlap(truth, found),
-        "recall_at_50_rerank_200": _overlap(truth, reranked),
+        "recall_at_50": mean_overlap(truth, found, K),
+        "recall_at_50_rerank_200": mean_overlap(truth, reranked, K),
         "bytes_per_vector": search_bytes / n,
         "queries_per_s": steps["serve"]["queries_per_s"],
         "queries_per_s_rerank_200": steps["serve"]["queries_per_s_rerank"],
@@ -74,12 +76,6 @@ def _size(path: Path) -> int:
     if path.is_dir():
         return sum(_size(p) for p in path.rglob("*") if p.is_file())
     return path.stat().st_blocks * 512 if path.exists() else 0
-
-
-def _overlap(truth: np.ndarray, found: np.ndarray) -> float:
-    from ..index.backends import mean_overlap
-
-    return mean_overlap(truth, found, K)
 
 
 def _step(name: str, root: Path, args: list[str]) -> dict:
