@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
     ("foundation", ["reco", "reco.errors", "reco.paths", "reco.device", "reco.config", "reco.imageio",
                     "reco.geometry", "reco.retrieval", "reco.metrics", "reco.rephrase", "reco.samples",
-                    "reco.presets"]),
+                    "reco.presets", "reco.processes"]),
     ("models", ["reco.models", "reco.inputs", "reco.prompts", "reco.crf"]),
     ("coseg/concepts", ["reco.coseg", "reco.prototypes", "reco.concepts", "reco.data", "reco.viz"]),
     ("index", ["reco.index"]),

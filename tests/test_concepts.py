@@ -112,7 +112,7 @@ def test_empty_inputs_fail_with_one_clear_line(tmp_path, encoder):
         builder.build_from_exemplars(tmp_path / "empty")
     (tmp_path / "bad" / "ghost").mkdir(parents=True)
     (tmp_path / "bad" / "ghost" / "x.jpg").write_bytes(b"junk")
-    with pytest.warns(UserWarning), pytest.raises(EmptyInputError, match="concept 'ghost': no readable images"):
+    with pytest.warns(UserWarning), pytest.raises(EmptyInputError, match="concept 'ghost': no usable image"):
         builder.build_from_exemplars(tmp_path / "bad")
     with pytest.raises(FileNotFoundError):
         builder.build_from_exemplars(tmp_path / "missing")
@@ -297,3 +297,15 @@ def test_grid_title_says_why_a_concept_has_no_seed_rings():
     assert grid_title(masked, 0.1, 0.9).endswith("no seed pixels (built from masks)")
     seeded = Concept("face", torch.ones(3), "exemplars", seeds=torch.zeros(2, 1, 2, dtype=torch.long))
     assert grid_title(seeded, 0.1, 0.9).endswith("rings = seed pixels")
+
+
+def test_a_bank_prints_as_a_summary(tmp_path):
+    import torch
+
+    from reco.concepts import Concept, ConceptBank
+
+    bank = ConceptBank({"encoder": {"name": "tiny-vit"}, "prototypes": "memory", "n_prototypes": 256},
+                       [Concept(f"c{i}", torch.ones(4), "exemplars") for i in range(10)])
+    assert repr(bank) == ("ConceptBank(10 concepts: c0, c1, c2, c3, c4, c5, c6, c7, ... (10 in all); encoder tiny-vit; "
+                          "memory prototypes (256 at most) per concept)")
+    assert "mean reference" in str(ConceptBank({"encoder": {"name": "e"}, "prototypes": "mean"}, []))

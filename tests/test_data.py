@@ -5,6 +5,7 @@ from PIL import Image
 
 from reco.data import list_datasets, open_dataset, parse_dataset_spec
 from reco.data.cityscapes import CLASSES_19, CLASSES_27
+from reco.errors import InvalidInputError
 
 
 def _cityscapes(root, split="val"):
@@ -242,3 +243,33 @@ def test_missing_layouts_are_named(tmp_path, name, where):
     with pytest.raises(FileNotFoundError, match="expected the official layout") as e:
         open_dataset(f"{name}:root={tmp_path}")
     assert where in str(e.value)
+
+
+def _named_folder(root, names):
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("a\nb\n")
+    for name in names:
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(root / "images" / f"{name}.png")
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "labels" / f"{name}.png")
+    return root
+
+
+def test_include_and_exclude_select_items_by_name_prefix(tmp_path):
+    root = _named_folder(tmp_path, ["0001TP_1", "0001TP_2", "0006R0_1", "0016E5_1", "0016E5_2"])
+    names = lambda spec: [name for name, _, _ in open_dataset(spec).files]  # noqa: E731
+    assert names(f"folder:root={root}:exclude=0016E5") == ["0001TP_1", "0001TP_2", "0006R0_1"]
+    assert names(f"folder:root={root}:include=0001TP, 0016E5") == ["0001TP_1", "0001TP_2", "0016E5_1", "0016E5_2"]
+    assert names(f"folder:root={root}:include=0016E5:exclude=0016E5_2") == ["0016E5_1"]
+    assert len(names(f"folder:root={root}")) == 5
+
+
+@pytest.mark.parametrize("selection, message", [
+    ("exclude=0016E6", "no item name starts with 0016E6"),  # a typo is not silently ignored
+    ("include=0001TP,nope", "no item name starts with nope"),
+    ("include=0001TP:exclude=0001TP", "leave no item"),
+])
+def test_a_selection_that_matches_nothing_is_refused(tmp_path, selection, message):
+    root = _named_folder(tmp_path, ["0001TP_1", "0016E5_1"])
+    with pytest.raises(InvalidInputError, match=message):
+        open_dataset(f"folder:root={root}:{selection}")

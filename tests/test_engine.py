@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,8 +118,30 @@ def test_batched_equals_one_by_one_on_real_photos(dinov2, tmp_path):
         assert torch.equal(r.prediction.labels, e.labels)
 
 
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited
+
+
 def test_eval_killed_mid_run_resumes_to_the_same_results(tiny_segmenter_parts, tmp_path):
-    """SIGKILL during `reco eval`, then run it again: results.json equals an uninterrupted run's."""
+    """SIGKILL during `reco eval`, then run it again: results.json equals an uninterrupted run's,
+    and the run's decoding worker does not outlive it."""
     root, bank, _ = tiny_segmenter_parts
     data = tmp_path / "data"
     paths = _photos(data / "val" / "images", 40, size=(640, 480))  # big enough to take seconds in all
@@ -143,10 +166,16 @@ def test_eval_killed_mid_run_resumes_to_the_same_results(tiny_segmenter_parts, t
     deadline = time.time() + 120
     while time.time() < deadline and (not predictions.is_dir() or len(list(predictions.glob("*.png"))) < 4):
         time.sleep(0.05)
+    workers = _children(run.pid)
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     done = len(list(predictions.glob("*.png")))
     assert 4 <= done < 40, f"killed after {done} of 40 predictions: the test did not interrupt a run"
+    assert workers, "the run had no decoding worker to orphan"
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived its killed parent"
     subprocess.run([*command, "--config", str(config("killed"))], check=True)
     subprocess.run([*command, "--config", str(config("clean"))], check=True)
     killed, clean = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("killed", "clean"))

@@ -87,13 +87,13 @@ def test_blur_kernel_is_ten_percent_of_the_shorter_side(monkeypatch):
     assert seen == [(21, 21)]
 
 
-def _config(tmp_path, iterations, **train):
+def _config(tmp_path, iterations, arch="tiny-deeplabv3plus", **train):
     cfg = {
         "name": "tiny-plus",
         "train_dataset": f"folder:root={tmp_path / 'train'}",
         "val_dataset": f"folder:root={tmp_path / 'val'}",
         "pseudo_labels": str(tmp_path / "train" / "labels"),
-        "model": {"arch": "tiny-deeplabv3plus"},
+        "model": {"arch": arch},
         "train": {"iterations": iterations, "batch_size": 4, "resize": 64, "crop": 64, "random_crop": 48, "num_workers": 0,
                   "checkpoint_every": 4, "val_every": 25, "seed": 3,
                   "lr_head": 3e-3, "lr_backbone": 1e-3, **train},  # a 50-iteration run needs larger steps
@@ -111,25 +111,110 @@ def data(tmp_path):
     return tmp_path
 
 
-def test_tiny_run_lowers_the_loss_and_raises_validation_miou(data):
+def _train_and_read_log(config: Path, out: Path):
+    """Run `reco train` on ``config``; its log rows and losses, checked to have fallen."""
     from reco.cli import main
+
+    assert main(["train", "--config", str(config), "--no-progress"]) == 0
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    losses = [float(r["loss"]) for r in rows]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    return rows, losses
+
+
+def test_tiny_run_lowers_the_loss_and_raises_validation_miou(data):
     from reco.train.config import load_train_config
     from reco.train.loop import initial_model, validate
 
     path = _config(data, 50)
     config = load_train_config(path)
     before = validate(initial_model(config, 4), config)
-    assert main(["train", "--config", str(path), "--no-progress"]) == 0
-    with open(data / "run" / "log.csv") as f:
-        rows = list(csv.DictReader(f))
-    losses = [float(r["loss"]) for r in rows]
+    rows, losses = _train_and_read_log(path, data / "run")
     assert len(losses) == 50
-    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
     after = float(rows[-1]["val_miou"])
     assert after > before + 10, (before, after)
     best = torch.load(data / "run" / "best.pt", weights_only=True)
     assert best["reco_plus"]["class_names"][2] == "blue disc" and best["miou"] >= after - 1e-3  # log.csv rounds to 3 decimals
     assert (data / "run" / "tensorboard").is_dir()
+
+
+def test_frozen_encoder_student_trains_only_its_decoder_on_whole_frames(data):
+    """``tiny-vit-light`` with ``crop: null``: labels at each image's own size, frames resized to
+    ``resize``; the decoder learns, the encoder's weights stay bit for bit those it started with."""
+    from reco.models import create_model
+    from reco.train.config import load_train_config
+    from reco.train.loop import initial_model, validate
+    from reco.train.segmenter import ReCoPlusSegmenter
+
+    path = _config(data, 40, arch="tiny-vit-light", resize=48, crop=None, random_crop=40, lr_backbone=0.0,
+                   val_every=40)
+    config = load_train_config(path)
+    before = validate(initial_model(config, 4), config)
+    rows, _ = _train_and_read_log(path, data / "run")
+    assert float(rows[-1]["val_miou"]) > before + 10, (before, rows[-1]["val_miou"])
+    segmenter = ReCoPlusSegmenter.from_checkpoint(data / "run" / "best.pt", size=48)
+    untouched = create_model("tiny-vit").state_dict()
+    trained = segmenter.model.encoder.state_dict()
+    assert untouched.keys() == trained.keys() and all(torch.equal(untouched[k], trained[k]) for k in untouched)
+    image = Image.open(data / "val" / "images" / "000.png")
+    assert segmenter.predict_image(image).labels.shape == (64, 64)
+
+
+def test_frozen_encoder_student_output_is_finer_than_its_patches():
+    from reco.train.model import build_reco_plus
+
+    model = build_reco_plus("tiny-vit-light", 3, "default")
+    model.train()
+    assert not model.encoder.training and model.low_level.training
+    x = torch.randn(2, 3, 37, 50)  # not a multiple of the 8-pixel patches
+    logits = model(x)
+    assert logits.shape == (2, 3, 37, 50)
+    logits.sum().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.classifier.weight.grad is not None
+    # with the encoder's features made constant, only the RGB branch can place an edge inside one patch
+    model.eval()
+    model.encoder.dense_features = lambda x: torch.zeros(x.shape[0], model.encoder.embed_dim, x.shape[-2] // 8,
+                                                         x.shape[-1] // 8)
+    image = torch.zeros(1, 3, 40, 56)
+    image[..., 20:] = 2.0  # an edge at column 20, inside the patch of columns 16-23
+    with torch.no_grad():
+        logits = model(image)[0]
+    assert (logits[:, 20, 17] - logits[:, 20, 22]).abs().max() > 1e-3
+
+
+def test_whole_frame_pseudo_labels_keep_the_teachers_protocol_and_must_match_their_image(data, tmp_path):
+    from reco.errors import InvalidInputError
+    from reco.evaluation.config import reco_plus_eval_config
+    from reco.train.augment import PairAugment
+    from reco.train.config import load_train_config
+    from reco.train.loop import PseudoLabelSet
+    from reco.train.pseudo_label import reco_config_for
+
+    teacher = tmp_path / "teacher.yaml"
+    teacher.write_text(yaml.safe_dump({"name": "t", "dataset": f"folder:root={data / 'val'}",
+                                       "labelled": f"folder:root={data / 'train'}",
+                                       "models": {"encoder": "tiny-vit", "clip": None},
+                                       "protocol": {"resize": 48, "scales": [0.75, 1.0]}}))
+    path = _config(data, 4, arch="tiny-vit-light", resize=48, crop=None, random_crop=40)
+    config = load_train_config(path)
+    config["reco"] = str(teacher)
+    assert reco_config_for(config)["protocol"] == {"resize": 48, "scales": [0.75, 1.0]}
+    assert reco_plus_eval_config(config)["protocol"] == {"resize": 48}
+    images = sorted((data / "train" / "images").glob("*.png"))
+    labels = sorted((data / "train" / "labels").glob("*.png"))
+    x, y = PseudoLabelSet(list(zip(images, labels)), 48, None, PairAugment(crop=40))[(0, 1)]
+    assert x.shape == (3, 40, 40) and y.shape == (40, 40)
+    wide, wide_label = tmp_path / "wide.png", tmp_path / "wide_label.png"
+    Image.fromarray(np.kron(np.array([[10, 200]], np.uint8), np.ones((40, 32), np.uint8))).convert("RGB").save(wide)
+    Image.fromarray(np.kron(np.array([[0, 1]], np.uint8), np.ones((40, 32), np.uint8))).save(wide_label)
+    image, label = PseudoLabelSet([(wide, wide_label)], 20, None, lambda im, lab, g: (im, lab))[(0, 1)]
+    assert image.size == (32, 20) and label.shape == (20, 32)  # 64x40 at shorter side 20, label alike
+    assert np.array_equal(np.asarray(image)[..., 0] > 100, label == 1)
+    Image.fromarray(np.zeros((30, 64), np.uint8)).save(tmp_path / "short.png")
+    with pytest.raises(InvalidInputError, match="pseudo-label is 64x30, the image is 64x64"):
+        PseudoLabelSet([(images[0], tmp_path / "short.png")], 48, None, PairAugment(crop=40))[(0, 1)]
 
 
 def _train_process(config, *extra):
@@ -375,7 +460,7 @@ def test_shipped_reco_plus_configs_follow_the_paper(monkeypatch):
     from reco.evaluation.config import load_config
     from reco.evaluation.report import report_table
     from reco.train.config import load_train_config
-    from reco.train.model import ARCHS
+    from reco.train.model import DEEPLAB_ARCHS
 
     monkeypatch.setenv("RECO_DATA", "/data")
     monkeypatch.setenv("RECO_INDEX", "/indexes")
@@ -386,7 +471,7 @@ def test_shipped_reco_plus_configs_follow_the_paper(monkeypatch):
         monkeypatch.chdir(repo)
         config = load_train_config(path)
         assert config["paper"] == {"pixel_accuracy": acc, "miou": miou}
-        assert config["model"]["arch"] == "deeplabv3plus-resnet101" and ARCHS[config["model"]["arch"]][0] == "resnet101"
+        assert config["model"]["arch"] == "deeplabv3plus-resnet101" and DEEPLAB_ARCHS[config["model"]["arch"]][0] == "resnet101"
         assert config["model"]["encoder_weights"].startswith("hf-hub:")
         t = config["train"]
         assert (t["iterations"], t["batch_size"], t["random_crop"], t["lr_head"], t["lr_backbone"], t["weight_decay"],

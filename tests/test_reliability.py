@@ -147,6 +147,98 @@ def test_overwrite_replaces_only_its_own_outputs_and_other_settings_need_it(tmp_
     assert "1 done by an earlier run" in capsys.readouterr().out
 
 
+def test_an_output_of_one_image_that_another_would_also_write_is_refused(tmp_path, bank_path, capsys):
+    (tmp_path / "a").mkdir()
+    _noise(40, 30).save(tmp_path / "a" / "x.jpg")
+    _noise(40, 30, 1).save(tmp_path / "a" / "x_overlay.jpg")  # its label map would be x.jpg's overlay
+    code = _segment(tmp_path / "a", "--bank", bank_path, "--out", tmp_path / "out")
+    _one_line_error(capsys, code, "x.jpg and", "x_overlay.jpg", "would be shared")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_run_killed_while_writing_resumes(tmp_path, bank_path, capsys, monkeypatch):
+    """Killed after claiming an image's outputs and writing one of them: the rerun knows the
+    half-written file as its own and redoes that image, without --overwrite."""
+    from reco import outputs
+
+    (tmp_path / "photos").mkdir()
+    for i in range(2):
+        _noise(40, 30, i).save(tmp_path / "photos" / f"{i}.jpg")
+    original = outputs.save_prediction
+    calls = []
+
+    def killed_after_first(prediction, image, folder, stem, **kwargs):
+        calls.append(stem)
+        if len(calls) == 2:
+            (folder / f"{stem}.png").write_bytes(b"half a png")  # the kill lands mid-way through its files
+            raise KeyboardInterrupt
+        return original(prediction, image, folder, stem, **kwargs)
+
+    monkeypatch.setattr(outputs, "save_prediction", killed_after_first)
+    assert _segment(tmp_path / "photos", "--bank", bank_path, "--out", tmp_path / "out") != 0  # "reco: interrupted"
+    monkeypatch.setattr(outputs, "save_prediction", original)
+    capsys.readouterr()
+    assert _segment(tmp_path / "photos", "--bank", bank_path, "--out", tmp_path / "out") == 0
+    assert "wrote 1 label maps" in capsys.readouterr().out
+    assert Image.open(tmp_path / "out" / "1.png").size == (40, 30)
+
+
+def _exemplar_args(tmp_path):
+    root = tmp_path / "ex"
+    for k, name in enumerate(("left", "right")):
+        (root / name).mkdir(parents=True)
+        _noise(48, 40, k).save(root / name / "0.png")
+    return ["concepts", "build", "--exemplars", str(root), "--encoder", "tiny-vit", "--image-size", "64"]
+
+
+def test_concepts_build_never_replaces_a_file_unless_told(tmp_path, capsys):
+    photo = tmp_path / "photo.jpg"
+    _noise(40, 30).save(photo)
+    before = photo.read_bytes()
+    _one_line_error(capsys, main([*_exemplar_args(tmp_path), "--out", str(photo)]), "photo.jpg exists", "--overwrite")
+    assert photo.read_bytes() == before
+    bank = tmp_path / "bank.safetensors"
+    assert main([*_exemplar_args(tmp_path / "a"), "--out", str(bank)]) == 0
+    written = bank.read_bytes()
+    capsys.readouterr()
+    _one_line_error(capsys, main([*_exemplar_args(tmp_path / "b"), "--out", str(bank)]), "--append", "--overwrite")
+    assert bank.read_bytes() == written
+    assert main([*_exemplar_args(tmp_path / "c"), "--out", str(bank), "--overwrite"]) == 0
+    assert reco.ConceptBank.load(bank).names == ["left", "right"]
+
+
+def test_concepts_show_checks_its_output_and_the_name_before_loading_a_model(tmp_path, bank_path, capsys, monkeypatch):
+    from reco import models
+
+    monkeypatch.setattr(models, "create_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    existing = tmp_path / "grid.png"
+    existing.write_bytes(b"the user's picture")
+    show = ["concepts", "show", str(bank_path)]
+    _one_line_error(capsys, main([*show, "left", "--out", str(existing)]), "grid.png exists", "--overwrite")
+    assert existing.read_bytes() == b"the user's picture"
+    _one_line_error(capsys, main([*show, "left", "--out", str(tmp_path / "grid")]), "give an image file name")
+    _one_line_error(capsys, main([*show, "lfet", "--out", str(tmp_path / "new.png")]), "did you mean left?")
+
+
+def test_demo_refuses_a_folder_of_someone_elses_files_and_reruns_into_its_own(tmp_path, capsys):
+    from reco.paths import OutputLedger
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "overview.png").write_bytes(b"the user's overview")
+    _one_line_error(capsys, main(["demo", "--out", str(tmp_path / "mine")]), "did not write", "overview.png")
+    assert (tmp_path / "mine" / "overview.png").read_bytes() == b"the user's overview"
+
+    ledger = OutputLedger(tmp_path / "demo", "demo")
+    ledger.check(overwrite=False)  # a new folder
+    (tmp_path / "demo").mkdir()
+    ledger.claim(tmp_path / "demo" / "overview.png").write_bytes(b"first run")
+    OutputLedger(tmp_path / "demo", "demo").check(overwrite=False)  # a rerun: its own file
+    (tmp_path / "demo" / "notes.txt").write_text("the user's")
+    with pytest.raises(reco.InvalidInputError, match="notes.txt"):
+        OutputLedger(tmp_path / "demo", "demo").check(overwrite=False)
+    OutputLedger(tmp_path / "demo", "demo").check(overwrite=True)
+
+
 # ---- 3. bounded memory on any input ---------------------------------------------------------------
 
 def _peak_rss_mb(code: str) -> tuple[float, str]:
@@ -327,6 +419,8 @@ def test_a_context_of_one_name_is_that_name(tmp_path):
 
     assert load_config(_eval_config(tmp_path, context="sky"))["concepts"]["context"] == "sky"
     assert reco.BankSettings(context="sky").context == ("sky",)  # not ('s', 'k', 'y')
+    with pytest.raises(reco.ConfigError, match="context must be a list of names, got {'sky': 1}"):
+        reco.BankSettings(context={"sky": 1})  # a mapping is not taken for its keys
 
 
 @pytest.mark.parametrize("override, message", [
@@ -364,6 +458,10 @@ def _broken_bank(path, bank_path, how):
         tensors["reference.0"] = torch.full_like(tensors["reference.0"], float("nan"))
     elif how == "inf":
         tensors["prototypes.1"][0, 0] = float("inf")
+    elif how == "zero":
+        tensors["reference.1"] = torch.zeros_like(tensors["reference.1"])
+    elif how == "huge":
+        tensors["reference.0"] = torch.full_like(tensors["reference.0"], 3e38)
     elif how == "missing-tensor":
         del tensors["reference.1"]
     elif how == "missing-record":
@@ -380,6 +478,8 @@ def _broken_bank(path, bank_path, how):
 @pytest.mark.parametrize("how, message", [
     ("nan", "the reference of 'left' holds NaN or infinite values"),
     ("inf", "the prototypes of 'right' holds NaN or infinite values"),
+    ("zero", "the reference of 'right' holds a zero vector"),
+    ("huge", "the reference of 'left' holds values too large to normalise"),
     ("missing-tensor", "a broken concept bank (missing or malformed: reference.1)"),
     ("missing-record", "a broken concept bank (missing or malformed: the encoder record)"),
     ("no-concepts", "the bank has no concepts"),
@@ -560,16 +660,25 @@ CASES = [("image", name, entry) for name in BAD_IMAGES for entry in ("segment", 
         [("config", name, entry) for name in BAD_CONFIGS for entry in ("eval", "train", "pseudo-label")]
 
 
+#: Cases also run as a real `python -m reco.cli` process: the promise of no traceback holds there too.
+IN_A_PROCESS = {("image", "truncated.jpg", "segment"), ("bank", "bank-nan.safetensors", "concepts list"),
+                ("config", "binary.yaml", "eval")}
+
+
 @pytest.mark.parametrize("kind, name, entry", CASES, ids=[f"{e}-{n}" for _, n, e in CASES])
 def test_bad_inputs_through_every_entry_point(corpus, bank_path, tmp_path, capfd, kind, name, entry):
     out = tmp_path / "out"
     argv = [str(a) for a in _entry_points(corpus, bank_path, out)[kind][entry](corpus / name)]
     before = _snapshot(corpus, out) | _snapshot(bank_path.parent, out)
-    proc = subprocess.run([sys.executable, "-m", "reco.cli", *argv], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    err = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(err) == 1 and err[0].startswith("reco: error: "), proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
+    if (kind, name, entry) in IN_A_PROCESS:
+        proc = subprocess.run([sys.executable, "-m", "reco.cli", *argv], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        code, stderr = proc.returncode, proc.stderr
+    else:  # in this process: the same main(), without a second of interpreter start-up per case
+        code, stderr = main(argv), capfd.readouterr().err
+    err = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("reco: error: "), stderr[-3000:]
+    assert "Traceback" not in stderr
     assert _snapshot(corpus, out) | _snapshot(bank_path.parent, out) == before  # nothing changed outside --out
     assert not (out / "bank.safetensors").exists()
 
@@ -583,7 +692,9 @@ def test_bad_uploads_through_the_web_service(corpus, bank_path, name):
     assert len(str(error.value).splitlines()) == 1
 
 
-def test_a_truncated_label_map_in_eval_is_one_line(tmp_path, bank_path, capsys):
+def _one_photo_eval(tmp_path, bank_path, label_size=(40, 30), **config) -> Path:
+    """A folder dataset of one 40x30 photo with a label map of ``label_size``, and an eval config
+    of it with the tiny bank (``config``: more keys)."""
     import yaml
 
     data = tmp_path / "data"
@@ -591,11 +702,141 @@ def test_a_truncated_label_map_in_eval_is_one_line(tmp_path, bank_path, capsys):
     (data / "labels").mkdir()
     (data / "classes.txt").write_text("left\nright\n")
     _noise(40, 30).save(data / "images" / "a.png")
-    Image.fromarray(np.zeros((30, 40), np.uint8)).save(data / "labels" / "a.png")
-    label = (data / "labels" / "a.png").read_bytes()
-    (data / "labels" / "a.png").write_bytes(label[: len(label) // 2])
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"dataset": f"folder:root={data}", "bank": str(bank_path), "crf": False,
-                                      "models": {"encoder": "tiny-vit", "clip": None},
-                                      "concepts": {"language_guidance": False}, "out": str(tmp_path / "run")}))
+    Image.fromarray(np.zeros(label_size[::-1], np.uint8)).save(data / "labels" / "a.png")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"dataset": f"folder:root={data}", "bank": str(bank_path), "crf": False,
+                                    "models": {"encoder": "tiny-vit", "clip": None},
+                                    "concepts": {"language_guidance": False}, "out": str(tmp_path / "run"), **config}))
+    return path
+
+
+def test_a_truncated_label_map_in_eval_is_one_line(tmp_path, bank_path, capsys):
+    config = _one_photo_eval(tmp_path, bank_path)
+    label = (tmp_path / "data" / "labels" / "a.png").read_bytes()
+    (tmp_path / "data" / "labels" / "a.png").write_bytes(label[: len(label) // 2])
     _one_line_error(capsys, main(["eval", "--config", str(config), "--no-progress"]), "labels/a.png: not an image file")
+
+
+def test_an_eval_label_map_of_another_size_than_its_image_is_refused(tmp_path, bank_path, capsys):
+    """Under the paper's crop protocol both would be cropped to the same square and scored."""
+    config = _one_photo_eval(tmp_path, bank_path, (48, 36), protocol={"resize": 24, "crop": 24})
+    _one_line_error(capsys, main(["eval", "--config", str(config), "--no-progress"]),
+                    "labels/a.png: label map is 48x36", "is 40x30")
+
+
+def test_a_folder_without_images_is_an_error_not_success(tmp_path, bank_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("no photo here")
+    for folder in ("empty", "docs"):
+        _one_line_error(capsys, _segment(tmp_path / folder, "--bank", bank_path, "--out", tmp_path / "out"),
+                        f"no images found in {tmp_path / folder}")
+
+
+@pytest.mark.parametrize("command", ["eval", "concepts build --labelled", "pseudo-label", "train"])
+def test_a_dataset_root_or_split_that_does_not_exist_is_one_line(tmp_path, bank_path, capsys, command):
+    import yaml
+
+    missing = f"folder:root={tmp_path / 'nope'}:split=val"
+    if command == "concepts build --labelled":
+        argv = ["concepts", "build", "--labelled", missing, "--encoder", "tiny-vit", "--out", str(tmp_path / "b.safetensors")]
+    else:
+        config = tmp_path / "c.yaml"
+        if command == "eval":
+            config.write_text(yaml.safe_dump({"dataset": missing, "bank": str(bank_path), "out": str(tmp_path / "run"),
+                                              "models": {"encoder": "tiny-vit", "clip": None}}))
+        else:
+            teacher = tmp_path / "teacher.yaml"
+            teacher.write_text(yaml.safe_dump({"name": "t", "dataset": missing, "bank": str(bank_path),
+                                               "models": {"encoder": "tiny-vit", "clip": None}}))
+            config.write_text(yaml.safe_dump({"name": "p", "reco": str(teacher), "train_dataset": missing,
+                                              "val_dataset": missing, "model": {"arch": "tiny-deeplabv3plus"},
+                                              "out": str(tmp_path / "run")}))
+        argv = [command, "--config", str(config), "--no-progress"]
+    _one_line_error(capsys, main(argv), f"{tmp_path / 'nope' / 'val' / 'classes.txt'} is missing")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_scales_and_web_limits_must_be_finite_and_positive(tmp_path, bank_path, capsys, value):
+    for argv in (["segment", "x.png", "--bank", str(bank_path), "--out", "o", "--scales", "1", value],
+                 ["demo", "--web", "--max-file-mb", value]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "finite number > 0" in err and "Traceback" not in err
+    with pytest.raises(reco.ConfigError, match="scales must be distinct positive"):
+        reco.Segmenter(reco.ConceptBank.load(bank_path), reco.create_model("tiny-vit"), size=32, scales=(1.0, float(value)))
+
+
+@pytest.mark.parametrize("content", [b"garbage: [", b"\xff\xfe\x00 binary", b"- a\n- list\n", b"foo: 1\n"])
+def test_an_eval_folder_holding_a_foreign_config_is_one_line(tmp_path, bank_path, capsys, content):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_bytes(content)
+    config = _one_photo_eval(tmp_path, bank_path)
+    _one_line_error(capsys, main(["eval", "--config", str(config), "--no-progress"]), "--set out=DIR")
+    assert (tmp_path / "run" / "config.yaml").read_bytes() == content
+
+
+def test_a_pseudo_label_outside_the_classes_is_refused_before_training(tmp_path, capsys):
+    import yaml
+
+    data = tmp_path / "train"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    (data / "classes.txt").write_text("left\nright\n")
+    for i in range(3):
+        _noise(40, 30, i).save(data / "images" / f"{i}.png")
+        Image.fromarray(np.full((30, 40), 7 if i == 2 else 1, np.uint8)).save(data / "labels" / f"{i}.png")
+    config = tmp_path / "plus.yaml"
+    config.write_text(yaml.safe_dump({"name": "p", "train_dataset": f"folder:root={data}", "val_dataset": f"folder:root={data}",
+                                      "pseudo_labels": str(data / "labels"), "model": {"arch": "tiny-deeplabv3plus"},
+                                      "train": {"resize": 30, "crop": 30, "random_crop": 24, "num_workers": 0},
+                                      "out": str(tmp_path / "run")}))
+    _one_line_error(capsys, main(["train", "--config", str(config), "--no-progress"]), "2.png: pseudo-label value 7")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("case", ["misspelt concept", "missing input", "foreign output"])
+def test_segment_checks_its_inputs_before_loading_a_model(tmp_path, bank_path, capsys, monkeypatch, case):
+    from reco import models
+
+    monkeypatch.setattr(models, "create_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    _noise(40, 30).save(tmp_path / "x.png")
+    argv = [tmp_path / "x.png", "--bank", bank_path, "--out", tmp_path / "out"]
+    if case == "misspelt concept":
+        _one_line_error(capsys, _segment(*argv, "--concepts", "lefft"), "lefft", "did you mean left?")
+    elif case == "missing input":
+        _one_line_error(capsys, _segment(tmp_path / "nope.png", *argv[1:]), "nope.png: no such image or folder")
+    else:
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "x.png").write_bytes(b"mine")
+        _one_line_error(capsys, _segment(*argv), "reco did not write")
+
+
+def test_searching_an_index_of_no_readable_image_is_one_line(tmp_path, capsys):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.jpg").write_bytes(b"not a photo")
+    assert main(["index", "build", str(tmp_path / "imgs"), "--model", "tiny-clip", "--out", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    _one_line_error(capsys, main(["index", "search", str(tmp_path / "idx"), "a cat"]), "the index holds no images")
+
+
+def test_an_exemplar_whose_mask_has_another_size_says_so(tmp_path, capsys):
+    (tmp_path / "ex" / "quokka").mkdir(parents=True)
+    _noise(48, 40).save(tmp_path / "ex" / "quokka" / "0.png")
+    Image.fromarray(np.full((20, 24), 255, np.uint8)).save(tmp_path / "ex" / "quokka" / "0.mask.png")
+    code = main(["concepts", "build", "--exemplars", str(tmp_path / "ex"), "--encoder", "tiny-vit",
+                 "--out", str(tmp_path / "b.safetensors")])
+    _one_line_error(capsys, code, "no usable image", "mask is 24x20, image is 48x40")
+
+
+def test_an_input_whose_output_name_is_too_long_is_skipped_and_the_rest_written(tmp_path, bank_path, capsys):
+    (tmp_path / "photos").mkdir()
+    long_name = "x" * 245 + ".png"  # a legal name; its "_overlay.png" output is not (255 bytes at most)
+    _noise(40, 30).save(tmp_path / "photos" / long_name)
+    _noise(40, 30, 1).save(tmp_path / "photos" / "short.png")
+    assert _segment(tmp_path / "photos", "--bank", bank_path, "--out", tmp_path / "out") == 0
+    captured = capsys.readouterr()
+    assert "output name would be 257 bytes long" in captured.err and "Traceback" not in captured.err
+    assert "wrote 1 label maps" in captured.out and "1 inputs skipped" in captured.out
+    assert (tmp_path / "out" / "short.png").is_file()

@@ -261,3 +261,11 @@ def test_service_serves_threads_with_different_concepts_while_the_bank_grows(nam
             quiet.segment(photo, "names", text))
         assert shares == pytest.approx(expected_shares) and np.array_equal(overlay, expected_overlay)
     assert sorted(service.concepts("names")) == ["bus", "cat", "person"]
+
+
+def test_an_index_that_does_not_exist_is_refused_at_start(demo_bank, tmp_path):
+    from reco.errors import InputNotFoundError
+    from reco.web import SegmentationService
+
+    with pytest.raises(InputNotFoundError, match="--index .*nope: no such image index folder"):
+        SegmentationService({"demo": demo_bank}, index=tmp_path / "nope")

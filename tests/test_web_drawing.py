@@ -89,7 +89,7 @@ def test_closed_outlines_count_as_their_inside():
 
 
 @pytest.mark.parametrize("case", ["empty drawing", "no photo", "existing name", "comma", "long name", "no name",
-                                  "model"])
+                                  "model", "huge photo"])
 def test_bad_drawings_are_one_line_and_save_nothing(demo_bank, quokka, tmp_path, case):
     from reco.errors import RecoError
     from reco.web import MODEL_PREFIX, SegmentationService
@@ -99,7 +99,8 @@ def test_bad_drawings_are_one_line_and_save_nothing(demo_bank, quokka, tmp_path,
     expected = {"empty drawing": "the drawing is empty", "no photo": "upload a photo into the editor first",
                 "existing name": "'face' is already a concept of demo (not a drawing)",
                 "comma": "may not hold a comma", "long name": "at most 64 characters, this one 10000",
-                "no name": "name the concept you painted", "model": "a ReCo+ model's classes are fixed"}[case]
+                "no name": "name the concept you painted", "model": "a ReCo+ model's classes are fixed",
+                "huge photo": "the limit here is 0 MP"}[case]
     if case == "empty drawing":
         paint = np.zeros_like(paint)
     elif case == "no photo":
@@ -114,7 +115,8 @@ def test_bad_drawings_are_one_line_and_save_nothing(demo_bank, quokka, tmp_path,
         name = "  "
     elif case == "model":
         source = MODEL_PREFIX + "run/best"
-    service = SegmentationService({"demo": demo_bank}, drawn_dir=tmp_path / "drawn")
+    service = SegmentationService({"demo": demo_bank}, drawn_dir=tmp_path / "drawn",
+                                  max_pixels=1000 if case == "huge photo" else 40_000_000)
     with pytest.raises(RecoError) as error:
         service.add_drawing(source, photo, paint, name)
     assert expected in str(error.value) and "\n" not in str(error.value)
@@ -361,16 +363,33 @@ def test_an_uploaded_mask_file_replaces_the_brush(tmp_path):
     layer = np.zeros((30, 40, 4), np.uint8)
     layer[5:10, 5:10, 3] = 255
     editor = {"background": photo, "layers": [layer], "composite": photo}
-    assert _editor_parts(editor, None)[1] is layer
+    assert _editor_parts(editor, None, 10_000)[1] is layer
     mask = np.zeros((30, 40), np.uint8)
     mask[10:20, 10:30] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    got_photo, paint = _editor_parts(editor, str(tmp_path / "mask.png"))
+    got_photo, paint = _editor_parts(editor, str(tmp_path / "mask.png"), 10_000)
     assert got_photo is photo and np.array_equal(paint > 0, mask > 0)
     Image.fromarray(mask[:20]).save(tmp_path / "small.png")
     with pytest.raises(InvalidInputError, match="the mask file is 40x20, the photo 40x30"):
-        _editor_parts(editor, str(tmp_path / "small.png"))
+        _editor_parts(editor, str(tmp_path / "small.png"), 10_000)
     (tmp_path / "bad.png").write_bytes(b"nope")
     with pytest.raises(InvalidInputError, match="the mask file: "):
-        _editor_parts(editor, str(tmp_path / "bad.png"))
-    assert _editor_parts(None, None) == (None, None)
+        _editor_parts(editor, str(tmp_path / "bad.png"), 10_000)
+    assert _editor_parts(None, None, 10_000) == (None, None)
+    with pytest.raises(InvalidInputError, match="the mask file: .*40x30 is over the limit of 1000 pixels"):  # checked from the header
+        _editor_parts(editor, str(tmp_path / "mask.png"), 1000)
+
+
+def test_request_folders_expire_and_go_at_exit(tmp_path):
+    import os
+
+    from reco.web_page import RequestFolders, unique_stems
+
+    folders = RequestFolders(max_age=60)
+    old, fresh = folders.new(), folders.new()
+    os.utime(old, (0, 0))  # an old request's downloads
+    newest = folders.new()
+    assert not old.exists() and fresh.is_dir() and newest.is_dir()
+    folders.close()
+    assert not folders.root.exists()
+    assert unique_stems(["/u/a.jpg", "/u/a.png", "/u/b.JPG"]) == ["a_jpg", "a_png", "b"]

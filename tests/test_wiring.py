@@ -117,13 +117,14 @@ def test_load_predictor_gives_recos_segmenter_for_a_bank(encoder, tmp_path):
     assert reco.load_predictor(bank, encoder=encoder, size=None).encoder is encoder
 
 
-def test_load_predictor_gives_reco_plus_for_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("arch", ["tiny-deeplabv3plus", "tiny-vit-light"])
+def test_load_predictor_gives_reco_plus_for_a_checkpoint(tmp_path, arch):
     from reco.train.model import build_reco_plus, save_checkpoint
     from reco.train.segmenter import ReCoPlusSegmenter
 
     checkpoint = tmp_path / "best.pt"
-    save_checkpoint(checkpoint, {"model": build_reco_plus("tiny-deeplabv3plus", 2).state_dict(), "iteration": 0,
-                                 "reco_plus": {"arch": "tiny-deeplabv3plus", "config": {"train": {"resize": 40}},
+    save_checkpoint(checkpoint, {"model": build_reco_plus(arch, 2).state_dict(), "iteration": 0,
+                                 "reco_plus": {"arch": arch, "config": {"train": {"resize": 40}},
                                                "class_names": ["road", "sky"]}})
     predictor = reco.load_predictor(checkpoint)
     assert isinstance(predictor, ReCoPlusSegmenter) and isinstance(predictor, reco.Predictor)

@@ -84,12 +84,26 @@ class ConceptBank:
     def __len__(self) -> int:
         return len(self.concepts)
 
+    def __repr__(self) -> str:
+        shown = ", ".join(self.names[:8]) + (f", ... ({len(self)} in all)" if len(self) > 8 else "")
+        encoder = (self.provenance.get("encoder") or {}).get("name", "?")
+        clip = (self.provenance.get("clip") or {}).get("name")
+        method = self.provenance.get("prototypes", "mean")
+        n = self.provenance.get("n_prototypes")
+        prototypes = "one mean reference" if method == "mean" else f"{method} prototypes ({n} at most)"
+        return (f"ConceptBank({len(self)} concepts: {shown}; encoder {encoder}"
+                f"{f', CLIP {clip}' if clip else ''}; {prototypes} per concept)")
+
     def __contains__(self, name: str) -> bool:
         return name in self.concepts
 
     def __getitem__(self, name: str) -> Concept:
         if name not in self.concepts:
-            raise UnknownConceptError(f"no concept {name!r} in the bank; it has: {', '.join(self.names) or 'none'}")
+            from difflib import get_close_matches
+
+            close = get_close_matches(name, self.names, n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UnknownConceptError(f"no concept {name!r} in the bank{hint}; it has: {', '.join(self.names) or 'none'}")
         return self.concepts[name]
 
     def references(self) -> torch.Tensor:
@@ -206,7 +220,7 @@ class ConceptBank:
 
     def problem(self) -> str | None:
         """Why this bank cannot be used (no concepts; references, prototypes or context that are
-        not finite vectors of one dimension; text embeddings of different widths), or None."""
+        not finite, non-zero vectors of one dimension; text embeddings of different widths), or None."""
         if not self.concepts:
             return "the bank has no concepts"
         dims = set()
@@ -215,6 +229,11 @@ class ConceptBank:
                 return f"{where} is not a vector (shape {tuple(vectors.shape)})"
             if not torch.isfinite(vectors).all():
                 return f"{where} holds NaN or infinite values"
+            norms = vectors.float().norm(dim=1)  # what cosine similarity divides by
+            if (norms == 0).any():
+                return f"{where} holds a zero vector (it has no direction to compare with)"
+            if not torch.isfinite(norms).all():
+                return f"{where} holds values too large to normalise in float32"
             dims.add(vectors.shape[1])
         if len(dims) > 1:
             return f"references of different dimensions ({', '.join(map(str, sorted(dims)))})"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .paths import output_folder
+from .paths import OutputLedger, output_folder
 
 DEMO_ENCODER = "dinov2-vits14"
 DEMO_CLIP = "clip-vit-b16"
@@ -92,76 +92,80 @@ def _load_clip(name: str, weights: str | None, device):
 
 def run_demo(out_dir: str | Path = "outputs/demo", *, device: str | None = None, clip: str = DEMO_CLIP,
              clip_weights: str | None = None, encoder: str = DEMO_ENCODER, encoder_weights: str | None = None,
-             concepts=ZERO_SHOT_CONCEPTS, progress: bool = True) -> DemoResult:
+             concepts=ZERO_SHOT_CONCEPTS, progress: bool = True, overwrite: bool = False) -> DemoResult:
     """Run the zero-shot pipeline if ``clip``'s weights load, else the exemplar path; write
-    overlays, co-segmentation grids and the concept bank under ``out_dir``."""
+    overlays, co-segmentation grids and the concept bank under ``out_dir``. A folder holding
+    files that the demo did not write is refused unless ``overwrite``; its own it replaces."""
     from .device import pick_device
     from .models import create_model
 
     out = Path(out_dir)
+    ledger = OutputLedger(out, "demo")
+    ledger.check(overwrite)
     output_folder(out)
     dev = pick_device(device)
     clip_model = _load_clip(clip, clip_weights, dev)
     enc = create_model(encoder, weights=encoder_weights, device=dev)
     if clip_model is not None:
         print(f"reco demo: zero-shot path: {clip} for retrieval and language guidance, {encoder} encoder, on {dev}")
-        result = _zero_shot(out, enc, clip_model, concepts, progress)
+        result = _zero_shot(out, ledger, enc, clip_model, concepts, progress)
     else:
         print(f"reco demo: exemplar path: {encoder} weights from {enc.weights.source.describe()}, on {dev}")
-        result = _exemplar(out, enc, progress)
+        result = _exemplar(out, ledger, enc, progress)
     print(f"reco demo: concept bank {result.bank}")
     for path in [*result.overlays, *result.grids, result.overview]:
         print(f"  wrote {path}")
     return result
 
 
-def _zero_shot(out: Path, encoder, clip, concepts, progress: bool) -> DemoResult:
+def _zero_shot(out: Path, ledger, encoder, clip, concepts, progress: bool) -> DemoResult:
     from .building import build_bank
     from .index.build import build_index
     from .index.image_index import ImageIndex
     from .samples import available_samples
 
     samples = available_samples()
-    index_dir = build_index(write_collection(out / "collection", samples), clip, out / "index", progress=progress,
+    index_dir = build_index(write_collection(ledger.claim(out / "collection"), samples), clip, ledger.claim(out / "index"),
+                            progress=progress,
                             num_workers=0)
     index = ImageIndex.open(index_dir, clip=clip)
     bank, _ = build_bank(encoder=encoder, clip=clip, names=list(concepts), index=index, progress=progress,
                          settings={"archive_size": min(ZERO_SHOT_ARCHIVE, len(index))})
     targets = [t for t in TARGETS if t in samples]
-    return _segment_and_draw(out, bank, encoder, clip, targets, "zero-shot")
+    return _segment_and_draw(out, ledger, bank, encoder, clip, targets, "zero-shot")
 
 
-def _exemplar(out: Path, encoder, progress: bool) -> DemoResult:
+def _exemplar(out: Path, ledger, encoder, progress: bool) -> DemoResult:
     from .building import build_bank
 
-    root = write_exemplar_folders(out / "exemplars")
+    root = write_exemplar_folders(ledger.claim(out / "exemplars"))
     # one mean reference per concept: the demo's concepts have one to four photos each
     bank, _ = build_bank(encoder=encoder, exemplars=root, progress=progress,
                          settings={"image_size": SEGMENT_SIZE, "prototypes": "mean"})
-    return _segment_and_draw(out, bank, encoder, None, list(TARGETS), "exemplar")
+    return _segment_and_draw(out, ledger, bank, encoder, None, list(TARGETS), "exemplar")
 
 
-def _segment_and_draw(out: Path, bank, encoder, clip, targets, path_name: str) -> DemoResult:
+def _segment_and_draw(out: Path, ledger, bank, encoder, clip, targets, path_name: str) -> DemoResult:
     from .imageio import load_image
     from .predictor import load_predictor
     from .samples import sample_path
     from .viz import concept_grid, overlay_with_legend, side_by_side
 
-    result = DemoResult(path_name, bank.save(out / "concepts.safetensors"))
+    result = DemoResult(path_name, bank.save(ledger.claim(out / "concepts.safetensors")))
     segmenter = load_predictor(bank, encoder=encoder, clip=clip, size=SEGMENT_SIZE)
     panels = []
     for name in targets:
         image = load_image(sample_path(name))
         pred = segmenter.predict_image(image)
         panel = overlay_with_legend(image, pred.labels.numpy(), pred.concepts)
-        path = out / f"{name}_overlay.png"
+        path = ledger.claim(out / f"{name}_overlay.png")
         panel.save(path)
         result.overlays.append(path)
         panels.append(panel)
     for name in bank.names:
-        path = out / f"coseg_{name.replace(' ', '_')}.png"
+        path = ledger.claim(out / f"coseg_{name.replace(' ', '_')}.png")
         concept_grid(bank, name, encoder, max_images=5).save(path)
         result.grids.append(path)
-    result.overview = out / "overview.png"
+    result.overview = ledger.claim(out / "overview.png")
     side_by_side(panels, height=360).save(result.overview)
     return result

@@ -105,7 +105,10 @@ def _embeddings(segmenter, arrays) -> list:
         return out
 
 
-def _init_crf_worker() -> None:
+def _init_crf_worker(parent: int) -> None:
+    from .processes import exit_with_parent
+
+    exit_with_parent(parent)
     torch.set_num_threads(1)
 
 
@@ -125,6 +128,7 @@ def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts:
 
     from .errors import ConfigError, InvalidInputError
     from .prediction import Prediction, Unfinished, select_concepts
+    from .processes import bound_to_this_process
     from .segmenter import Segmenter
 
     if batch_size < 1:
@@ -137,7 +141,8 @@ def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts:
                    and (default_crf_workers() if crf_workers is None else crf_workers) > 0)
     variant = getattr(predictor, "crf_variant", "reco")
     loader = torch.utils.data.DataLoader(_Frames(items, prepare), batch_size=batch_size, num_workers=workers,
-                                         collate_fn=_as_list, prefetch_factor=2 if workers else None)
+                                         collate_fn=_as_list, prefetch_factor=2 if workers else None,
+                                         worker_init_fn=bound_to_this_process() if workers else None)
     bar = tqdm(total=len(loader.dataset), desc=desc, unit="img", disable=True if progress is False else None)
     pool, threads = None, torch.get_num_threads()
     if crf_in_pool:
@@ -146,7 +151,7 @@ def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts:
 
         crf_workers = crf_workers or default_crf_workers()
         pool = ProcessPoolExecutor(crf_workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_crf_worker)
+                                   initializer=_init_crf_worker, initargs=(os.getpid(),))
         network = predictor.encoder if batched else predictor.model
         if next(network.parameters()).device.type == "cpu":  # the CRF processes take their cores from the network's
             torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - crf_workers)))

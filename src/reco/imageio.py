@@ -89,6 +89,15 @@ def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, max_aspect_
     return decode_image(path.read_bytes(), str(path), max_pixels, max_aspect_ratio)
 
 
+def upright_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file as :func:`load_image` would return it (EXIF rotation
+    applied), read from its header without decoding the pixels."""
+    with Image.open(path) as image:
+        width, height = image.size
+        rotated = image.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap the axes
+    return (height, width) if rotated else (width, height)
+
+
 def load_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
     """Read a mask PNG (non-zero = inside; EXIF orientation applied like the image's) that must
     match the image ``size`` (W, H)."""

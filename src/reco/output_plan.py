@@ -4,9 +4,11 @@ file by its name), names two inputs would share are refused with the list of cla
 ``--out`` may not be an input folder (a fresh subfolder of one is allowed and excluded from
 the inputs), and no file is ever overwritten that reco did not write itself.
 
-A manifest in the output folder (:data:`MANIFEST`, one JSON line per segmented input) records
-what reco wrote and with which settings: a rerun skips the inputs already done, and replaces
-its own outputs only with ``overwrite``.
+A manifest in the output folder (:data:`MANIFEST`, JSON lines) records what reco wrote and
+with which settings: before an input's files are written, a line claims them (``pending``);
+after, a line marks them done. A rerun skips the inputs done with the same settings, redoes
+the claimed ones (a killed run resumes: its half-written files are reco's own), and replaces
+its own finished outputs only with ``overwrite``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class OutputPlan:
     out: Path
     run: dict
     jobs: list[Job] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # inputs that cannot be written, and why
 
     def outputs(self, job: Job, probabilities: bool) -> list[Path]:
         names = [f"{job.stem.name}.png", f"{job.stem.name}_overlay.png"]
@@ -42,9 +45,19 @@ class OutputPlan:
             names.append(f"{job.stem.name}_probabilities.safetensors")
         return [job.stem.with_name(n) for n in names]
 
+    def claim(self, job: Job, outputs: list[Path]) -> None:
+        """Record that reco is about to write ``outputs`` for ``job`` (before the first byte, so a
+        run killed mid-write leaves files that a rerun knows to be its own)."""
+        self._append({"input": str(job.image), "outputs": [str(p.relative_to(self.out)) for p in outputs],
+                      "run": self.run, "pending": True})
+
     def record(self, job: Job, written: list[Path]) -> None:
-        """Add ``job``'s outputs to the manifest (after they are written: a killed run redoes it)."""
-        line = {"input": str(job.image), "outputs": [str(p.relative_to(self.out)) for p in written], "run": self.run}
+        """Mark ``job`` done with its ``written`` outputs (after they are written: a killed run redoes it)."""
+        self._append({"input": str(job.image), "outputs": [str(p.relative_to(self.out)) for p in written],
+                      "run": self.run})
+
+    def _append(self, line: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / MANIFEST, "a") as f:
             f.write(json.dumps(line) + "\n")
             f.flush()
@@ -98,8 +111,10 @@ def plan_outputs(inputs: list[str | Path], out: str | Path, run: dict, *, overwr
                 raise InvalidInputError(f"--out {out} is inside the input folder {given} and holds files reco did not "
                                         "write; choose a new folder")
             prefix = Path() if single_folder else Path(path.name)
-            sources += [(f, prefix / f.relative_to(path).with_suffix(""))
-                        for f in _images_under(path, out if inside else None)]
+            images = _images_under(path, out if inside else None)
+            if not images:
+                raise InputNotFoundError(f"no images found in {given}")
+            sources += [(f, prefix / f.relative_to(path).with_suffix("")) for f in images]
         elif path.is_file():
             if out in path.parents and str(path.relative_to(out)) in ours:
                 raise InvalidInputError(f"{given} is an output of an earlier reco segment into {out}, not a photo")
@@ -107,23 +122,41 @@ def plan_outputs(inputs: list[str | Path], out: str | Path, run: dict, *, overwr
         else:
             raise InputNotFoundError(f"{given}: no such image or folder")
     plan = OutputPlan(out, run)
-    by_stem: dict[Path, list[Path]] = {}
+    writers: dict[Path, list[Path]] = {}  # every planned output file -> the inputs that would write it
     for image, rel in sources:
-        by_stem.setdefault(out / rel, []).append(image)
-    clashes = [images for images in by_stem.values() if len(images) > 1]
+        for output in plan.outputs(Job(image, out / rel), probabilities):
+            writers.setdefault(output, []).append(image)
+    clashes = list(dict.fromkeys(tuple(images) for images in writers.values() if len(images) > 1))
     if clashes:
         shown = "; ".join(" and ".join(str(i) for i in images) for images in clashes[:3])
         raise InvalidInputError(f"{len(clashes)} output name(s) would be shared ({shown}); rename the images or "
                                 "segment them into separate folders")
-    latest = {row["input"]: row.get("run") for row in manifest}  # a later line replaces an earlier one
-    for stem, (image,) in by_stem.items():
-        plan.jobs.append(Job(image, stem, done=latest.get(str(image)) == run and not overwrite))
+    finished = [row for row in manifest if not row.get("pending")]
+    latest = {row["input"]: row.get("run") for row in finished}  # a later line replaces an earlier one
+    name_max = _name_max(out)
+    for image, rel in sources:
+        job = Job(image, out / rel, done=latest.get(str(image)) == run and not overwrite)
+        longest = max(len(p.name.encode()) for p in plan.outputs(job, probabilities))
+        if longest > name_max:
+            plan.skipped.append((image, f"its output name would be {longest} bytes long, over the file system's "
+                                        f"{name_max}; rename the image"))
+        else:
+            plan.jobs.append(job)
     _refuse_foreign_files(plan, ours, probabilities)
     if not overwrite:
         if any(str(j.image) in latest and latest[str(j.image)] != run for j in plan.jobs):
             raise InvalidInputError(f"{out} holds outputs of a run with other settings; pass --overwrite to replace "
                                     "them, or choose another --out")
     return plan
+
+
+def _name_max(out: Path) -> int:
+    """The longest file name the file system of ``out`` (or its nearest existing parent) takes."""
+    folder = next((p for p in (out, *out.parents) if p.exists()), Path("/"))
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # not POSIX
+        return 255
 
 
 def _refuse_foreign_files(plan: OutputPlan, ours: set[str], probabilities: bool) -> None:

@@ -1,8 +1,10 @@
-"""Where reco keeps files it creates on its own (weights imported offline, caches)."""
+"""Where reco keeps files it creates on its own (weights imported offline, caches), and how it
+writes: atomically, under a lock, never over a file it did not write unless told to."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -85,3 +87,43 @@ def exclusive(path: str | Path, *, folder: bool = True, what: str = "writing"):
         yield path
     finally:
         lock.release()
+
+
+def refuse_to_replace(path: str | Path, overwrite: bool, alternative: str = "") -> None:
+    """One-line error when ``path`` exists and ``overwrite`` is off: reco never replaces a file
+    without being told to. ``alternative``: another way out to name (e.g. "--append to add to it")."""
+    from .errors import InvalidInputError
+
+    if Path(path).exists() and not overwrite:
+        hint = f"pass {alternative} or --overwrite to replace it" if alternative else "pass --overwrite to replace it"
+        raise InvalidInputError(f"{path} exists: reco does not replace it unless told to; {hint}")
+
+
+class OutputLedger:
+    """The top-level entries that one reco command wrote into an output folder, listed in a
+    hidden JSON file there. An entry is claimed *before* it is written, so a killed run leaves
+    nothing a rerun would take for a stranger's file."""
+
+    def __init__(self, folder: str | Path, command: str):
+        self.folder, self.command = Path(folder), command
+        self.path = self.folder / f".reco-{command}.json"
+        self.entries: list[str] = json.loads(self.path.read_text()) if self.path.is_file() else []
+
+    def check(self, overwrite: bool) -> None:
+        """Refuse (one line) a folder holding entries this command did not write, unless ``overwrite``."""
+        from .errors import InvalidInputError
+
+        if not self.folder.is_dir() or overwrite:
+            return
+        foreign = sorted(p.name for p in self.folder.iterdir() if p.name not in self.entries and p != self.path)
+        if foreign:
+            raise InvalidInputError(f"{self.folder} holds files `reco {self.command}` did not write ({', '.join(foreign[:3])}"
+                                    f"{', ...' if len(foreign) > 3 else ''}): choose a new folder, or pass --overwrite")
+
+    def claim(self, path: str | Path) -> Path:
+        """Record ``path`` (an entry of the folder) as this command's, then return it for writing."""
+        path = Path(path)
+        if path.name not in self.entries:
+            self.entries.append(path.name)
+            atomic_write_bytes(self.path, json.dumps(self.entries).encode())
+        return path

@@ -44,7 +44,11 @@ def select_concepts(requested: list[str] | None, available: list[str], what: str
     names = list(requested or available)
     missing = [n for n in names if n not in available]
     if missing:
-        raise UnknownConceptError(f"concepts not in {what}: {', '.join(missing)}; it has: {', '.join(available)}")
+        from difflib import get_close_matches
+
+        close = [c for n in missing for c in get_close_matches(n, available, n=1, cutoff=0.6)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UnknownConceptError(f"concepts not in {what}: {', '.join(missing)}{hint}; it has: {', '.join(available)}")
     return names
 
 

@@ -21,6 +21,7 @@ probabilities are averaged where they overlap.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,7 +106,7 @@ class Segmenter:
             raise ConfigError(f"crf_variant must be one of {', '.join(CRF_VARIANTS)} (got {crf_variant!r}) and framing "
                               f"one of {', '.join(FRAMINGS)} (got {framing!r})")
         scales = tuple(float(x) for x in scales)
-        if not scales or min(scales) <= 0 or len(set(scales)) != len(scales):
+        if not scales or not all(math.isfinite(x) and x > 0 for x in scales) or len(set(scales)) != len(scales):
             raise ConfigError(f"scales must be distinct positive factors, got {scales}")
         if len(scales) > 1 and size is None:
             raise ConfigError("several scales need a working size (size=...)")

@@ -79,6 +79,8 @@ class SegmentationService:
                  drawn_dir: str | Path = "outputs/web"):
         from .device import pick_device
 
+        if index is not None and not Path(index).is_dir():
+            raise InputNotFoundError(f"--index {index}: no such image index folder")
         self.banks = dict(banks)
         self.models = dict(models or {})
         self.device = pick_device(device)
@@ -201,14 +203,15 @@ class SegmentationService:
                    f"{time.perf_counter() - start:.1f} s")
         return blend_labels(image, labels, len(names)), legend, summary, labels
 
-    def segment_to_files(self, path: str | Path, bank_name: str, concepts_text: str, out_dir: str | Path):
+    def segment_to_files(self, path: str | Path, bank_name: str, concepts_text: str, out_dir: str | Path,
+                         stem: str | None = None):
         """:meth:`segment`, also writing ``<stem>.png`` (concept indices, in the order of the
-        request's concepts) and ``<stem>_overlay.png`` into ``out_dir``: (overlay, legend,
-        summary, [label file, overlay file])."""
+        request's concepts) and ``<stem>_overlay.png`` into ``out_dir`` (``stem``: the file's own
+        by default): (overlay, legend, summary, [label file, overlay file])."""
         from .outputs import save_label_png
 
         overlay, legend, summary, labels = self._released_on_error(path, bank_name, concepts_text)
-        stem = Path(out_dir) / Path(path).stem
+        stem = Path(out_dir) / (stem or Path(path).stem)
         label_path = save_label_png(stem.with_suffix(".png"), labels)
         overlay_path = stem.with_name(stem.name + "_overlay.png")
         overlay.save(overlay_path)
@@ -231,6 +234,10 @@ class SegmentationService:
             raise InvalidInputError("a ReCo+ model's classes are fixed: choose a concept bank to add a drawing to")
         if image is None:
             raise EmptyInputError("upload a photo into the editor first, then paint over what you mean")
+        width, height = image.size if hasattr(image, "width") else (image.shape[1], image.shape[0])
+        if height * width > self.max_pixels:  # the same limit as segmentation, before any work on it
+            raise InvalidInputError(f"the photo is {width}x{height} = {width * height / 1e6:.0f} MP; the limit here is "
+                                    f"{self.max_pixels / 1e6:.0f} MP")
         image = to_rgb(as_pil_image(image))
         if paint is None:
             raise EmptyInputError("the drawing is empty: paint over what you mean first")

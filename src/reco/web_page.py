@@ -1,7 +1,9 @@
 """The page of ``reco demo --web``: Gradio components around a :class:`~reco.web.SegmentationService`.
 
-Each request writes its downloads into a folder of its own (a fresh temporary folder), so users
-never see each other's results; long work reports progress in the page.
+Each request writes its downloads into a folder of its own (under one temporary folder per
+server), so users never see each other's results; request folders older than an hour are
+removed as new requests come, and all of them when the server stops. Long work reports
+progress in the page.
 """
 
 from __future__ import annotations
@@ -41,20 +43,50 @@ def _message(error: Exception, path=None, action: str = "segment") -> str:
     return f"**Could not {action}:** {html.escape(text)}"
 
 
-def _request_folder() -> Path:
-    return Path(tempfile.mkdtemp(prefix="reco-web-"))
+class RequestFolders:
+    """A fresh folder per request under one temporary root; folders older than ``max_age``
+    seconds are removed when a new one is made, and the root when the process exits."""
+
+    def __init__(self, max_age: float = 3600.0):
+        import atexit
+
+        self.root, self.max_age = Path(tempfile.mkdtemp(prefix="reco-web-")), max_age
+        atexit.register(self.close)
+
+    def new(self) -> Path:
+        import time
+
+        for folder in self.root.iterdir():
+            if time.time() - folder.stat().st_mtime > self.max_age:
+                shutil.rmtree(folder, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=self.root))
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _editor_parts(editor, mask_file):
+def unique_stems(paths) -> list[str]:
+    """Output stems for uploaded files: each file's stem, with its extension added where two
+    uploads share a stem (``a.jpg`` and ``a.png`` -> ``a_jpg``, ``a_png``)."""
+    from collections import Counter
+
+    stems = [Path(p).stem for p in paths]
+    counts = Counter(stems)
+    return [f"{s}_{Path(p).suffix.lstrip('.').lower()}" if counts[s] > 1 else s for s, p in zip(stems, paths)]
+
+
+def _editor_parts(editor, mask_file, max_pixels: int):
     """(photo array or None, paint array or None) from the image editor's value and an optional
-    uploaded mask file (which, when given, replaces the brush layer)."""
+    uploaded mask file (which, when given, replaces the brush layer; its size is checked against
+    ``max_pixels`` from its header, before it is decoded)."""
     from .errors import InvalidInputError
+    from .geometry import MAX_ASPECT_RATIO
     from .imageio import load_image
 
     photo = editor.get("background") if isinstance(editor, dict) else None
     if mask_file:
         try:
-            paint = np.asarray(load_image(mask_file).convert("L"))
+            paint = np.asarray(load_image(mask_file, max_pixels, MAX_ASPECT_RATIO).convert("L"))
         except RecoError as e:
             raise InvalidInputError(f"the mask file: {e}") from None
         if photo is not None and paint.shape != photo.shape[:2]:
@@ -70,6 +102,7 @@ def build_app(service):
     import gradio as gr
 
     sources = service.sources
+    folders = RequestFolders()
 
     def on_photos(paths):
         return list(paths or [])
@@ -77,10 +110,11 @@ def build_app(service):
     def on_segment(paths, source, concepts_text, progress=gr.Progress()):
         if not paths:
             return None, "", [], None, "**Upload one or more photos first.**"
-        out, gallery, files, lines, first = _request_folder(), [], [], [], None
-        for path in progress.tqdm(paths, desc="segmenting"):
+        out, gallery, files, lines, first = folders.new(), [], [], [], None
+        for path, stem in zip(progress.tqdm(paths, desc="segmenting"), unique_stems(paths)):
             try:
-                overlay, legend, summary, written = service.segment_to_files(path, source, concepts_text or "", out)
+                overlay, legend, summary, written = service.segment_to_files(path, source, concepts_text or "", out,
+                                                                             stem)
             except RecoError as e:
                 lines.append(_message(e, path))
                 continue
@@ -94,11 +128,11 @@ def build_app(service):
     def on_add(editor, mask_file, source, name, progress=gr.Progress()):
         progress(0, desc="encoding the drawing")
         try:
-            photo, paint = _editor_parts(editor, mask_file)
+            photo, paint = _editor_parts(editor, mask_file, service.max_pixels)
             summary, path = service.add_drawing(source, photo, paint, name)
         except RecoError as e:
             return _message(e, action="add the drawing"), None, gr.update()
-        copy = _request_folder() / path.name  # the download: this request's copy of the bank
+        copy = folders.new() / path.name  # the download: this request's copy of the bank
         shutil.copyfile(path, copy)
         return html.escape(summary), str(copy), gr.update(choices=service.concepts(source))
 

@@ -16,6 +16,7 @@ SUITES = {
     "segment": "reco.bench.segment",
     "pipeline": "reco.bench.pipeline",
     "camvid": "reco.bench.camvid",  # needs CamVid (RECO_CAMVID or RECO_DATA/camvid)
+    "camvid_cross_drive": "reco.bench.camvid_cross_drive",  # the same
 }
 
 

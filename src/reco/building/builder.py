@@ -165,7 +165,7 @@ class ConceptBankBuilder:
     def _exemplar_concept(self, folder: Path, bank: ConceptBank, report: BuildReport) -> Concept:
         from ..imageio import load_image, load_mask
 
-        images, paths, masks = [], [], []
+        images, paths, masks, reasons = [], [], [], []
         for path in sorted(p for p in folder.iterdir() if _is_candidate(p)):
             try:
                 image = load_image(path, max_aspect_ratio=MAX_ASPECT_RATIO)
@@ -173,12 +173,14 @@ class ConceptBankBuilder:
                 mask = load_mask(mask_path, image.size) if mask_path.exists() else None
             except ImageLoadError as e:
                 report.skip(path, str(e).split(": ", 1)[-1])
+                reasons.append(str(e))
                 continue
             images.append(image)
             paths.append(str(path.resolve()))
             masks.append(mask)
         if not images:
-            raise EmptyInputError(f"concept {folder.name!r}: no readable images in {folder}")
+            why = f" (e.g. {reasons[0]})" if reasons else ""
+            raise EmptyInputError(f"concept {folder.name!r}: no usable image in {folder}{why}")
         return self.concept_from_images(folder.name, images, paths, bank, masks)
 
     def concept_from_images(self, name: str, images, paths: list[str], bank: ConceptBank,

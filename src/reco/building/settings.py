@@ -134,6 +134,8 @@ def _names_tuple(value) -> tuple[str, ...]:
     """Context concepts from a list or a comma-separated string ('tree, sky'); () for none."""
     if value is None:
         return ()
+    if not isinstance(value, (str, list, tuple)):  # a mapping would pass as its keys
+        raise ConfigError(f"concept setting context must be a list of names, got {value!r}")
     items = value.split(",") if isinstance(value, str) else list(value)
     if not all(isinstance(n, str) and n.strip() for n in items):
         raise ConfigError(f"concept setting context must be a list of names, got {value!r}")

@@ -60,6 +60,7 @@ def register(sub) -> None:
     b.add_argument("--out", required=True, metavar="BANK", help="the bank file to write (.safetensors)")
     b.add_argument("--append", action="store_true",
                    help="add the concepts to the existing bank at --out (with the settings it records)")
+    b.add_argument("--overwrite", action="store_true", help="replace the file at --out if there is one")
     b.add_argument("--context-bank", metavar="BANK", help="use this bank's concepts for context elimination")
     b.add_argument("--n-seeds", type=positive_int, help="seed pixels per image (default 1)")
     b.add_argument("--image-size", type=positive_int,
@@ -81,7 +82,8 @@ def register(sub) -> None:
                          parents=[device_options(), weight_options(encoder="the bank's encoder")])
     sh.add_argument("bank", metavar="BANK")
     sh.add_argument("name", metavar="NAME")
-    sh.add_argument("--out", required=True, metavar="PNG")
+    sh.add_argument("--out", required=True, metavar="PNG", help="the image to write (.png, .jpg, ...)")
+    sh.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     sh.add_argument("--max-images", type=positive_int, default=10)
     sh.set_defaults(func=show)
 
@@ -95,11 +97,15 @@ def build_and_save(args: argparse.Namespace) -> None:
     from ..device import pick_device
     from ..errors import ConfigError, InvalidInputError
     from ..models import create_model
-    from ..paths import exclusive
+    from ..paths import exclusive, refuse_to_replace
 
     out = Path(args.out)
     if out.is_dir():
         raise InvalidInputError(f"--out {out} is a folder: give the bank's file name (e.g. {out / 'bank.safetensors'})")
+    if args.append and args.overwrite:
+        raise ConfigError("--append adds to the bank at --out, --overwrite replaces it: give one")
+    if not args.append:
+        refuse_to_replace(out, args.overwrite, "--append to add to it")
     given_encoder = args.encoder
     preset = apply_preset(args)
     if given_encoder is None and not args.preset:
@@ -156,17 +162,25 @@ def list_bank(args: argparse.Namespace) -> int:
 def show(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from PIL import Image
+
     from ..concepts import ConceptBank
+    from ..errors import InvalidInputError
+    from ..paths import refuse_to_replace
     from ..device import pick_device
     from ..models import create_model
     from ..viz import concept_grid
 
+    out = Path(args.out)
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise InvalidInputError(f"--out {out}: give an image file name (e.g. {out.with_suffix('.png').name})")
+    refuse_to_replace(out, args.overwrite)
     bank = ConceptBank.load(args.bank)
+    bank[args.name]  # an unknown name fails here, before a model is loaded
     encoder = create_model(bank.provenance["encoder"]["name"], weights=args.encoder_weights,
                            device=pick_device(args.device))
     bank.check_models(encoder)
     grid = concept_grid(bank, args.name, encoder, max_images=args.max_images)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
     print(f"wrote {out}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import device_options, port, positive_int, weight_options
+from .common import device_options, port, positive_float, positive_int, weight_options
 
 
 def register(sub) -> None:
@@ -14,6 +14,8 @@ def register(sub) -> None:
                                     "--web starts the web app",
                        parents=[device_options(), weight_options(clip="--clip", encoder="the dinov2-vits14 encoder")])
     p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out even if it holds files the demo did not write (they may be replaced)")
     p.add_argument("--clip", default=DEMO_CLIP, help=f"CLIP for retrieval and language guidance (default {DEMO_CLIP})")
     web = p.add_argument_group("web app")
     web.add_argument("--web", action="store_true", help="serve the Gradio app (pip install 'reco[web]')")
@@ -24,7 +26,7 @@ def register(sub) -> None:
     web.add_argument("--models", nargs="+", metavar="CKPT", default=[],
                      help="trained ReCo+ checkpoints (reco train: OUT/best.pt) offered beside the banks")
     web.add_argument("--index", metavar="DIR", help="image index: concepts typed that no bank has are built from it")
-    web.add_argument("--max-file-mb", type=float, default=20.0, help="upload size limit in MB (default 20)")
+    web.add_argument("--max-file-mb", type=positive_float, default=20.0, help="upload size limit in MB (default 20)")
     web.add_argument("--concurrency", type=positive_int,
                      help="requests segmented at once (default: up to 4, one per CPU core)")
     p.set_defaults(func=run)
@@ -52,4 +54,4 @@ def _run_demo(args: argparse.Namespace) -> None:
     from ..demo import run_demo
 
     run_demo(out_dir=args.out, device=args.device, clip=args.clip, clip_weights=args.clip_weights,
-             encoder_weights=args.encoder_weights)
+             encoder_weights=args.encoder_weights, overwrite=args.overwrite)

@@ -11,6 +11,7 @@ from .common import (
     device_options,
     engine_options,
     engine_settings,
+    positive_float,
     positive_int,
     preset_option,
     unit_float,
@@ -41,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("--no-language-guidance", action="store_true", help="skip the dense-CLIP factor")
     p.add_argument("--size", type=positive_int,
                    help="shorter side of the working image (default 448; with --model the training size, 320)")
-    p.add_argument("--scales", type=float, nargs="+", metavar="F",
+    p.add_argument("--scales", type=positive_float, nargs="+", metavar="F",
                    help="also encode at these factors of --size and average (e.g. 0.75 1; default 1: one scale)")
     p.add_argument("--self-support", type=unit_float, metavar="W",
                    help="blend in each photo's own concept prototypes with weight W (e.g. 0.5; default 0: the paper)")
@@ -57,6 +58,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -68,10 +71,25 @@ def run(args: argparse.Namespace) -> int:
 
     names = _names(args.concepts)
     _use_preset(args)
+    def make_plan():
+        return plan_outputs(args.inputs, args.out, _run_record(args, names), overwrite=args.overwrite,
+                            probabilities=args.save_probabilities)
+
+    source = args.model or args.bank
+    ready = source is not None and Path(source).is_file()  # else a bank still to build from --concepts/--index
+    if ready:  # inputs, outputs and concept names are checked before any model is loaded
+        plan = make_plan()
+        if names and args.bank is not None and args.model is None:
+            from ..concepts import ConceptBank
+            from ..prediction import select_concepts
+
+            select_concepts(names, ConceptBank.load(args.bank).names)
     predictor = _predictor(args)
-    plan = plan_outputs(args.inputs, args.out, _run_record(args, names), overwrite=args.overwrite,
-                        probabilities=args.save_probabilities)
+    if not ready:
+        plan = make_plan()
     todo = [job for job in plan.jobs if not job.done]
+    for image, reason in plan.skipped:
+        print(f"skipped {image}: {reason}", file=sys.stderr)
     failed = 0
     with exclusive(plan.out, what="segmenting into"):
         results = predict_files(predictor, [(i, job.image) for i, job in enumerate(todo)], concepts=names,
@@ -84,13 +102,15 @@ def run(args: argparse.Namespace) -> int:
                 tqdm.write(f"skipped {result.error}", file=sys.stderr)  # not on the progress bar's line
                 failed += 1
                 continue
+            plan.claim(job, plan.outputs(job, args.save_probabilities))
             written = save_prediction(result.prediction, Image.fromarray(result.image), job.stem.parent,
                                       job.stem.name, probabilities=args.save_probabilities)
             plan.record(job, [p for p in (written.labels, written.overlay, written.probabilities) if p is not None])
     done_before = len(plan.jobs) - len(todo)
-    print(f"wrote {len(todo) - failed} label maps to {args.out} (concepts: {', '.join(names or predictor.concepts)}); "
-          f"{failed} inputs skipped" + (f", {done_before} done by an earlier run" if done_before else ""))
-    return 0 if failed < len(todo) or not todo else EXIT_USAGE
+    n_written = len(todo) - failed
+    print(f"wrote {n_written} label maps to {args.out} (concepts: {', '.join(names or predictor.concepts)}); "
+          f"{failed + len(plan.skipped)} inputs skipped" + (f", {done_before} done by an earlier run" if done_before else ""))
+    return 0 if n_written or not (todo or plan.skipped) else EXIT_USAGE
 
 
 def _use_preset(args: argparse.Namespace) -> None:

@@ -21,9 +21,10 @@ def lookup_table(mapping: dict[int, int] | None = None) -> np.ndarray:
     return lut
 
 
-def missing_layout(path: Path, layout: str) -> FileNotFoundError:
-    """The error for a dataset whose files are not where the official layout puts them."""
-    return FileNotFoundError(f"{path} is missing: expected the official layout {layout}")
+def missing_layout(path: Path, layout: str) -> InputNotFoundError:
+    """The error for a dataset whose files are not where the official layout puts them (a root
+    or split that does not exist included): one line naming the path and the layout."""
+    return InputNotFoundError(f"{path} is missing: expected the official layout {layout}")
 
 
 def read_list(path: Path, layout: str) -> list[str]:
@@ -63,6 +64,23 @@ class SegmentationDataset:
         from ..viz import palette
 
         return list(self.palette) if self.palette else palette(self.num_classes)
+
+    def select(self, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), spec: str = "the dataset") -> None:
+        """Keep the items whose name starts with one of ``include`` (all if empty) and with none
+        of ``exclude``. A prefix that matches no item is an error (a typo would silently change
+        what is measured), as is a selection that keeps nothing."""
+        from ..errors import InvalidInputError
+
+        names = [name for name, _, _ in self.files]
+        unmatched = [p for p in (*include, *exclude) if not any(n.startswith(p) for n in names)]
+        if unmatched:
+            starts = sorted({n[:6] for n in names})
+            raise InvalidInputError(f"{spec}: no item name starts with {', '.join(unmatched)} "
+                                    f"(names start with e.g. {', '.join(starts[:8])})")
+        self.files = [f for f in self.files if (not include or f[0].startswith(include))
+                      and not (exclude and f[0].startswith(exclude))]
+        if not self.files:
+            raise InvalidInputError(f"{spec}: include/exclude leave no item")
 
     def read_values(self, path: Path) -> np.ndarray:
         from ..imageio import read_label_map

@@ -1,4 +1,8 @@
-"""``open_dataset("cityscapes27:root=/data/cityscapes:split=val")``."""
+"""``open_dataset("cityscapes27:root=/data/cityscapes:split=val")``.
+
+Every dataset also takes ``include=`` and ``exclude=``: comma-separated prefixes of item names
+(CamVid's names start with their drive: ``folder:root=camvid:split=train:exclude=0016E5``).
+"""
 
 from __future__ import annotations
 
@@ -54,4 +58,13 @@ def open_dataset(spec: str):
         raise InvalidInputError(f"unknown dataset {name!r}; known: {', '.join(sorted(builders))}")
     if "root" not in options:
         raise InvalidInputError(f"dataset spec {spec!r} needs root=PATH")
-    return builders[name](**options)
+    include, exclude = (_prefixes(options.pop(key, None)) for key in ("include", "exclude"))
+    dataset = builders[name](**options)
+    if include or exclude:
+        dataset.select(include, exclude, spec)
+    return dataset
+
+
+def _prefixes(value: str | None) -> tuple[str, ...]:
+    """'0001TP, 0006R0' -> ('0001TP', '0006R0'); None or '' -> ()."""
+    return tuple(p.strip() for p in (value or "").split(",") if p.strip())

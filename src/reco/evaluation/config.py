@@ -146,7 +146,8 @@ def reco_plus_eval_config(plus: dict) -> dict:
     t = plus["train"]
     return merge(DEFAULTS, {
         "name": plus["name"], "reproduces": plus["reproduces"], "paper": plus["paper"], "dataset": plus["val_dataset"],
-        "protocol": {"resize": t["resize"], "crop": t["crop"]}, "crf": t["val_crf"],
+        "protocol": {"resize": t["resize"]} if t["crop"] is None else {"resize": t["resize"], "crop": t["crop"]},
+        "crf": t["val_crf"],
         "checkpoint": plus["eval_checkpoint"] or f"{plus['out']}/best.pt", "out": f"{plus['out']}/eval"})
 
 
@@ -167,7 +168,13 @@ def prepare_run(config: dict) -> Path:
     output_folder(out)
     saved = out / "config.yaml"
     if saved.is_file():
-        before = _with_defaults(yaml.safe_load(saved.read_text()))
+        try:
+            before = yaml.safe_load(saved.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError):
+            before = None
+        if not isinstance(before, dict):
+            raise ConfigError(f"{saved} is not a reco run's config: choose another folder with --set out=DIR")
+        before = _with_defaults(before)
         differ = [k for k in config if k not in RUN_ONLY_KEYS and before.get(k) != config[k]]
         if differ:
             raise ConfigError(f"{out} holds a run of another config (differs in {', '.join(differ)}); "

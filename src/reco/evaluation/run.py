@@ -141,6 +141,7 @@ def _run_eval(config: dict, *, limit: int | None, device: str | None, progress: 
     from ..engine import predict_files
     from ..geometry import centre_crop_label
     from ..metrics import MeanIoU
+    from ..imageio import upright_size
     from ..outputs import read_label_png, save_label_png
 
     dataset = open_dataset(config["dataset"])
@@ -163,6 +164,11 @@ def _run_eval(config: dict, *, limit: int | None, device: str | None, progress: 
 
     def truth(i: int):
         label = dataset.label(i)
+        name, image_path, label_path = dataset.files[i]
+        width, height = upright_size(image_path)
+        if tuple(label.shape) != (height, width):  # never resized to fit: a wrong pairing would score silently
+            raise InvalidInputError(f"{label_path}: label map is {label.shape[1]}x{label.shape[0]}, its image "
+                                    f"{image_path} is {width}x{height}")
         return centre_crop_label(label, protocol["resize"], protocol["crop"]) if crop else label
 
     for name in index.keys() - {name for name, _ in todo}:  # predicted by an earlier run: read back

@@ -112,13 +112,16 @@ def _build(out: Path, model, source, items, index_type, engine, batch_size, num_
 def _embed_shards(items, model, out, shard_size, batch_size, num_workers, progress) -> None:
     from tqdm.auto import tqdm
 
+    from ..processes import bound_to_this_process
+
     batches = shard_batches(len(items), shard_size, batch_size, unfinished_shards(out, len(items), shard_size))
     if not batches:
         return
     size = model.spec.preprocess.size
     loader = torch.utils.data.DataLoader(ItemDataset(items, model.preprocess, (3, size, size)),
                                          batch_sampler=[list(r) for _, r in batches], num_workers=num_workers,
-                                         collate_fn=collate)
+                                         collate_fn=collate,
+                                         worker_init_fn=bound_to_this_process() if num_workers else None)
     writer = ShardWriter(out)
     with tqdm(total=sum(len(r) for _, r in batches), desc="embedding", unit="img", disable=None if progress else True) as bar:
         for (shard, _), (images, rows) in zip(batches, loader):

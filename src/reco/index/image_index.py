@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputNotFoundError, InvalidInputError, ModelMismatchError
+from ..errors import EmptyInputError, InputNotFoundError, InvalidInputError, ModelMismatchError
 from ..retrieval import Hit
 from . import store
 
@@ -140,6 +140,9 @@ class ImageIndex:
             raise ModelMismatchError(f"query has {q.shape[0]} dimensions, the index {self.meta['embed_dim']}")
         if k < 1 or rerank < 0:
             raise InvalidInputError(f"k must be positive and rerank not negative, got k={k}, rerank={rerank}")
+        if len(self) == 0:
+            raise EmptyInputError(f"{self.root}: the index holds no images (none of its source could be read); "
+                                  "rebuild it from readable images")
         q = torch.nn.functional.normalize(q, dim=0).numpy()[None].astype(np.float32)
         scores, rows = self._searcher().search(q, min(max(k, rerank), len(self)))
         scores, rows = scores[0][rows[0] >= 0], rows[0][rows[0] >= 0]

@@ -14,7 +14,7 @@ class TrainSection:
     iterations: int = bounded(1)
     batch_size: int = bounded(1)
     resize: int = bounded(1)
-    crop: int = bounded(1)
+    crop: int | None = bounded(1)
     random_crop: int = bounded(1)
     lr_head: float = bounded(above=0)
     lr_backbone: float = bounded(0)
@@ -83,7 +83,8 @@ def load_train_config(path, overrides=None) -> dict:
             raise ConfigError(f"{path}: the config needs {key} (a dataset spec)")
     validate(config, TrainSchema)
     t = config["train"]
-    if not t["random_crop"] <= t["crop"] <= t["resize"]:
+    crop = t["resize"] if t["crop"] is None else t["crop"]  # null: whole frames at shorter side `resize`
+    if not t["random_crop"] <= crop <= t["resize"]:
         raise ConfigError(f"{path}: train needs random_crop <= crop <= resize, got {t['random_crop']}, {t['crop']}, "
                           f"{t['resize']}")
     config = expand_paths(config, ("reco", "train_dataset", "val_dataset", "pseudo_labels", "eval_checkpoint", "out"))

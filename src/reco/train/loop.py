@@ -13,7 +13,9 @@ import csv
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import InputNotFoundError, InvalidInputError
 from ..paths import exclusive
@@ -40,26 +42,35 @@ def batch_keys(n_items: int, batch_size: int, seed: int, iteration: int) -> list
 
 
 class PseudoLabelSet(torch.utils.data.Dataset):
-    """Items keyed by (index, sample key): the image (resized and centre-cropped as the
-    pseudo-labels were made) and its pseudo-label, augmented with the key's generator."""
+    """Items keyed by (index, sample key): the image and its pseudo-label, augmented with the
+    key's generator. ``crop``: the image was resized and centre-cropped as the pseudo-labels were
+    made; None: the pseudo-label is at the image's own size and both are resized to shorter side
+    ``resize`` (the label by nearest neighbour)."""
 
-    def __init__(self, items: list[tuple[Path, Path]], resize: int, crop: int, augment):
+    def __init__(self, items: list[tuple[Path, Path]], resize: int, crop: int | None, augment):
         self.items, self.resize, self.crop, self.augment = items, resize, crop, augment
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, key):
-        from ..geometry import centre_crop
+        from ..geometry import centre_crop, shorter_side_size
         from ..imageio import load_image, read_label_map
 
         index, sample_key = key
         image_path, label_path = self.items[index]
-        image = centre_crop(load_image(image_path), self.resize, self.crop)
+        image = load_image(image_path)
+        if self.crop is not None:
+            image = centre_crop(image, self.resize, self.crop)
         label = read_label_map(label_path)
         if label.shape != (image.height, image.width):
+            after = "after resize/crop " if self.crop is not None else ""
             raise InvalidInputError(f"{label_path}: pseudo-label is {label.shape[1]}x{label.shape[0]}, "
-                                    f"the image after resize/crop is {image.width}x{image.height}")
+                                    f"the image {after}is {image.width}x{image.height}")
+        if self.crop is None:
+            size = shorter_side_size(image.width, image.height, self.resize)
+            image = image.resize(size, Image.BILINEAR)
+            label = np.asarray(Image.fromarray(label.astype(np.uint8), mode="L").resize(size, Image.NEAREST))
         return self.augment(image, label, torch.Generator().manual_seed(sample_key))
 
 
@@ -78,6 +89,19 @@ def training_items(config: dict) -> tuple[list[tuple[Path, Path]], list[str]]:
         raise InputNotFoundError(f"{len(missing)} of {len(items)} pseudo-labels are missing (e.g. {missing[0]}): "
                                 "run `reco pseudo-label --config ...` first")
     return items, list(dataset.class_names)
+
+
+def check_label_values(paths: list[Path], num_classes: int) -> None:
+    """Refuse, before training starts, a pseudo-label holding a value that is neither a class
+    index below ``num_classes`` nor the ignore value 255 (it would fail mid-run, or train wrongly)."""
+    from ..imageio import read_label_map
+
+    for path in paths:
+        values = np.unique(read_label_map(path))
+        bad = values[(values >= num_classes) & (values != 255)]
+        if bad.size:
+            raise InvalidInputError(f"{path}: pseudo-label value {int(bad[0])} is not a class index (0..{num_classes - 1}) "
+                                    "nor 255 (ignored)")
 
 
 def initial_model(config: dict, num_classes: int, pretrained: bool = True):
@@ -109,15 +133,18 @@ def validate(model, config: dict, limit: int | None = None) -> float:
     from .segmenter import ReCoPlusSegmenter
 
     dataset = open_dataset(config["val_dataset"])
-    segmenter = ReCoPlusSegmenter(model, dataset.class_names, size=None, crf=config["train"]["val_crf"], amp=False)
+    t = config["train"]
+    whole = t["crop"] is None  # whole frames at shorter side `resize`, scored at their own size
+    segmenter = ReCoPlusSegmenter(model, dataset.class_names, size=t["resize"] if whole else None,
+                                  crf=t["val_crf"], amp=False)
     metric = MeanIoU(dataset.num_classes)
     was_training = model.training
     model.eval()
-    t = config["train"]
     for i in range(len(dataset) if limit is None else min(limit, len(dataset))):
         item = dataset[i]
-        image = centre_crop(item["image"], t["resize"], t["crop"])
-        label = centre_crop_label(item["label"], t["resize"], t["crop"])
+        image, label = item["image"], item["label"]
+        if not whole:
+            image, label = centre_crop(image, t["resize"], t["crop"]), centre_crop_label(label, t["resize"], t["crop"])
         metric.update(segmenter.predict_image(image).labels, label)
     model.train(was_training)
     return 100 * metric.compute()["miou"]
@@ -136,6 +163,7 @@ def _train(config: dict, *, resume: bool = False, device: str | None = None, pro
 
     from ..data import open_dataset
     from ..device import pick_device
+    from ..processes import bound_to_this_process
     from .augment import PairAugment
     from .model import save_checkpoint
 
@@ -150,6 +178,7 @@ def _train(config: dict, *, resume: bool = False, device: str | None = None, pro
                          f"train_dataset ({len(class_names)}: {', '.join(class_names[:3])}, ...)")
     if t["batch_size"] % world:
         raise InvalidInputError(f"batch size {t['batch_size']} is not divisible by the {world} processes")
+    check_label_values([label for _, label in items], len(class_names))
     last = out / "last.pt"
     if last.is_file() and not resume:
         raise InvalidInputError(f"{last} exists: pass --resume to continue it, or choose another --set out=DIR")
@@ -182,7 +211,8 @@ def _train(config: dict, *, resume: bool = False, device: str | None = None, pro
     per_rank = t["batch_size"] // world
     keys = [batch_keys(len(items), t["batch_size"], t["seed"], it)[rank * per_rank:(rank + 1) * per_rank]
             for it in range(start, iterations)]
-    loader = torch.utils.data.DataLoader(data, batch_sampler=keys, num_workers=t["num_workers"])
+    loader = torch.utils.data.DataLoader(data, batch_sampler=keys, num_workers=t["num_workers"],
+                                         worker_init_fn=bound_to_this_process() if t["num_workers"] else None)
     log = _Log(out, start) if rank == 0 else None
     meta = {"arch": m["arch"], "class_names": class_names, "config": config}
     loss_value = float("nan")

@@ -2,7 +2,8 @@
 
 The folder (``pseudo_labels`` of the config, or ``--out``) holds ``config.yaml`` (the ReCo
 config that made the labels, refused if it changes), ``bank.safetensors`` (its concepts, built
-once), ``<name>.png`` per training image (class indices, at the training protocol's size),
+once), ``<name>.png`` per training image (class indices, at the training protocol's size; with
+``train.crop: null`` at the image's own size, under the ReCo config's protocol),
 optionally ``confidence/<name>.png`` and ``skipped.json`` (unreadable images and why).
 Rerunning skips every image whose label exists: a killed run loses at most one image.
 """
@@ -46,9 +47,12 @@ def reco_config_for(config: dict, out: str | Path | None = None) -> dict:
     if reco["checkpoint"]:
         raise InvalidInputError(f"{config['reco']}: pseudo-labels come from ReCo, not from a checkpoint")
     t = config["train"]
-    protocol = {"resize": t["resize"], "crop": t["crop"]}
-    if reco["protocol"].get("image_resample"):  # the ReCo config's way of resizing images
-        protocol["image_resample"] = reco["protocol"]["image_resample"]
+    if t["crop"] is None:  # whole frames: labels at each image's size, under the ReCo config's own protocol
+        protocol = {k: v for k, v in reco["protocol"].items() if k not in ("crop", "image_resample")}
+    else:
+        protocol = {"resize": t["resize"], "crop": t["crop"]}
+        if reco["protocol"].get("image_resample"):  # the ReCo config's way of resizing images
+            protocol["image_resample"] = reco["protocol"]["image_resample"]
     reco.update(dataset=config["train_dataset"], protocol=protocol, out=str(out or config["pseudo_labels"]))
     return reco
 
