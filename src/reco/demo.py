@@ -85,8 +85,8 @@ def _load_clip(name: str, weights: str | None, device):
     try:
         return create_model(name, weights=weights, device=device)
     except WeightsNotFoundError as e:
-        print(f"reco demo: no weights for {name} ({str(e).splitlines()[0]}); "
-              f"taking the exemplar path with {DEMO_ENCODER}")
+        print(f"reco demo: no weights for {name} here, so taking the exemplar path with {DEMO_ENCODER}", flush=True)
+        print(f"  why: {str(e).splitlines()[0]}", flush=True)
         return None
 
 
@@ -107,10 +107,11 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, device: str | None = None,
     clip_model = _load_clip(clip, clip_weights, dev)
     enc = create_model(encoder, weights=encoder_weights, device=dev)
     if clip_model is not None:
-        print(f"reco demo: zero-shot path: {clip} for retrieval and language guidance, {encoder} encoder, on {dev}")
+        print(f"reco demo: zero-shot path: {clip} for retrieval and language guidance, {encoder} encoder, on {dev}",
+              flush=True)
         result = _zero_shot(out, ledger, enc, clip_model, concepts, progress)
     else:
-        print(f"reco demo: exemplar path: {encoder} weights from {enc.weights.source.describe()}, on {dev}")
+        print(f"reco demo: exemplar path: {encoder} weights from {enc.weights.source.describe()}, on {dev}", flush=True)
         result = _exemplar(out, ledger, enc, progress)
     print(f"reco demo: concept bank {result.bank}")
     for path in [*result.overlays, *result.grids, result.overview]:
