@@ -201,6 +201,8 @@ def test_whole_frame_pseudo_labels_keep_the_teachers_protocol_and_must_match_the
     config = load_train_config(path)
     config["reco"] = str(teacher)
     assert reco_config_for(config)["protocol"] == {"resize": 48, "scales": [0.75, 1.0]}
+    teacher.write_text(teacher.read_text().replace("  scales:\n  - 0.75\n  - 1.0\n", "  crop: 48\n"))
+    assert reco_config_for(config)["protocol"] == {"resize": 48}  # a teacher's crop dropped: labels at image size
     assert reco_plus_eval_config(config)["protocol"] == {"resize": 48}
     images = sorted((data / "train" / "images").glob("*.png"))
     labels = sorted((data / "train" / "labels").glob("*.png"))

@@ -61,13 +61,14 @@ def _phone_photo(path):
 
 
 def test_phone_photos_are_read_upright_everywhere(tmp_path, bank_path, capsys):
-    from reco.imageio import load_image
+    from reco.imageio import load_image, upright_size
     from reco.index.shards import read_item
     from reco.index.sources import SourceItem
 
     photo = _phone_photo(tmp_path / "phone.jpg")
     image = load_image(photo)
     assert image.size == (40, 60)
+    assert upright_size(photo) == (40, 60)  # from the header alone, as eval checks label maps against it
     top, bottom = np.asarray(image)[5, 20], np.asarray(image)[55, 20]
     assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
     _, row = read_item(SourceItem("phone.jpg", str(photo)), lambda im: torch.tensor(im.size), (2,))
@@ -794,6 +795,10 @@ def test_a_pseudo_label_outside_the_classes_is_refused_before_training(tmp_path,
                                       "out": str(tmp_path / "run")}))
     _one_line_error(capsys, main(["train", "--config", str(config), "--no-progress"]), "2.png: pseudo-label value 7")
     assert not (tmp_path / "run" / "last.pt").exists()
+    from reco.train.loop import check_label_values
+
+    Image.fromarray(np.array([[0, 1], [255, 255]], np.uint8)).save(tmp_path / "ignored.png")
+    check_label_values([tmp_path / "ignored.png"], 2)  # 255 is the ignore value, not a class
 
 
 @pytest.mark.parametrize("case", ["misspelt concept", "missing input", "foreign output"])

@@ -40,7 +40,7 @@ class FrozenEncoderSegmenter(torch.nn.Module):
     fuses them with a two-convolution RGB branch at that stride (edges the 14-pixel patches
     cannot place), then classifies; logits come back at the input size. Input: images
     normalised with :data:`MEAN`/:data:`STD`, any size (padded to the patch size inside).
-    ``encoder`` stays in eval mode and out of autograd unless its parameters require grad.
+    ``encoder`` stays in eval mode; its parameters require no grad (``create_model`` freezes them).
     """
 
     def __init__(self, encoder: torch.nn.Module, num_classes: int, channels: int = 128):
@@ -63,9 +63,7 @@ class FrozenEncoderSegmenter(torch.nn.Module):
         h, w = images.shape[-2:]
         p = self.encoder.patch_size
         padded = F.pad(images, (0, (-w) % p, 0, (-h) % p))
-        trainable = any(q.requires_grad for q in self.encoder.parameters())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
-            features = self.encoder.dense_features(padded)
+        features = self.encoder.dense_features(padded)  # frozen weights: autograd records nothing here
         low = self.low_level(padded)
         features = F.interpolate(self.project(features), size=low.shape[-2:], mode="bilinear", align_corners=False)
         logits = self.classifier(self.fuse(torch.cat([features, low], dim=1)))
