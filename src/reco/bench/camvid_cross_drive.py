@@ -19,9 +19,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from .camvid import SCALES, SELF_SUPPORT, SIZE, _score, camvid_root
+from .camvid import ENCODER, SCALES, SELF_SUPPORT, SIZE, _score, camvid_root
 
-ENCODER = "dinov2-vits14"
 BANK_DRIVES = "0001TP,0006R0"
 TEST_DRIVE = "0016E5"
 PER_CLASS = 20

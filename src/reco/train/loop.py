@@ -54,7 +54,7 @@ class PseudoLabelSet(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, key):
-        from ..geometry import centre_crop, shorter_side_size
+        from ..geometry import centre_crop, resize_shorter_side
         from ..imageio import load_image, read_label_map
 
         index, sample_key = key
@@ -68,9 +68,9 @@ class PseudoLabelSet(torch.utils.data.Dataset):
             raise InvalidInputError(f"{label_path}: pseudo-label is {label.shape[1]}x{label.shape[0]}, "
                                     f"the image {after}is {image.width}x{image.height}")
         if self.crop is None:
-            size = shorter_side_size(image.width, image.height, self.resize)
-            image = image.resize(size, Image.BILINEAR)
-            label = np.asarray(Image.fromarray(label.astype(np.uint8), mode="L").resize(size, Image.NEAREST))
+            image = resize_shorter_side(image, self.resize, Image.BILINEAR)
+            label = np.asarray(resize_shorter_side(Image.fromarray(label.astype(np.uint8), mode="L"), self.resize,
+                                                   Image.NEAREST))
         return self.augment(image, label, torch.Generator().manual_seed(sample_key))
 
 
