@@ -393,3 +393,31 @@ def test_request_folders_expire_and_go_at_exit(tmp_path):
     folders.close()
     assert not folders.root.exists()
     assert unique_stems(["/u/a.jpg", "/u/a.png", "/u/b.JPG"]) == ["a_jpg", "a_png", "b"]
+
+
+def test_the_editor_checks_a_photo_from_its_header_before_gradio_decodes_it(tmp_path, monkeypatch):
+    import gradio as gr
+    from gradio.components.image_editor import EditorData
+    from gradio.data_classes import FileData
+
+    from reco.web_page import pixel_limited_editor
+
+    editor = pixel_limited_editor(1000)(type="numpy")
+    assert editor.get_block_name() == "imageeditor"  # the front end knows it
+    small, big = tmp_path / "small.png", tmp_path / "big.png"
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(small)
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(big)
+    value = editor.preprocess(EditorData(background=FileData(path=str(small)), layers=[], composite=None))
+    assert value["background"].shape[:2] == (20, 30)  # RGBA, as the editor delivers it
+
+    decoded = []
+    load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: (decoded.append(self.size), load(self))[1])
+    for payload in (EditorData(background=FileData(path=str(big))),
+                    EditorData(background=FileData(path=str(small)), layers=[FileData(path=str(big))])):
+        decoded.clear()
+        with pytest.raises(gr.Error, match="the photo in the editor: 40x30 is over the limit of 1000 pixels"):
+            editor.preprocess(payload)
+        assert (40, 30) not in decoded  # refused from the header: never decoded
+    with pytest.raises(gr.Error, match="the photo in the editor: 40x30 is over"):  # a canvas export's bytes
+        editor.convert_and_format_image(big.read_bytes())

@@ -146,13 +146,14 @@ class ConceptBank:
                                          f"{encoder.embed_dim}")
 
     # ---- files -------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write the bank atomically to ``path`` (a .safetensors file)."""
+    def save(self, path: str | Path, partial: bool = False) -> Path:
+        """Write the bank atomically to ``path`` (a .safetensors file). ``partial``: a build's
+        checkpoint, which may hold no concept yet."""
         from safetensors.torch import save
 
         from .paths import atomic_write_bytes
 
-        if not self.concepts:
+        if not self.concepts and not partial:
             raise EmptyInputError("refusing to save an empty concept bank")
         tensors: dict[str, torch.Tensor] = {}
         entries = []
@@ -175,8 +176,9 @@ class ConceptBank:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, encoder=None, clip=None) -> "ConceptBank":
-        """Read a bank; with ``encoder`` / ``clip`` given, refuse one built with other models."""
+    def load(cls, path: str | Path, encoder=None, clip=None, partial: bool = False) -> "ConceptBank":
+        """Read a bank; with ``encoder`` / ``clip`` given, refuse one built with other models.
+        ``partial``: a build's checkpoint (:meth:`save`), which may hold no concept."""
         from safetensors import SafetensorError, safe_open
 
         path = Path(path)
@@ -195,7 +197,7 @@ class ConceptBank:
         except (KeyError, TypeError, ValueError) as e:  # a record or tensor the format requires is missing
             what = e.args[0] if isinstance(e, KeyError) and e.args else e
             raise InvalidInputError(f"{path}: a broken concept bank (missing or malformed: {what})") from None
-        problem = bank.problem()
+        problem = bank.problem(partial)
         if problem:
             raise InvalidInputError(f"{path}: {problem}")
         bank.check_models(encoder, clip)
@@ -218,10 +220,11 @@ class ConceptBank:
             raise KeyError("the encoder record")
         return cls(provenance, concepts, context)
 
-    def problem(self) -> str | None:
-        """Why this bank cannot be used (no concepts; references, prototypes or context that are
-        not finite, non-zero vectors of one dimension; text embeddings of different widths), or None."""
-        if not self.concepts:
+    def problem(self, partial: bool = False) -> str | None:
+        """Why this bank cannot be used (no concepts, unless ``partial``; references, prototypes or
+        context that are not finite, non-zero vectors of one dimension; text embeddings of
+        different widths), or None."""
+        if not self.concepts and not partial:
             return "the bank has no concepts"
         dims = set()
         for where, vectors in self._vectors():
@@ -238,7 +241,7 @@ class ConceptBank:
         if len(dims) > 1:
             return f"references of different dimensions ({', '.join(map(str, sorted(dims)))})"
         width = _registered_width(self.provenance["encoder"]["name"])
-        if width is not None and dims != {width}:
+        if width is not None and dims and dims != {width}:
             return f"the bank's references have {dims.pop()} dimensions, {self.provenance['encoder']['name']} gives {width}"
         texts = {c.text_embedding.shape for c in self.concepts.values() if c.text_embedding is not None}
         if len(texts) > 1 or any(len(s) != 1 for s in texts):

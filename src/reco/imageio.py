@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +52,29 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE
 
     if not data:
         raise ImageLoadError(f"{name}: empty file")
+    with _image_errors(name, max_pixels), Image.open(io.BytesIO(data)) as image:
+        _check_size(name, image.width, image.height, max_pixels, max_aspect_ratio)
+        image.load()
+        return to_rgb(ImageOps.exif_transpose(image))
+
+
+def check_image_file(file: str | Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image file (a path or its bytes) read from its header, nothing
+    decoded; ImageLoadError when it is not an image or has more than ``max_pixels`` pixels."""
+    import io
+
+    name = "the image" if isinstance(file, (bytes, bytearray, memoryview)) else str(file)
+    source = io.BytesIO(file) if name == "the image" else file
+    with _image_errors(name, max_pixels), Image.open(source) as image:
+        _check_size(name, image.width, image.height, max_pixels, None)
+        return image.size
+
+
+@contextlib.contextmanager
+def _image_errors(name: str, max_pixels: int):
+    """PIL's errors on opening or decoding ``name`` as one-line ImageLoadErrors."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            _check_size(name, image.width, image.height, max_pixels, max_aspect_ratio)
-            image.load()
-            return to_rgb(ImageOps.exif_transpose(image))
+        yield
     except UnidentifiedImageError:
         raise ImageLoadError(f"{name}: not an image file PIL can read") from None
     except Image.DecompressionBombError as e:  # PIL refuses such images before we see their size

@@ -97,6 +97,29 @@ def _editor_parts(editor, mask_file, max_pixels: int):
     return photo, (layers[0] if layers else None)
 
 
+def pixel_limited_editor(max_pixels: int):
+    """``gr.ImageEditor`` whose photo, paint layer and composite are refused (one line in the
+    page) when they have more than ``max_pixels`` pixels, read from the file's header before
+    Gradio decodes them."""
+    import gradio as gr
+
+    from .imageio import check_image_file
+
+    class PixelLimitedEditor(gr.ImageEditor):
+        is_template = True  # the page draws it with ImageEditor's front end, as Gradio's own templates
+
+        def convert_and_format_image(self, file, flatten_on_white: bool = False):
+            source = getattr(file, "path", file)  # an uploaded file, or the bytes of a canvas export
+            if source is not None:
+                try:
+                    check_image_file(source, max_pixels)
+                except RecoError as e:
+                    raise gr.Error(f"the photo in the editor: {str(e).split(': ', 1)[-1]}") from None
+            return super().convert_and_format_image(file, flatten_on_white)
+
+    return PixelLimitedEditor
+
+
 def build_app(service):
     """The Gradio Blocks page around ``service``."""
     import gradio as gr
@@ -176,7 +199,7 @@ def build_app(service):
                         "chosen bank at once, saved as a copy (your bank files are never changed). Add more "
                         "drawings under the same name to widen it; undo the paint (↶) and paint the background "
                         "too as `background`.")
-            editor = gr.ImageEditor(type="numpy", label="Photo to paint on", layers=False, transforms=(),
+            editor = pixel_limited_editor(service.max_pixels)(type="numpy", label="Photo to paint on", layers=False, transforms=(),
                                     brush=gr.Brush(colors=[BRUSH_COLOUR], default_size=12, color_mode="fixed"),
                                     elem_id="editor")
             mask_file = gr.File(label="or a mask image instead of painting (non-black = the concept)",

@@ -15,7 +15,7 @@ from .settings import BankSettings
 def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None, clip=None,
                settings: BankSettings | dict | None = None, bank: ConceptBank | None = None,
                context_bank: ConceptBank | None = None, progress: bool = True,
-               quiet: bool = False, batch_size: int = 8) -> tuple[ConceptBank, BuildReport]:
+               quiet: bool = False, batch_size: int = 8, checkpoint=None) -> tuple[ConceptBank, BuildReport]:
     """Build the concepts of exactly one source and return the bank and what was skipped.
 
     Sources: ``names`` (a list or 'a, b') retrieved from ``index`` (an ImageIndex or its folder)
@@ -28,6 +28,9 @@ def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None
     serve as context references (turning context elimination on unless set). ``quiet``:
     skipped files are only reported, not warned about. ``batch_size``: images encoded together
     (from names: across the archives of all the concepts, each distinct image once).
+    ``checkpoint``: a :class:`~reco.building.checkpoint.BuildCheckpoint` that keeps finished
+    work as it is done; given the checkpoint of an interrupted build of the same inputs and
+    settings, only the unfinished work is done (the caller removes it once the bank is saved).
     """
     sources = {"names": names, "exemplars": exemplars, "labelled": labelled}
     given = [k for k, v in sources.items() if v is not None]
@@ -41,12 +44,19 @@ def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None
         raise ConfigError("a context bank cannot be combined with adding to a bank (the bank keeps its own context)")
     if bank is not None and source == "labelled":
         raise ConfigError("a labelled dataset builds a new bank; it cannot be added to one")
+    if source == "names":
+        index = _open_index(index, clip)
+    if checkpoint is not None:
+        named = source == "names"
+        checkpoint.start(_job(source, sources[source], settings, encoder, clip if named else None,
+                              index if named else None, bank, context_bank))
     with warnings.catch_warnings():
         if quiet:
             warnings.simplefilter("ignore", UserWarning)
         if source == "names":
-            return _from_names(names, index, encoder, clip, settings, bank, progress, batch_size)
-        builder = ConceptBankBuilder(encoder, settings=settings, progress=progress, batch_size=batch_size)
+            return _from_names(names, index, encoder, clip, settings, bank, progress, batch_size, checkpoint)
+        builder = ConceptBankBuilder(encoder, settings=settings, progress=progress, batch_size=batch_size,
+                                     checkpoint=checkpoint)
         if source == "labelled":
             return builder.build_from_labelled(labelled, per_class=settings.per_class)
         if bank is None:
@@ -66,7 +76,7 @@ def _settings(source: str, settings, bank: ConceptBank | None, context_bank) -> 
     return BankSettings.for_source(source, **overrides)
 
 
-def _from_names(names, index, encoder, clip, settings: BankSettings, bank, progress: bool, batch_size: int):
+def _open_index(index, clip):
     from ..index.image_index import ImageIndex
 
     if clip is None:
@@ -75,10 +85,33 @@ def _from_names(names, index, encoder, clip, settings: BankSettings, bank, progr
         index = ImageIndex.open(index)
     if clip.name == index.model_name:  # one CLIP for both roles: load it once
         index.use_clip(clip)
+    return index
+
+
+def _job(source: str, value, settings: BankSettings, encoder, clip, index, bank, context_bank) -> dict:
+    """What a build is, for its checkpoint: a rerun resumes only the same job."""
+    from ..concepts import model_record
+    from .builder import parse_concept_names
+    from .checkpoint import bank_fingerprint
+
+    if source == "names":
+        value = parse_concept_names(value)
+    elif source == "exemplars":
+        value = str(Path(value).resolve())
+    elif not isinstance(value, str):  # an opened dataset
+        value = getattr(value, "spec", type(value).__name__)
+    return {"source": source, "inputs": value, "settings": settings.provenance(),
+            "encoder": model_record(encoder), "clip": model_record(clip),
+            "index": index.index_id if index is not None else None,
+            "adds_to": bank_fingerprint(bank) if bank is not None else None,
+            "context_bank": bank_fingerprint(context_bank) if context_bank is not None else None}
+
+
+def _from_names(names, index, encoder, clip, settings: BankSettings, bank, progress: bool, batch_size: int,
+                checkpoint):
     builder = ConceptBankBuilder(encoder, clip, retrieval_clip=index.clip, settings=settings, progress=progress,
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, checkpoint=checkpoint)
     if bank is None:
         return builder.build_from_names(names, index)
     bank = bank.copy()
     return bank, builder.add_names(bank, names, index)
-

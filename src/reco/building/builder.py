@@ -60,11 +60,13 @@ class ConceptBankBuilder:
     and centre-cropped to a square of this side, rounded down to each model's patch multiple;
     labelled datasets: whole images with this shorter side, as the Segmenter sees them),
     ``prototypes`` / ``n_prototypes`` and ``seed``. The settings are recorded in the bank's
-    provenance; adding to a bank requires the same ones.
+    provenance; adding to a bank requires the same ones. ``checkpoint``: a started
+    :class:`~reco.building.checkpoint.BuildCheckpoint` that finished concepts are saved to, one
+    by one, and that a rerun of the same build takes them from.
     """
 
     def __init__(self, encoder, clip=None, *, retrieval_clip=None, settings: BankSettings | None = None,
-                 batch_size: int = 8, progress: bool = True, **overrides):
+                 batch_size: int = 8, progress: bool = True, checkpoint=None, **overrides):
         if "context_concepts" in overrides:  # the name this argument had before BankSettings
             overrides["context"] = overrides.pop("context_concepts")
         self.settings = (settings or BankSettings()).with_overrides(**overrides)
@@ -73,6 +75,7 @@ class ConceptBankBuilder:
         self.retrieval_clip = retrieval_clip or clip
         self.batch_size = batch_size
         self.progress = progress
+        self.checkpoint = checkpoint
 
     @classmethod
     def for_bank(cls, bank: ConceptBank, encoder, clip=None, *, retrieval_clip=None,
@@ -99,6 +102,25 @@ class ConceptBankBuilder:
             key = differ[0]
             raise ModelMismatchError(f"the bank was built with {key}={bank.provenance[key]!r}, "
                                      f"this builder uses {getattr(self.settings, key)!r}")
+
+    # ---- resuming ------------------------------------------------------------------------------
+    def _resume(self, bank: ConceptBank) -> tuple[set[str], set[str]]:
+        """Put into ``bank`` the concepts and context references an interrupted run of this build
+        finished (from the checkpoint); return their names (concepts, context references)."""
+        partial = self.checkpoint.bank(self.encoder) if self.checkpoint is not None else None
+        if partial is None:
+            return set(), set()
+        concepts = [c for name, c in partial.concepts.items() if name not in bank]
+        context = {name: ref for name, ref in partial.context.items() if name not in bank.context}
+        for concept in concepts:
+            bank.add(concept)
+        bank.context.update(context)
+        return {c.name for c in concepts}, set(context)
+
+    def _finished(self, bank: ConceptBank) -> None:
+        """Keep ``bank`` as it is now in the checkpoint (after each concept)."""
+        if self.checkpoint is not None:
+            self.checkpoint.save_bank(bank)
 
     # ---- features ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -156,10 +178,12 @@ class ConceptBankBuilder:
         clashes = [f.name for f in folders if f.name in bank]
         if clashes:
             raise InvalidInputError(f"concepts already in the bank: {', '.join(clashes)}")
-        report = BuildReport()
-        for folder in self._progress(folders, "exemplar concepts"):
+        done, _ = self._resume(bank)
+        report = BuildReport(added=[f.name for f in folders if f.name in done])
+        for folder in self._progress([f for f in folders if f.name not in done], "exemplar concepts"):
             bank.add(self._exemplar_concept(folder, bank, report))
             report.added.append(folder.name)
+            self._finished(bank)
         return report
 
     def _exemplar_concept(self, folder: Path, bank: ConceptBank, report: BuildReport) -> Concept:

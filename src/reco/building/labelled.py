@@ -55,22 +55,17 @@ def choose_exemplars(strong: np.ndarray, weak: np.ndarray, per_class: int, seed:
 
 def labelled_concepts(builder, dataset, per_class: int, report, progress: bool = True):
     """Yield a concept per class of ``dataset`` that has pixels, built by ``builder`` (its encoder,
-    ``image_size``, prototype settings and ``seed``) from up to ``per_class`` labelled images."""
+    ``image_size``, prototype settings and ``seed``) from up to ``per_class`` labelled images.
+    With the builder's checkpoint, the class table and each encoded image's class pixels are
+    kept as they are finished, and a rerun reads them instead of reading and encoding again."""
     from tqdm.auto import tqdm
-
-    from ..imageio import load_image
 
     if per_class < 1:
         raise InvalidInputError(f"per_class must be at least 1, got {per_class}")
-    names, patch, size = list(dataset.class_names), builder.encoder.patch_size, builder.settings.image_size
+    names = list(dataset.class_names)
     if not names:
         raise EmptyInputError("the labelled dataset has no classes")
-    strong = np.zeros((len(dataset), len(names)), dtype=bool)
-    weak = np.zeros_like(strong)
-    for i in tqdm(range(len(dataset)), desc="reading labels", unit="img", disable=None if progress else True, leave=False):
-        fractions = label_fractions(dataset.label(i), size, patch, len(names)).flatten(1)
-        strong[i] = (fractions >= FULL).any(1).numpy()
-        weak[i] = (fractions > 0).any(1).numpy()
+    strong, weak = _class_presence(builder, dataset, len(names), progress)
     chosen = choose_exemplars(strong, weak, per_class, builder.settings.seed)
     for c, picked in enumerate(chosen):
         if not picked:
@@ -82,18 +77,56 @@ def labelled_concepts(builder, dataset, per_class: int, report, progress: bool =
     paths: list[list[str]] = [[] for _ in names]
     images = sorted({i for picked in chosen for i in picked})
     for i in tqdm(images, desc="encoding exemplars", unit="img", disable=None if progress else True, leave=False):
-        name, image_path, _ = dataset.files[i]
-        label = dataset.label(i)
-        image = load_image(image_path)
-        if (image.height, image.width) != tuple(label.shape):
-            report.skip(image_path, f"image is {image.width}x{image.height}, its label {label.shape[1]}x{label.shape[0]}")
-            continue
-        feats = full_frame_features(builder.encoder, image, size).flatten(1).T  # (gh*gw, D)
-        grids = class_patches(label_fractions(label, size, patch, len(names))).flatten(1)
-        for c in range(len(names)):
-            if i in chosen[c]:
-                pixels[c].append(feats[grids[c]])
-                paths[c].append(str(image_path))
+        classes = [c for c in range(len(names)) if i in chosen[c]]
+        found = _image_pixels(builder, dataset, i, classes, report)
+        for c, class_pixels in found.items():
+            pixels[c].append(class_pixels)
+            paths[c].append(str(dataset.files[i][1]))
     for c, name in enumerate(names):
         if pixels[c]:
             yield builder.pooled_concept(name, torch.cat(pixels[c]), "labelled", paths[c])
+
+
+def _class_presence(builder, dataset, n_classes: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) bool tables from every label: the class fills half a patch / has any pixel."""
+    from tqdm.auto import tqdm
+
+    checkpoint = builder.checkpoint
+    kept = checkpoint.tensors("classes") if checkpoint is not None else None
+    if kept is not None:
+        return kept["strong"].numpy(), kept["weak"].numpy()
+    patch, size = builder.encoder.patch_size, builder.settings.image_size
+    strong = np.zeros((len(dataset), n_classes), dtype=bool)
+    weak = np.zeros_like(strong)
+    for i in tqdm(range(len(dataset)), desc="reading labels", unit="img", disable=None if progress else True, leave=False):
+        fractions = label_fractions(dataset.label(i), size, patch, n_classes).flatten(1)
+        strong[i] = (fractions >= FULL).any(1).numpy()
+        weak[i] = (fractions > 0).any(1).numpy()
+    if checkpoint is not None:
+        checkpoint.save_tensors("classes", {"strong": torch.from_numpy(strong), "weak": torch.from_numpy(weak)})
+    return strong, weak
+
+
+def _image_pixels(builder, dataset, i: int, classes: list[int], report) -> dict[int, torch.Tensor]:
+    """Class -> (M, D) raw features of the patches image ``i`` gives each of ``classes`` (none
+    when its label does not fit it); from the checkpoint when a killed run encoded it."""
+    from ..imageio import load_image
+
+    checkpoint = builder.checkpoint
+    key = f"image-{i:08d}"
+    kept = checkpoint.tensors(key) if checkpoint is not None else None
+    if kept is not None:
+        return {int(c): pixels for c, pixels in kept.items()}
+    _, image_path, _ = dataset.files[i]
+    label = dataset.label(i)
+    image = load_image(image_path)
+    if (image.height, image.width) != tuple(label.shape):
+        report.skip(image_path, f"image is {image.width}x{image.height}, its label {label.shape[1]}x{label.shape[0]}")
+        return {}
+    size, patch = builder.settings.image_size, builder.encoder.patch_size
+    feats = full_frame_features(builder.encoder, image, size).flatten(1).T  # (gh*gw, D)
+    grids = class_patches(label_fractions(label, size, patch, len(dataset.class_names))).flatten(1)
+    found = {c: feats[grids[c]].float().cpu() for c in classes}
+    if checkpoint is not None:
+        checkpoint.save_tensors(key, {str(c): pixels for c, pixels in found.items()})
+    return found

@@ -62,6 +62,9 @@ def add_named_concepts(builder, bank, names: list[str], retriever, report) -> No
     """Add the concepts ``names`` to ``bank`` (first its context references when it has none and
     context elimination is on), built by ``builder``; unreadable images go to ``report``."""
     plans = _plans(builder, bank, names, retriever)
+    done, done_context = builder._resume(bank)  # what an interrupted run of this build finished
+    report.added.extend(p.name for p in plans if not p.context and p.name in done)
+    plans = [p for p in plans if p.name not in (done_context if p.context else done)]
     encoders = {"encoder": builder.encode}
     if builder.settings.language_guidance:
         encoders["clip"] = lambda images: builder._dense(builder.clip, images)
@@ -95,3 +98,4 @@ def add_named_concepts(builder, bank, names: list[str], retriever, report) -> No
         else:
             bank.add(concept)
             report.added.append(plan.name)
+        builder._finished(bank)

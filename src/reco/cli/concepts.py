@@ -93,9 +93,10 @@ def build_and_save(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from ..building import build_bank
+    from ..building.checkpoint import BuildCheckpoint, checkpoint_folder
     from ..concepts import ConceptBank
     from ..device import pick_device
-    from ..errors import ConfigError, InvalidInputError
+    from ..errors import ConfigError, InvalidInputError, RecoError
     from ..models import create_model
     from ..paths import exclusive, refuse_to_replace
 
@@ -119,10 +120,19 @@ def build_and_save(args: argparse.Namespace) -> None:
     with exclusive(out, folder=False, what="writing the bank"):
         bank = ConceptBank.load(out, encoder=encoder) if args.append else None
         context = ConceptBank.load(args.context_bank, encoder=encoder) if args.context_bank else None
-        bank, report = build_bank(encoder=encoder, clip=clip, names=args.names, index=args.index, exemplars=args.exemplars,
-                                  labelled=args.labelled, settings=settings, bank=bank,
-                                  context_bank=context, quiet=True, batch_size=args.batch_size)
+        checkpoint = BuildCheckpoint(checkpoint_folder(out), note=lambda line: print(line, file=sys.stderr, flush=True))
+        try:
+            bank, report = build_bank(encoder=encoder, clip=clip, names=args.names, index=args.index,
+                                      exemplars=args.exemplars, labelled=args.labelled, settings=settings, bank=bank,
+                                      context_bank=context, quiet=True, batch_size=args.batch_size,
+                                      checkpoint=checkpoint)
+        except BaseException as e:
+            if checkpoint.started and not isinstance(e, RecoError):  # a user error stays one line
+                print(f"the finished part of the build is kept in {checkpoint.folder}: run the same command "
+                      "again to resume", file=sys.stderr)
+            raise
         bank.save(out)
+        checkpoint.remove()
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(f"wrote {out}: {len(bank)} concepts ({', '.join(bank.names)}); "
