@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reco.building import ConceptBankBuilder
+from reco.concepts import ConceptBankBuilder
 from reco.models import create_model
-from reco.samples import quokka_mask, sample_path
-from reco.viz import concept_grid
+from reco.core.samples import quokka_mask, sample_path
+from reco.core.viz import concept_grid
 
 PEOPLE = ("astronaut", "bus", "camera", "grace_hopper", "zidane")
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"

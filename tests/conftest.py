@@ -76,8 +76,8 @@ def isolated_registry(monkeypatch):
 def demo_bank(tmp_path_factory):
     """The demo's exemplar bank (face / animal / background) with the real DINOv2 ViT-S/14 weights."""
     require_offline_weights()
-    from reco.building import ConceptBankBuilder
-    from reco.demo import SEGMENT_SIZE, write_exemplar_folders
+    from reco.concepts import ConceptBankBuilder
+    from reco.app.demo import SEGMENT_SIZE, write_exemplar_folders
     from reco.models import create_model
 
     root = tmp_path_factory.mktemp("bank")

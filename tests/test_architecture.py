@@ -10,22 +10,10 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-#: Lowest layer first; a module belongs to the layer of its longest matching prefix.
-LAYERS = [
-    ("foundation", ["reco", "reco.errors", "reco.paths", "reco.device", "reco.config", "reco.imageio",
-                    "reco.geometry", "reco.retrieval", "reco.metrics", "reco.rephrase", "reco.samples",
-                    "reco.presets", "reco.processes"]),
-    ("models", ["reco.models", "reco.inputs", "reco.prompts", "reco.crf"]),
-    ("coseg/concepts", ["reco.coseg", "reco.prototypes", "reco.concepts", "reco.data", "reco.viz"]),
-    ("index", ["reco.index"]),
-    ("building", ["reco.building"]),
-    ("segment", ["reco.prediction", "reco.segmenter", "reco.engine", "reco.outputs", "reco.output_plan", "reco.predictor",
-                 "reco.train.model", "reco.train.segmenter"]),
-    ("eval/train", ["reco.evaluation", "reco.train"]),
-    ("front ends", ["reco.cli", "reco.web", "reco.web_page", "reco.demo", "reco.bench"]),
-    ("old import paths", ["reco.archive", "reco.protocol", "reco.segment", "reco.concept_builder", "reco.labelled",
-                          "reco.evaluate", "reco.plus"]),
-]
+#: The stage folders, lowest first: a module may import its own folder and the folders below it.
+FOLDERS = ["core", "models", "data", "index", "concepts", "segment", "evaluation", "train", "app", "bench", "cli"]
+#: Modules allowed directly in src/reco.
+ROOT_MODULES = {"reco"}
 MAX_LINES = 350
 
 
@@ -69,14 +57,10 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
-def layer_of(module: str) -> int:
-    best, rank = -1, None
-    for i, (_, prefixes) in enumerate(LAYERS):
-        for p in prefixes:
-            if (module == p or (p != "reco" and module.startswith(p + "."))) and len(p) > best:
-                best, rank = len(p), i
-    assert rank is not None, f"{module} is in no layer of LAYERS (add it, and to docs/architecture.md)"
-    return rank
+def folder_of(module: str) -> str | None:
+    """The stage folder of a module (None for the package itself)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -114,8 +98,16 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_function_level_imports():
     graph = import_graph()
     # reco.cli.segment imports the predictor loader only inside a function
-    assert "reco.predictor" in graph["reco.cli.segment"]
+    assert "reco.segment.predictor" in graph["reco.cli.segment"]
     assert "reco.index.store" in graph["reco.index.build"]  # `from . import store`
+
+
+def test_every_module_lives_in_a_stage_folder():
+    modules = _modules()
+    loose = sorted(m for m in modules if folder_of(m) is None and m not in ROOT_MODULES)
+    loose += sorted(m for m in modules if folder_of(m) is not None and folder_of(m) not in FOLDERS)
+    assert loose == []
+    assert sorted(p.name for p in (SRC / "reco").glob("*.py")) == ["__init__.py"]
 
 
 def test_no_import_cycles():
@@ -124,14 +116,34 @@ def test_no_import_cycles():
 
 def test_cycle_detection_finds_a_planted_cycle():
     graph = import_graph()
-    graph["reco.coseg"] = graph["reco.coseg"] | {"reco.building.builder"}
-    assert any("reco.coseg" in c and "reco.building.builder" in c for c in _cycles(graph))
+    graph["reco.concepts.coseg"] = graph["reco.concepts.coseg"] | {"reco.concepts.builder"}
+    assert any("reco.concepts.coseg" in c and "reco.concepts.builder" in c for c in _cycles(graph))
 
 
-def test_imports_only_go_down_the_layers():
-    upward = [f"{m} ({LAYERS[layer_of(m)][0]}) imports {d} ({LAYERS[layer_of(d)][0]})"
-              for m, deps in sorted(import_graph().items()) for d in sorted(deps) if layer_of(d) > layer_of(m)]
+def _folder_edges(graph) -> set[tuple[str, str]]:
+    return {(folder_of(m), folder_of(d)) for m, deps in graph.items() for d in deps
+            if folder_of(m) and folder_of(d) and folder_of(m) != folder_of(d)}
+
+
+def test_imports_only_go_down_the_stage_folders():
+    rank = {f: i for i, f in enumerate(FOLDERS)}
+    upward = sorted(f"{m} imports {d}" for m, deps in import_graph().items() for d in deps
+                    if folder_of(m) and folder_of(d) and rank[folder_of(d)] > rank[folder_of(m)])
     assert upward == []
+
+
+def test_no_two_folders_import_each_other():
+    edges = _folder_edges(import_graph())
+    assert sorted((a, b) for a, b in edges if (b, a) in edges) == []
+    assert ("train", "evaluation") not in edges and ("evaluation", "train") not in edges
+
+
+def test_folder_checks_catch_a_planted_upward_import():
+    graph = import_graph()
+    graph["reco.evaluation.run"] = graph["reco.evaluation.run"] | {"reco.train.loop"}
+    graph["reco.train.loop"] = graph["reco.train.loop"] | {"reco.evaluation.run"}
+    edges = _folder_edges(graph)
+    assert ("evaluation", "train") in edges and ("train", "evaluation") in edges
 
 
 def test_no_module_is_over_the_size_limit():
@@ -143,8 +155,7 @@ def test_importing_the_index_does_not_import_concept_building():
     code = "import sys, reco.index; print(sorted(m for m in sys.modules if m.startswith('reco.')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "reco.index.image_index" in loaded
-    for module in ("reco.coseg", "reco.building", "reco.concepts", "reco.segmenter"):
-        assert f"'{module}'" not in loaded
+    assert not [m for m in eval(loaded) if m.startswith(("reco.concepts", "reco.segment"))]
 
 
 def test_importing_reco_is_cheap():
@@ -152,25 +163,9 @@ def test_importing_reco_is_cheap():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("old, new, name", [
-    ("reco.segment", "reco.segmenter", "Segmenter"),
-    ("reco.segment", "reco.prediction", "window_boxes"),
-    ("reco.concept_builder", "reco.building", "ConceptBankBuilder"),
-    ("reco.concept_builder", "reco.retrieval", "Hit"),
-    ("reco.archive", "reco.inputs", "square_input"),
-    ("reco.protocol", "reco.geometry", "centre_crop"),
-    ("reco.evaluate", "reco.evaluation", "run_eval"),
-    ("reco.labelled", "reco.building.labelled", "labelled_concepts"),
-    ("reco.plus.segment", "reco.train.segmenter", "ReCoPlusSegmenter"),
-    ("reco.plus.train", "reco.train.config", "load_train_config"),
-    ("reco.plus.train", "reco.train.loop", "train"),
-    ("reco.plus.pseudo_label", "reco.train.pseudo_label", "make_pseudo_labels"),
-    ("reco.plus.model", "reco.train.model", "build_reco_plus"),
-    ("reco", "reco.segmenter", "Segmenter"),
-    ("reco", "reco.index.image_index", "ImageIndex"),
-    ("reco", "reco.predictor", "load_predictor"),
-])
-def test_old_import_paths_are_aliases(old, new, name):
-    import importlib
+@pytest.mark.parametrize("name", ["Segmenter", "ImageIndex", "load_predictor", "ConceptBank", "build_bank",
+                                  "save_prediction", "SegmentSettings", "BankSettings"])
+def test_the_top_level_names_resolve(name):
+    import reco
 
-    assert getattr(importlib.import_module(old), name) is getattr(importlib.import_module(new), name)
+    assert getattr(reco, name).__module__.startswith("reco.")

@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 
 import reco
-from reco.building import ConceptBankBuilder
-from reco.building.archives import Archive, encode_archives
-from reco.coseg import co_segment, context_elimination, language_guidance
-from reco.prompts import text_embeddings
-from reco.retrieval import Hit
+from reco.concepts import ConceptBankBuilder
+from reco.concepts.archives import Archive, encode_archives
+from reco.concepts.coseg import co_segment, context_elimination, language_guidance
+from reco.models.prompts import text_embeddings
+from reco.index.retrieval import Hit
 
 
 def _save(path, value):

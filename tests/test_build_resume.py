@@ -14,13 +14,13 @@ from PIL import Image
 from test_labelled import _labelled_folder
 
 import reco
-from reco.building import builder as builder_module
-from reco.building import labelled as labelled_module
-from reco.building import named as named_module
-from reco.building.checkpoint import BuildCheckpoint, checkpoint_folder
+from reco.concepts import builder as builder_module
+from reco.concepts import labelled as labelled_module
+from reco.concepts import named as named_module
+from reco.concepts.checkpoint import BuildCheckpoint, checkpoint_folder
 from reco.cli import main
-from reco.concepts import ConceptBank
-from reco.errors import InvalidInputError
+from reco.concepts.bank import ConceptBank
+from reco.core.errors import InvalidInputError
 
 CONCEPTS = ("ant", "bee", "cat", "dog")
 
@@ -166,7 +166,7 @@ def test_a_labelled_build_resumes_at_the_first_image_not_encoded(tmp_path, encod
 
 KILL_ON_THE_THIRD_CONCEPT = """
 import os, signal, sys
-from reco.building.builder import ConceptBankBuilder
+from reco.concepts.builder import ConceptBankBuilder
 from reco.cli import main
 made, concept = [], ConceptBankBuilder._exemplar_concept
 def concept_then_die(self, folder, *args):

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import camvid_root
 
-from reco.building import ConceptBankBuilder
+from reco.concepts import ConceptBankBuilder
 from reco.data import open_dataset
-from reco.imageio import load_image
-from reco.metrics import MeanIoU
-from reco.segmenter import Segmenter
+from reco.core.imageio import load_image
+from reco.core.metrics import MeanIoU
+from reco.segment.segmenter import Segmenter
 
 pytestmark = pytest.mark.real_weights
 

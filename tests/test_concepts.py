@@ -7,12 +7,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 import reco
-from reco.building import ConceptBankBuilder, parse_concept_names
-from reco.concepts import Concept, ConceptBank
-from reco.errors import EmptyInputError, ModelMismatchError
-from reco.geometry import mask_to_grid
-from reco.inputs import square_input
-from reco.retrieval import Hit
+from reco.concepts import ConceptBankBuilder, parse_concept_names
+from reco.concepts.bank import Concept, ConceptBank
+from reco.core.errors import EmptyInputError, ModelMismatchError
+from reco.core.geometry import mask_to_grid
+from reco.models.inputs import square_input
+from reco.index.retrieval import Hit
 
 
 @pytest.fixture(scope="module")
@@ -210,8 +210,8 @@ def test_named_concepts_build_context_first_and_reuse_it(collection, encoder):
     assert len(bank["parking"].archive) == 4 and bank.provenance["index"] == "test-index"
 
     # "road" (second context concept) was weighted by language guidance and by "sky" alone
-    from reco.coseg import co_segment, context_elimination, language_guidance
-    from reco.prompts import text_embeddings
+    from reco.concepts.coseg import co_segment, context_elimination, language_guidance
+    from reco.models.prompts import text_embeddings
 
     text = text_embeddings(clip, ["road"])[0]
     hits = retriever.search(text_embeddings(clip, ["road"])[0], 4)
@@ -245,7 +245,7 @@ def test_switches_are_recorded_and_enforced(collection, encoder):
 
 
 def test_concept_grid(tmp_path, encoder):
-    from reco.viz import concept_grid
+    from reco.concepts.grid import concept_grid
 
     bank, _ = ConceptBankBuilder(encoder, image_size=64, progress=False).build_from_exemplars(
         _exemplars(tmp_path / "a", {"cat": 7}))
@@ -270,7 +270,7 @@ def test_exemplar_concepts_that_are_context_concepts_keep_their_context_referenc
     bank, _ = builder.build_from_exemplars(root, context_bank=context)
     assert torch.equal(bank["sky"].reference, context["sky"].reference) and bank["sky"].seeds is None
     # kite is co-segmented with both context references eliminating pixels
-    from reco.coseg import co_segment, context_elimination
+    from reco.concepts.coseg import co_segment, context_elimination
 
     images = [Image.open(p).convert("RGB") for p in bank["kite"].archive_paths]
     feats = builder.encode(images)
@@ -291,7 +291,7 @@ def test_seed_prototypes_are_the_features_at_the_seeds(tmp_path, encoder):
 
 
 def test_grid_title_says_why_a_concept_has_no_seed_rings():
-    from reco.viz import grid_title
+    from reco.concepts.grid import grid_title
 
     masked = Concept("animal", torch.ones(3), "masks")
     assert grid_title(masked, 0.1, 0.9).endswith("no seed pixels (built from masks)")
@@ -302,7 +302,7 @@ def test_grid_title_says_why_a_concept_has_no_seed_rings():
 def test_a_bank_prints_as_a_summary(tmp_path):
     import torch
 
-    from reco.concepts import Concept, ConceptBank
+    from reco.concepts.bank import Concept, ConceptBank
 
     bank = ConceptBank({"encoder": {"name": "tiny-vit"}, "prototypes": "memory", "n_prototypes": 256},
                        [Concept(f"c{i}", torch.ones(4), "exemplars") for i in range(10)])

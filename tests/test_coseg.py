@@ -1,9 +1,9 @@
-"""co_segment against an independent, obviously-correct implementation (DESIGN.md §1.5)."""
+"""co_segment against an independent, obviously-correct implementation (docs/method.md §5)."""
 
 import pytest
 import torch
 
-from reco.coseg import block_sizes, co_segment, context_elimination, language_guidance
+from reco.concepts.coseg import block_sizes, co_segment, context_elimination, language_guidance
 
 
 def naive_coseg(features, weights, n_seeds):

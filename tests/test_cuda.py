@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.gpu,
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    from reco.building import build_bank
+    from reco.concepts import build_bank
     from reco.models import create_model
 
     root = tmp_path_factory.mktemp("cuda")
@@ -32,8 +32,8 @@ def parts(tmp_path_factory):
 
 
 def test_models_are_placed_and_predictions_match_the_cpu(parts):
-    from reco.imageio import load_image
-    from reco.predictor import load_predictor
+    from reco.core.imageio import load_image
+    from reco.segment.predictor import load_predictor
 
     bank, photos = parts
     cpu = load_predictor(bank, device="cpu", size=48, amp=False)
@@ -46,8 +46,8 @@ def test_models_are_placed_and_predictions_match_the_cpu(parts):
 
 
 def test_amp_matches_float32_within_tolerance(parts):
-    from reco.imageio import load_image
-    from reco.predictor import load_predictor
+    from reco.core.imageio import load_image
+    from reco.segment.predictor import load_predictor
 
     bank, photos = parts
     full = load_predictor(bank, device="cuda", size=48, amp=False)
@@ -59,9 +59,9 @@ def test_amp_matches_float32_within_tolerance(parts):
 
 
 def test_batched_engine_on_the_gpu_and_its_peak_memory(parts):
-    from reco.engine import predict_files
-    from reco.imageio import load_image
-    from reco.predictor import load_predictor
+    from reco.segment.engine import predict_files
+    from reco.core.imageio import load_image
+    from reco.segment.predictor import load_predictor
 
     bank, photos = parts
     segmenter = load_predictor(bank, device="cuda", size=48, amp=False)

@@ -5,7 +5,7 @@ from PIL import Image
 
 from reco.data import list_datasets, open_dataset, parse_dataset_spec
 from reco.data.cityscapes import CLASSES_19, CLASSES_27
-from reco.errors import InvalidInputError
+from reco.core.errors import InvalidInputError
 
 
 def _cityscapes(root, split="val"):

@@ -8,8 +8,8 @@ from PIL import Image
 @pytest.mark.real_weights
 def test_demo_offline_takes_the_exemplar_path_and_writes_real_outputs(tmp_path, capsys):
     require_offline_weights()
-    from reco.concepts import ConceptBank
-    from reco.demo import EXEMPLARS, TARGETS, run_demo
+    from reco.concepts.bank import ConceptBank
+    from reco.app.demo import EXEMPLARS, TARGETS, run_demo
 
     result = run_demo(out_dir=tmp_path, progress=False)
     out = capsys.readouterr().out
@@ -27,8 +27,8 @@ def test_demo_offline_takes_the_exemplar_path_and_writes_real_outputs(tmp_path, 
 
 
 def test_demo_takes_the_zero_shot_path_when_clip_loads(tmp_path, capsys):
-    from reco.concepts import ConceptBank
-    from reco.demo import ZERO_SHOT_ARCHIVE, run_demo
+    from reco.concepts.bank import ConceptBank
+    from reco.app.demo import ZERO_SHOT_ARCHIVE, run_demo
 
     result = run_demo(out_dir=tmp_path, clip="tiny-clip", encoder="tiny-vit", concepts=("person", "cat", "sky"),
                       progress=False)
@@ -48,11 +48,11 @@ def test_demo_takes_the_zero_shot_path_when_clip_loads(tmp_path, capsys):
 @pytest.mark.real_weights
 def test_web_on_a_fresh_checkout_builds_the_demo_bank_first(tmp_path, monkeypatch, capsys):
     require_offline_weights()
-    import reco.web
+    import reco.app.web
     from reco.cli import main
 
     served = []
-    monkeypatch.setattr(reco.web, "serve", lambda **kwargs: served.append(kwargs))
+    monkeypatch.setattr(reco.app.web, "serve", lambda **kwargs: served.append(kwargs))
     out = tmp_path / "demo"
     assert main(["demo", "--web", "--out", str(out), "--port", "7999"]) == 0
     assert "no demo bank in" in capsys.readouterr().out

@@ -8,8 +8,8 @@ import torch
 from test_clip import _layer_norm, reference_maskclip_vit, reference_tokens_before_last
 
 import reco
-from reco.concepts import ConceptBank
-from reco.errors import InvalidInputError, ModelMismatchError, UnknownModelError
+from reco.concepts.bank import ConceptBank
+from reco.core.errors import InvalidInputError, ModelMismatchError, UnknownModelError
 from reco.models.dense_clip import dense_clip_vit
 
 SIZES = [(32, 32), (48, 64), (16, 40)]  # tiny-clip's native 32x32 (a 4x4 grid), and others

@@ -18,7 +18,7 @@ import yaml
 from conftest import camvid_root
 from PIL import Image
 
-from reco.engine import predict_files
+from reco.segment.engine import predict_files
 
 
 def _photos(folder, n, size=(56, 40), seed=0):
@@ -35,7 +35,7 @@ def _photos(folder, n, size=(56, 40), seed=0):
 
 @pytest.fixture(scope="module")
 def tiny_segmenter_parts(tmp_path_factory):
-    from reco.building import build_bank
+    from reco.concepts import build_bank
     from reco.models import create_model
 
     root = tmp_path_factory.mktemp("engine")
@@ -47,7 +47,7 @@ def tiny_segmenter_parts(tmp_path_factory):
 
 
 def _one_by_one(segmenter, paths):
-    from reco.imageio import load_image
+    from reco.core.imageio import load_image
 
     return [segmenter.predict_image(load_image(p)) for p in paths]
 
@@ -55,7 +55,7 @@ def _one_by_one(segmenter, paths):
 @pytest.mark.parametrize("crf, workers, crf_workers", [(False, 0, 0), (False, 2, 0), (True, 0, 0), (True, 1, 2)])
 def test_batched_labels_equal_one_by_one(tiny_segmenter_parts, tmp_path, monkeypatch, crf, workers, crf_workers):
     pytest.importorskip("pydensecrf") if crf else None
-    from reco.segmenter import Segmenter
+    from reco.segment.segmenter import Segmenter
 
     _, bank, encoder = tiny_segmenter_parts
     paths = _photos(tmp_path / "in", 7)
@@ -74,7 +74,7 @@ def test_batched_labels_equal_one_by_one(tiny_segmenter_parts, tmp_path, monkeyp
 
 
 def test_unreadable_files_are_reported_in_place(tiny_segmenter_parts, tmp_path):
-    from reco.segmenter import Segmenter
+    from reco.segment.segmenter import Segmenter
 
     _, bank, encoder = tiny_segmenter_parts
     paths = _photos(tmp_path / "in", 3)
@@ -88,7 +88,7 @@ def test_unreadable_files_are_reported_in_place(tiny_segmenter_parts, tmp_path):
 
 
 def test_images_of_different_sizes_fall_back_to_one_by_one(tiny_segmenter_parts, tmp_path):
-    from reco.segmenter import Segmenter
+    from reco.segment.segmenter import Segmenter
 
     _, bank, encoder = tiny_segmenter_parts
     paths = _photos(tmp_path / "a", 2, size=(56, 40)) + _photos(tmp_path / "b", 2, size=(40, 64), seed=3)
@@ -100,9 +100,9 @@ def test_images_of_different_sizes_fall_back_to_one_by_one(tiny_segmenter_parts,
 
 @pytest.mark.real_weights
 def test_batched_equals_one_by_one_on_real_photos(dinov2, tmp_path):
-    from reco.building import BankSettings, build_bank
+    from reco.concepts import BankSettings, build_bank
     from reco.data import open_dataset
-    from reco.segmenter import Segmenter
+    from reco.segment.segmenter import Segmenter
 
     root = camvid_root()
     with warnings.catch_warnings():
@@ -184,8 +184,8 @@ def test_eval_killed_mid_run_resumes_to_the_same_results(tiny_segmenter_parts, t
 
 
 def test_an_image_that_cannot_be_encoded_fails_alone(tiny_segmenter_parts, tmp_path, monkeypatch):
-    from reco import prediction
-    from reco.segmenter import Segmenter
+    from reco.segment import prediction
+    from reco.segment.segmenter import Segmenter
 
     _, bank, encoder = tiny_segmenter_parts
     small = _photos(tmp_path / "s", 3)
@@ -202,9 +202,9 @@ def test_an_image_that_cannot_be_encoded_fails_alone(tiny_segmenter_parts, tmp_p
 def test_reco_plus_crf_runs_in_the_pool_with_the_same_labels(tmp_path, monkeypatch):
     pytest.importorskip("pydensecrf")
     pytest.importorskip("segmentation_models_pytorch")
-    import reco.crf
-    from reco.train.model import build_reco_plus
-    from reco.train.segmenter import ReCoPlusSegmenter
+    import reco.segment.crf
+    from reco.models.reco_plus import build_reco_plus
+    from reco.segment.reco_plus import ReCoPlusSegmenter
 
     torch.manual_seed(0)
     segmenter = ReCoPlusSegmenter(build_reco_plus("tiny-deeplabv3plus", 3).eval(), ["a", "b", "c"], size=32,
@@ -215,7 +215,7 @@ def test_reco_plus_crf_runs_in_the_pool_with_the_same_labels(tmp_path, monkeypat
     def not_here(*args, **kwargs):
         raise AssertionError("the CRF ran in the main process")
 
-    monkeypatch.setattr(reco.crf, "dense_crf", not_here)  # the spawned CRF processes import their own
+    monkeypatch.setattr(reco.segment.crf, "dense_crf", not_here)  # the spawned CRF processes import their own
     results = list(predict_files(segmenter, [(p.name, p) for p in paths], concepts=["c", "a"], workers=0,
                                  crf_workers=2, progress=False))
     for r, e in zip(results, expected):

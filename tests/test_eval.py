@@ -84,7 +84,7 @@ def test_eval_writes_results_equal_to_a_recomputation(setup, monkeypatch, capsys
     assert results["config"]["concepts"]["rephrase"] == "cityscapes"
     assert "| mIoU |" in (run / "results.md").read_text()
     assert "pixel accuracy" in capsys.readouterr().out
-    from reco.concepts import ConceptBank
+    from reco.concepts.bank import ConceptBank
 
     bank = ConceptBank.load(run / "bank.safetensors")
     assert bank["parking"].prompt == "parking lot" and len(bank) == 27  # rephrasing applied
@@ -100,7 +100,7 @@ def test_eval_resumes_and_refuses_another_config(setup, monkeypatch):
     done = sorted(p.name for p in (out / "predictions").iterdir())
     stamp = (out / "predictions" / done[0]).stat().st_mtime_ns
 
-    from reco import segmenter as segment
+    from reco.segment import segmenter as segment
 
     calls = []
     original = segment.Segmenter.encode_batch
@@ -161,8 +161,8 @@ def test_report_fills_the_table(setup, tmp_path, monkeypatch):
 def test_every_shipped_config_loads_and_names_what_it_reproduces(monkeypatch):
     from pathlib import Path
 
+    from reco.cli.evaluate import load_any_config as load_config
     from reco.data import list_datasets, parse_dataset_spec
-    from reco.evaluation import load_config
     from reco.models import get_spec, list_models
 
     monkeypatch.setenv("RECO_DATA", "/data")

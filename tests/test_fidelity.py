@@ -96,7 +96,7 @@ def test_published_deit_checkpoint_loads_and_gives_the_published_patch_features(
     (lambda s: s.pop("dist_token"), "missing keys"),
 ])
 def test_a_checkpoint_of_another_shape_is_one_clear_line(published_checkpoint, tmp_path, change, message):
-    from reco.errors import WeightsMismatchError
+    from reco.core.errors import WeightsMismatchError
     from reco.models import create_model
 
     state = dict(published_checkpoint[1])
@@ -139,7 +139,7 @@ def crf_inputs():
 
 
 def test_published_crf_variant_is_the_published_crf(crf_inputs):
-    from reco.crf import dense_crf
+    from reco.segment.crf import dense_crf
 
     image, scores = crf_inputs
     ours = dense_crf(image, scores, variant="published")
@@ -151,8 +151,8 @@ def test_published_crf_variant_is_the_published_crf(crf_inputs):
 
 
 def test_finish_passes_the_crf_variant_on(crf_inputs, monkeypatch):
-    from reco import crf as crf_module
-    from reco.prediction import finish
+    from reco.segment import crf as crf_module
+    from reco.segment.prediction import finish
 
     image, scores = crf_inputs
     seen = []
@@ -185,9 +185,9 @@ def _recording_eval(tmp_path, monkeypatch, protocol, **extra):
     """Run an eval whose predictor records the images it is given and the predictor options."""
     import yaml
 
-    from reco import predictor as predictor_module
+    from reco.segment import predictor as predictor_module
     from reco.evaluation import load_config, run_eval
-    from reco.prediction import Prediction
+    from reco.segment.prediction import Prediction
 
     data = _cityscapes_miniature(tmp_path / "cityscapes")
     images, options = [], {}
@@ -196,16 +196,19 @@ def _recording_eval(tmp_path, monkeypatch, protocol, **extra):
         concepts = ["road"]
 
         def predict_image(self, image, concepts=None):
-            from reco.prediction import as_pil_image
+            from reco.segment.prediction import as_pil_image
 
             image = as_pil_image(image)  # the engine hands decoded arrays over
             images.append(np.asarray(image).copy())
             labels = torch.zeros(image.height, image.width, dtype=torch.long)
             return Prediction(labels, torch.ones(1, image.height, image.width), ["road"])
 
-    monkeypatch.setattr(predictor_module, "load_predictor", lambda bank, **kw: options.update(kw) or Recorder())
+    from dataclasses import asdict
+
+    monkeypatch.setattr(predictor_module, "load_predictor",
+                        lambda bank, settings, **kw: options.update(asdict(settings), **kw) or Recorder())
     bank = tmp_path / "bank.safetensors"
-    from reco.building import build_bank
+    from reco.concepts import build_bank
     from reco.models import create_model
 
     exemplars = tmp_path / "exemplars" / "road"
@@ -242,7 +245,7 @@ def test_full_resolution_protocol_predicts_whole_frames(tmp_path, monkeypatch):
                                             crf_variant="published")
     assert [im.shape for im in images] == [(48, 64, 3)] * 2  # no resize, no crop
     assert options["size"] is None and options["framing"] == "truncate" and options["crf_variant"] == "published"
-    from reco.outputs import read_label_png
+    from reco.segment.outputs import read_label_png
 
     assert all(read_label_png(p).shape == (48, 64) for p in (tmp_path / "run" / "predictions").glob("*.png"))
 
@@ -256,7 +259,7 @@ def test_full_resolution_protocol_predicts_whole_frames(tmp_path, monkeypatch):
 def test_bad_protocols_are_one_line_errors(tmp_path, protocol, message):
     import yaml
 
-    from reco.errors import ConfigError
+    from reco.core.errors import ConfigError
     from reco.evaluation import load_config
 
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"dataset": "folder:root=x", "bank": "b", "protocol": protocol}))
@@ -267,7 +270,7 @@ def test_bad_protocols_are_one_line_errors(tmp_path, protocol, message):
 def _tiny_exemplar_bank(tmp_path, **settings):
     from PIL import Image
 
-    from reco.building import build_bank
+    from reco.concepts import build_bank
     from reco.models import create_model
 
     rng = np.random.default_rng(5)
@@ -275,7 +278,7 @@ def _tiny_exemplar_bank(tmp_path, **settings):
         (tmp_path / "ex" / name).mkdir(parents=True)
         for i in range(2):
             Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "ex" / name / f"{i}.png")
-    from reco.building import BankSettings
+    from reco.concepts import BankSettings
 
     encoder = create_model("tiny-vit")
     settings = BankSettings.for_source("exemplars", prototypes="mean", **settings)  # one reference per concept
@@ -289,7 +292,7 @@ def test_truncate_framing_is_the_published_geometry(tmp_path):
     from PIL import Image
 
     from reco.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
-    from reco.segmenter import Segmenter
+    from reco.segment.segmenter import Segmenter
 
     bank, encoder = _tiny_exemplar_bank(tmp_path)
     image = Image.fromarray(np.random.default_rng(9).integers(0, 256, (45, 61, 3), dtype=np.uint8))  # not multiples of 8
@@ -315,7 +318,7 @@ def test_cocostuff_image_list_picks_the_curated_list(tmp_path):
     from PIL import Image
 
     from reco.data import open_dataset
-    from reco.errors import InvalidInputError
+    from reco.core.errors import InvalidInputError
 
     for folder in ("images/val2017", "annotations/val2017", "curated/val2017"):
         (tmp_path / folder).mkdir(parents=True)
@@ -349,7 +352,7 @@ def published_archive_tensor(image, size: int = 224) -> torch.Tensor:
 def test_published_archive_inputs_for_both_networks():
     from PIL import Image
 
-    from reco.building import BankSettings, ConceptBankBuilder
+    from reco.concepts import BankSettings, ConceptBankBuilder
     from reco.models import create_model
 
     rng = np.random.default_rng(2)
@@ -369,9 +372,9 @@ def test_published_archive_inputs_for_both_networks():
 def test_segmenter_normalises_dense_clip_inputs_as_the_bank_says(tmp_path):
     from PIL import Image
 
-    from reco.inputs import padded_features
+    from reco.models.inputs import padded_features
     from reco.models import create_model
-    from reco.segmenter import Segmenter
+    from reco.segment.segmenter import Segmenter
 
     bank, encoder = _tiny_exemplar_bank(tmp_path)
     clip = create_model("tiny-clip")
@@ -397,10 +400,10 @@ def _imagenet_tensor(image) -> torch.Tensor:
 def test_published_rephrasing_keeps_the_dataset_name_for_text(tmp_path):
     from conftest import tiny_clip_index
 
-    from reco.building import ConceptBankBuilder
+    from reco.concepts import ConceptBankBuilder
     from reco.index import ImageIndex
     from reco.models import create_model
-    from reco.prompts import text_embeddings
+    from reco.models.prompts import text_embeddings
 
     index = ImageIndex.open(tiny_clip_index(tmp_path, seed=3))
     clip = create_model("tiny-clip")
@@ -484,8 +487,8 @@ def test_dry_run_prints_the_published_settings_and_the_corrected_ones(name, caps
 
 
 def test_extends_merges_the_parent_and_refuses_loops(tmp_path):
-    from reco.config import read_config
-    from reco.errors import ConfigError
+    from reco.core.config import read_config
+    from reco.core.errors import ConfigError
 
     defaults = {"name": None, "a": 1, "paper": {}, "protocol": {"resize": 1}, "nested": {"x": 1, "y": 2}}
     (tmp_path / "base.yaml").write_text("name: base\na: 5\nprotocol: {resize: 3, crop: 3}\nnested: {x: 7}\n")
@@ -502,7 +505,7 @@ def test_a_run_folder_from_before_the_new_settings_is_still_used(tmp_path):
     defaults); one saved with another value is refused."""
     import yaml
 
-    from reco.errors import ConfigError
+    from reco.core.errors import ConfigError
     from reco.evaluation import load_config
     from reco.evaluation.config import prepare_run
 

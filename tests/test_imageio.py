@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reco.errors import ImageLoadError
-from reco.imageio import load_image, to_rgb
+from reco.core.errors import ImageLoadError
+from reco.core.imageio import load_image, to_rgb
 
 
 def _save(tmp_path, name, image, **kw):

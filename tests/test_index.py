@@ -14,9 +14,9 @@ from PIL import Image
 
 import reco
 from reco.cli import main
-from reco.errors import ModelMismatchError
+from reco.core.errors import ModelMismatchError
 from reco.index import ImageIndex, build_index, list_source
-from reco.prompts import text_embeddings
+from reco.models.prompts import text_embeddings
 
 
 def make_collection(root, n=240, seed=0):
@@ -287,8 +287,8 @@ def test_ivfpq_build_measures_and_stores_recall(tmp_path):
 
 
 def test_concepts_build_batch_size_reaches_the_encoder(built, tmp_path, monkeypatch):
-    from reco.building.builder import ConceptBankBuilder
-    from reco.concepts import ConceptBank
+    from reco.concepts.builder import ConceptBankBuilder
+    from reco.concepts.bank import ConceptBank
 
     sizes, encode = [], ConceptBankBuilder.encode
     monkeypatch.setattr(ConceptBankBuilder, "encode", lambda self, images: (sizes.append(len(images)),

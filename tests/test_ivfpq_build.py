@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_index_open import _lists, _synthetic_index
 
-from reco.errors import InvalidInputError
+from reco.core.errors import InvalidInputError
 from reco.index import ImageIndex, ivfpq_build, store
 
 KILL_AFTER_TWO_PARTS = """

@@ -1,4 +1,4 @@
-"""Concept banks from labelled datasets (reco.building.labelled, ConceptBankBuilder.build_from_labelled)."""
+"""Concept banks from labelled datasets (reco.concepts.labelled, ConceptBankBuilder.build_from_labelled)."""
 
 import json
 import warnings
@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 import reco
-from reco.building import ConceptBankBuilder
-from reco.building.labelled import choose_exemplars
+from reco.concepts import ConceptBankBuilder
+from reco.concepts.labelled import choose_exemplars
 from reco.cli import main
-from reco.concepts import ConceptBank
+from reco.concepts.bank import ConceptBank
 from reco.data import open_dataset
-from reco.errors import EmptyInputError
+from reco.core.errors import EmptyInputError
 
 CLASSES = ["sky", "boat", "road", "car"]  # boat: in the class list, never in a label
 
@@ -155,8 +155,8 @@ def test_cli_builds_a_labelled_bank(tmp_path, capsys):
 def test_eval_of_a_labelled_config_maps_bank_concepts_to_dataset_classes(tmp_path, encoder):
     import yaml
 
-    from reco.imageio import load_image
-    from reco.segmenter import Segmenter
+    from reco.core.imageio import load_image
+    from reco.segment.segmenter import Segmenter
 
     spec = _labelled_folder(tmp_path / "ds")
     config = {"name": "labelled", "reproduces": "test", "dataset": spec, "labelled": spec,
@@ -183,8 +183,8 @@ def test_eval_of_a_labelled_config_maps_bank_concepts_to_dataset_classes(tmp_pat
 
 
 def test_cli_segment_with_scales_and_self_support(tmp_path, encoder):
-    from reco.imageio import load_image
-    from reco.segmenter import Segmenter
+    from reco.core.imageio import load_image
+    from reco.segment.segmenter import Segmenter
 
     spec = _labelled_folder(tmp_path / "ds", n=3)
     bank_path = tmp_path / "bank.safetensors"
@@ -202,7 +202,7 @@ def test_cli_segment_with_scales_and_self_support(tmp_path, encoder):
 
 
 def test_label_fractions_resize_like_the_image_and_count_each_patch():
-    from reco.geometry import label_fractions
+    from reco.core.geometry import label_fractions
 
     rng = np.random.default_rng(1)
     label = rng.integers(0, 4, (40, 60))
@@ -220,8 +220,8 @@ def test_label_fractions_resize_like_the_image_and_count_each_patch():
 
 
 def test_a_class_too_small_to_fill_half_a_patch_keeps_its_fullest_patch(tmp_path, encoder):
-    from reco.geometry import label_fractions
-    from reco.inputs import full_frame_features
+    from reco.core.geometry import label_fractions
+    from reco.models.inputs import full_frame_features
 
     spec = _labelled_folder(tmp_path / "ds", n=2)
     label = np.full((40, 60), 2, np.uint8)

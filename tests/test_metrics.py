@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reco.metrics import MeanIoU
+from reco.core.metrics import MeanIoU
 
 
 def numpy_miou(preds, targets, n, ignore=255):
@@ -45,7 +45,7 @@ def test_matches_numpy_with_ignore_and_absent_classes(seed):
 def test_reachable_as_reco_metrics():
     import reco
 
-    assert reco.metrics.MeanIoU is MeanIoU
+    assert reco.core.metrics.MeanIoU is MeanIoU
 
 
 def test_errors_and_empty():

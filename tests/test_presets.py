@@ -8,14 +8,14 @@ import yaml
 from conftest import tiny_clip_index
 
 from reco.cli import main
-from reco.concepts import ConceptBank
-from reco.errors import ConfigError
+from reco.concepts.bank import ConceptBank
+from reco.core.errors import ConfigError
 from reco.evaluation.config import load_config
-from reco.presets import PRESETS, eval_layer, get_preset
+from reco.core.presets import PRESETS, eval_layer, get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = ["voc21", "context60", "coco-object", "voc20", "context59", "cocostuff171", "cityscapes19", "ade20k"]
-#: docs/reco_v2.md: what reco-v2 sets (written out here, not read from reco.presets).
+#: docs/reco_v2.md: what reco-v2 sets (written out here, not read from reco.core.presets).
 DOCUMENTED = {"encoder": "dinov2-vitb14", "clip": "clip-vit-b16+naclip", "n_seeds": 5, "prototypes": "seeds",
               "n_prototypes": 256, "self_support": 0.5, "crf": False, "size": 336, "window": 224, "stride": 112}
 
@@ -95,7 +95,7 @@ def test_segment_with_the_preset(tmp_path):
     assert main(["segment", str(photo), "--preset", "reco-v2", "--encoder", "tiny-vit", "--clip", "tiny-clip+naclip",
                  "--bank", str(tmp_path / "b.safetensors"), "--concepts", "sky,road", "--index", str(index),
                  "--window", "32", "--out", str(out)]) == 0
-    from reco.output_plan import MANIFEST
+    from reco.segment.output_plan import MANIFEST
 
     run = json.loads((out / MANIFEST).read_text().splitlines()[0])["run"]
     assert (run["size"], run["window"], run["stride"], run["self_support"], run["no_crf"]) == (336, 32, None, 0.5, True)

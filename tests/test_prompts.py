@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 import reco
-from reco.prompts import SCENE_TEMPLATES, prompts_for, text_embeddings
+from reco.models.prompts import SCENE_TEMPLATES, prompts_for, text_embeddings
 
 
 def test_85_templates_in_order():

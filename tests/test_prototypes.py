@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 import reco
-from reco.concepts import Concept, ConceptBank, model_record
-from reco.prototypes import concept_similarity, make_prototypes, seeded_sample, spherical_kmeans
-from reco.segmenter import Segmenter
+from reco.concepts.bank import Concept, ConceptBank, model_record
+from reco.concepts.prototypes import concept_similarity, make_prototypes, seeded_sample, spherical_kmeans
+from reco.segment.segmenter import Segmenter
 
 
 def _cosine_oracle(features, prototypes):
@@ -131,7 +131,7 @@ def test_memory_is_a_seeded_capped_sample_of_the_unit_features():
 
 
 def test_self_support_blends_in_the_images_own_prototype_of_each_winning_concept():
-    from reco.prototypes import self_support
+    from reco.concepts.prototypes import self_support
 
     g = torch.Generator().manual_seed(6)
     features = torch.randn(8, 5, 6, generator=g)
@@ -181,7 +181,7 @@ def test_overlapping_windows_are_averaged_like_independent_single_window_runs(en
 
 def test_crf_refines_the_working_size_probabilities():
     pytest.importorskip("pydensecrf")
-    from reco.crf import dense_crf
+    from reco.segment.crf import dense_crf
 
     encoder = reco.create_model("tiny-vit")
     bank = _bank(encoder)
@@ -197,6 +197,6 @@ def test_crf_refines_the_working_size_probabilities():
 @pytest.mark.parametrize("size, expected", [((70, 45, 32), (50, 32)), ((45, 70, 32), (32, 50)),
                                             ((100, 100, 50), (50, 50)), ((3, 2000, 448), (448, 298667))])
 def test_shorter_side_size_rounds_to_nearest(size, expected):
-    from reco.geometry import shorter_side_size
+    from reco.core.geometry import shorter_side_size
 
     assert shorter_side_size(*size) == expected

@@ -27,7 +27,7 @@ def test_the_readme_has_blocks_to_check():
 def test_python_blocks_run_in_order(tmp_path, monkeypatch):
     from conftest import require_offline_weights
 
-    from reco.errors import WeightsNotFoundError
+    from reco.core.errors import WeightsNotFoundError
 
     require_offline_weights()
     monkeypatch.chdir(tmp_path)

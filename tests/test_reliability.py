@@ -61,7 +61,7 @@ def _phone_photo(path):
 
 
 def test_phone_photos_are_read_upright_everywhere(tmp_path, bank_path, capsys):
-    from reco.imageio import load_image, upright_size
+    from reco.core.imageio import load_image, upright_size
     from reco.index.shards import read_item
     from reco.index.sources import SourceItem
 
@@ -160,7 +160,7 @@ def test_an_output_of_one_image_that_another_would_also_write_is_refused(tmp_pat
 def test_a_run_killed_while_writing_resumes(tmp_path, bank_path, capsys, monkeypatch):
     """Killed after claiming an image's outputs and writing one of them: the rerun knows the
     half-written file as its own and redoes that image, without --overwrite."""
-    from reco import outputs
+    from reco.segment import outputs
 
     (tmp_path / "photos").mkdir()
     for i in range(2):
@@ -222,7 +222,7 @@ def test_concepts_show_checks_its_output_and_the_name_before_loading_a_model(tmp
 
 
 def test_demo_refuses_a_folder_of_someone_elses_files_and_reruns_into_its_own(tmp_path, capsys):
-    from reco.paths import OutputLedger
+    from reco.core.paths import OutputLedger
 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "overview.png").write_bytes(b"the user's overview")
@@ -260,7 +260,7 @@ def test_extreme_aspect_ratios_are_refused_in_bounded_memory(tmp_path, bank_path
            f"{str(bank_path)!r}, '--out', {str(tmp_path / 'out')!r}]))")
     peak, output = _peak_rss_mb(cli)
     assert "EXIT 2" in output and "aspect ratio" in output and peak < 1536, (peak, output[-500:])
-    web = (f"from reco.web import SegmentationService\nservice = SegmentationService({{'b': {str(bank_path)!r}}})\n"
+    web = (f"from reco.app.web import SegmentationService\nservice = SegmentationService({{'b': {str(bank_path)!r}}})\n"
            f"try:\n    service.segment({str(tmp_path / 'strip.png')!r}, 'b')\nexcept Exception as e:\n"
            f"    print('REFUSED', type(e).__name__, e)")
     peak, output = _peak_rss_mb(web)
@@ -271,7 +271,7 @@ def test_the_segmenter_refuses_extreme_images_given_directly(bank_path):
     segmenter = reco.load_predictor(bank_path)
     with pytest.raises(reco.InvalidInputError, match="aspect ratio"):
         segmenter.predict_image(Image.new("RGB", (5000, 1)))
-    from reco import prediction
+    from reco.segment import prediction
 
     original = prediction.MAX_WORKING_PIXELS
     prediction.MAX_WORKING_PIXELS = 100 * 100  # the budget, scaled down so a broken check fails fast
@@ -532,7 +532,7 @@ def test_a_second_writer_is_refused_with_one_line(tmp_path, capsys):
 
 
 def test_the_web_app_serves_several_requests_at_once_and_stays_quiet(bank_path, capsys):
-    from reco.web import serve
+    from reco.app.web import serve
 
     app = serve([str(bank_path)], port=0 or _free_port(), block=False, concurrency=3)
     try:
@@ -554,7 +554,7 @@ def _free_port():
 # ---- 10. first run -----------------------------------------------------------------------------------
 
 def test_a_decompression_bomb_is_refused_for_its_size(tmp_path):
-    from reco.imageio import load_image
+    from reco.core.imageio import load_image
 
     _bomb(tmp_path / "bomb.png")
     with pytest.raises(reco.ImageLoadError) as error:
@@ -686,7 +686,7 @@ def test_bad_inputs_through_every_entry_point(corpus, bank_path, tmp_path, capfd
 
 @pytest.mark.parametrize("name", BAD_IMAGES)
 def test_bad_uploads_through_the_web_service(corpus, bank_path, name):
-    from reco.web import SegmentationService
+    from reco.app.web import SegmentationService
 
     with pytest.raises(reco.RecoError) as error:
         SegmentationService({"b": bank_path}).segment(corpus / name, "b")

@@ -1,6 +1,6 @@
 import pytest
 
-from reco.rephrase import load_rephrase
+from reco.concepts.rephrase import load_rephrase
 
 
 def test_shipped_maps_follow_the_paper():

@@ -6,9 +6,9 @@ from PIL import Image
 
 import reco
 from reco.cli import main
-from reco.concepts import Concept, ConceptBank, model_record
-from reco.prediction import window_boxes
-from reco.segmenter import Segmenter
+from reco.concepts.bank import Concept, ConceptBank, model_record
+from reco.segment.prediction import window_boxes
+from reco.segment.segmenter import Segmenter
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def _photo(w=70, h=45, seed=0):
 
 
 def _reference_probabilities(bank, encoder, clip, image):
-    """DESIGN.md §1.6 written out per concept for a single window."""
+    """docs/method.md §6 written out per concept for a single window."""
     out = []
     h, w = image.height, image.width
     for name in bank.names:
@@ -97,7 +97,7 @@ def test_set_image_encodes_once(bank, models, monkeypatch):
 
 def test_sliding_windows_average_an_independent_per_window_oracle(bank, models):
     """Overlapping windows in both directions, with language guidance: each window's map is the
-    DESIGN.md formula on that crop alone, and overlaps hold their mean."""
+    docs/method.md formula on that crop alone, and overlaps hold their mean."""
     encoder, clip = models
     image = _photo(100, 60)
     seg = Segmenter(bank, encoder, clip, size=None, window=48, stride=20)
@@ -148,7 +148,7 @@ def test_quokka_from_its_mask_segments_itself(tmp_path, crf, capsys):
         pytest.importorskip("pydensecrf", reason="the 'crf' extra (pydensecrf2) is not installed")
     from conftest import require_offline_weights
 
-    from reco.samples import quokka_mask, sample_path
+    from reco.core.samples import quokka_mask, sample_path
 
     require_offline_weights()
     mask = quokka_mask()
@@ -256,3 +256,28 @@ def test_skipped_inputs_are_written_above_the_progress_bar(tmp_path):
     assert "segmenting" in text and "img/s" in text, repr(text)  # a bar was drawn
     start = text.index("skipped ")
     assert text[start - 1] in "\r\n", repr(text[max(0, start - 80):start + 40])
+
+
+def test_segment_settings_are_one_checked_record_that_segmenters_and_load_predictor_take(tmp_path):
+    from reco.core.errors import ConfigError
+    from reco.segment.settings import DEFAULT_SIZE, SegmentSettings
+
+    settings = SegmentSettings(scales=[0.5, 1], crf=True)
+    assert settings.scales == (0.5, 1.0) and settings.working_size(DEFAULT_SIZE) == 448
+    assert settings.with_overrides(size=None, scales=(1.0,)).working_size(448) is None  # None: each image's size
+    with pytest.raises(ConfigError, match="several scales need a working size"):
+        settings.with_overrides(size=None)
+    for bad in ({"scales": (1.0, 1.0)}, {"self_support": 2.0}, {"size": 0}, {"window": -1}, {"crf": "yes"},
+                {"framing": "crop"}, {"size": None, "scales": (0.5, 1.0)}):
+        with pytest.raises(ConfigError):
+            SegmentSettings(**bad)
+    with pytest.raises(ConfigError, match="unknown segmentation settings: sise"):
+        settings.with_overrides(sise=3)
+
+    encoder = reco.create_model("tiny-vit")
+    bank = reco.ConceptBank({"encoder": model_record(encoder)}, [Concept("a", torch.randn(encoder.embed_dim), "x")])
+    bank.save(tmp_path / "bank.safetensors")
+    given = reco.load_predictor(tmp_path / "bank.safetensors", SegmentSettings(size=64, window=32, stride=16))
+    keywords = reco.load_predictor(tmp_path / "bank.safetensors", size=64, window=32, stride=16)
+    assert given.settings == keywords.settings and (given.size, given.window, given.stride) == (64, 32, 16)
+    assert Segmenter(bank, encoder).size == DEFAULT_SIZE  # the working size lives in one place

@@ -3,13 +3,13 @@
 import numpy as np
 from PIL import Image
 
-from reco.viz import _font, overlay_with_legend, side_by_side, wrap_text
+from reco.core.viz import load_font, overlay_with_legend, side_by_side, wrap_text
 
 
 def test_wrap_text_keeps_every_word_within_the_width():
     from PIL import ImageDraw
 
-    font = _font(16)
+    font = load_font(16)
     text = "animal: cosine to the reference (0.12 blue .. 0.87 red); no seed pixels (built from masks)"
     lines = wrap_text(text, font, 200)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength

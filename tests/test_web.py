@@ -29,13 +29,13 @@ def bad_uploads(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def service(demo_bank):
-    from reco.web import SegmentationService, find_banks
+    from reco.app.web import SegmentationService, find_banks
 
     return SegmentationService(find_banks([demo_bank]), max_pixels=MAX_PIXELS)
 
 
 def test_find_banks_reads_files_and_folders(tmp_path, demo_bank):
-    from reco.web import find_banks
+    from reco.app.web import find_banks
 
     assert find_banks([demo_bank.parent]) == {"demo": demo_bank}
     with pytest.raises(FileNotFoundError, match="run `reco demo`"):
@@ -45,7 +45,7 @@ def test_find_banks_reads_files_and_folders(tmp_path, demo_bank):
 
 
 def test_service_segments_a_real_photo(service):
-    from reco.samples import sample_path
+    from reco.core.samples import sample_path
 
     overlay, legend, summary = service.segment(sample_path("chelsea"), "demo", "animal, background")
     with Image.open(sample_path("chelsea")) as photo:
@@ -56,8 +56,8 @@ def test_service_segments_a_real_photo(service):
 
 
 def test_service_refuses_bad_uploads_and_unknown_concepts(service, bad_uploads):
-    from reco.errors import ImageLoadError
-    from reco.samples import sample_path
+    from reco.core.errors import ImageLoadError
+    from reco.core.samples import sample_path
 
     for path, message in bad_uploads.values():
         with pytest.raises(ImageLoadError, match=message):
@@ -81,7 +81,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(demo_bank, tmp_path_factory, monkeypatch_module):
-    from reco.web import serve
+    from reco.app.web import serve
 
     monkeypatch_module.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
     port = _free_port()
@@ -162,7 +162,7 @@ def _image_size(driver, selector):
 def test_browser_uploads_a_photo_and_sees_the_overlay(server, browser, demo_bank):
     from selenium.webdriver.common.by import By
 
-    from reco.samples import sample_path
+    from reco.core.samples import sample_path
 
     photo = sample_path("zidane")
     status = _submit(browser, server, photo, "face, background")
@@ -173,7 +173,7 @@ def test_browser_uploads_a_photo_and_sees_the_overlay(server, browser, demo_bank
     assert "background" in legend and "%" in legend
     browser.find_element(By.ID, "show-grid").click()  # the first concept, "animal": the annotated quokka
     _wait(lambda: "grid of animal" in browser.find_element(By.ID, "grid-status").text, what="the grid")
-    from reco.web import SegmentationService
+    from reco.app.web import SegmentationService
 
     expected = SegmentationService({"demo": demo_bank}).grid("demo", "animal").size  # what the service draws
     assert _wait(lambda: _image_size(browser, "#grid img"), what="the grid image") == expected
@@ -185,7 +185,7 @@ def test_browser_uploads_a_photo_and_sees_the_overlay(server, browser, demo_bank
 
 @pytest.mark.parametrize("case", ["empty", "text", "huge"])
 def test_browser_bad_upload_shows_a_message_and_the_app_keeps_serving(server, browser, bad_uploads, case):
-    from reco.samples import sample_path
+    from reco.core.samples import sample_path
 
     path, message = bad_uploads[case]
     status = _submit(browser, server, path)
@@ -198,11 +198,11 @@ def test_browser_bad_upload_shows_a_message_and_the_app_keeps_serving(server, br
 @pytest.fixture(scope="module")
 def names_bank(tmp_path_factory):
     """A bank of one named concept (tiny models) and the index of the sample photos it came from."""
-    from reco.building import build_bank
-    from reco.demo import write_collection
+    from reco.concepts import build_bank
+    from reco.app.demo import write_collection
     from reco.index.build import build_index
     from reco.models import create_model
-    from reco.samples import available_samples
+    from reco.core.samples import available_samples
 
     root = tmp_path_factory.mktemp("names")
     clip, encoder = create_model("tiny-clip"), create_model("tiny-vit")
@@ -214,8 +214,8 @@ def names_bank(tmp_path_factory):
 
 
 def test_service_builds_missing_concepts_from_the_index(names_bank):
-    from reco.samples import sample_path
-    from reco.web import SegmentationService
+    from reco.core.samples import sample_path
+    from reco.app.web import SegmentationService
 
     path, index_dir = names_bank
     without = SegmentationService({"names": path})
@@ -235,8 +235,8 @@ def test_service_serves_threads_with_different_concepts_while_the_bank_grows(nam
     concepts: every answer has exactly its concepts and equals the answer of a quiet service."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from reco.samples import sample_path
-    from reco.web import SegmentationService
+    from reco.core.samples import sample_path
+    from reco.app.web import SegmentationService
 
     path, index_dir = names_bank
     photo = sample_path("chelsea")
@@ -264,8 +264,8 @@ def test_service_serves_threads_with_different_concepts_while_the_bank_grows(nam
 
 
 def test_an_index_that_does_not_exist_is_refused_at_start(demo_bank, tmp_path):
-    from reco.errors import InputNotFoundError
-    from reco.web import SegmentationService
+    from reco.core.errors import InputNotFoundError
+    from reco.app.web import SegmentationService
 
     with pytest.raises(InputNotFoundError, match="--index .*nope: no such image index folder"):
         SegmentationService({"demo": demo_bank}, index=tmp_path / "nope")

@@ -30,8 +30,8 @@ def _sha(path) -> str:
 
 @pytest.fixture(scope="module")
 def quokka():
-    from reco.imageio import load_image
-    from reco.samples import quokka_mask, sample_path
+    from reco.core.imageio import load_image
+    from reco.core.samples import quokka_mask, sample_path
 
     return load_image(sample_path("quokka")), quokka_mask()
 
@@ -39,8 +39,8 @@ def quokka():
 def _reference_patch_features(encoder, image, mask, size):
     """Features of the patches the mask fills at least half of, computed here by hand: the mask
     resized (torch's nearest) to the image's working size, padded, averaged over each patch cell."""
-    from reco.geometry import shorter_side_size
-    from reco.inputs import full_frame_features
+    from reco.core.geometry import shorter_side_size
+    from reco.models.inputs import full_frame_features
 
     w, h = shorter_side_size(image.width, image.height, size)
     small = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], size=(h, w), mode="nearest")
@@ -53,8 +53,8 @@ def _reference_patch_features(encoder, image, mask, size):
 
 
 def test_a_drawing_becomes_a_concept_saved_beside_the_bank(demo_bank, quokka, tmp_path):
-    from reco.concepts import ConceptBank
-    from reco.web import SegmentationService
+    from reco.concepts.bank import ConceptBank
+    from reco.app.web import SegmentationService
 
     image, mask = quokka
     before = _sha(demo_bank)
@@ -77,7 +77,7 @@ def test_a_drawing_becomes_a_concept_saved_beside_the_bank(demo_bank, quokka, tm
 
 
 def test_closed_outlines_count_as_their_inside():
-    from reco.building.drawn import painted_mask
+    from reco.concepts.drawn import painted_mask
 
     layer = np.zeros((40, 40, 4), np.uint8)
     layer[5:35, 5, 3] = layer[5:35, 34, 3] = layer[5, 5:35, 3] = layer[34, 5:35, 3] = 255  # a square outline
@@ -91,8 +91,8 @@ def test_closed_outlines_count_as_their_inside():
 @pytest.mark.parametrize("case", ["empty drawing", "no photo", "existing name", "comma", "long name", "no name",
                                   "model", "huge photo"])
 def test_bad_drawings_are_one_line_and_save_nothing(demo_bank, quokka, tmp_path, case):
-    from reco.errors import RecoError
-    from reco.web import MODEL_PREFIX, SegmentationService
+    from reco.core.errors import RecoError
+    from reco.app.web import MODEL_PREFIX, SegmentationService
 
     image, mask = quokka
     photo, paint, name, source = np.asarray(image), mask.astype(np.uint8), "quokka", "demo"
@@ -127,7 +127,7 @@ def test_bad_drawings_are_one_line_and_save_nothing(demo_bank, quokka, tmp_path,
 @pytest.fixture(scope="module")
 def reco_plus_checkpoint(tmp_path_factory):
     pytest.importorskip("segmentation_models_pytorch")
-    from reco.train.model import build_reco_plus, save_checkpoint
+    from reco.models.reco_plus import build_reco_plus, save_checkpoint
 
     path = tmp_path_factory.mktemp("plus") / "run" / "best.pt"
     path.parent.mkdir()
@@ -139,9 +139,9 @@ def reco_plus_checkpoint(tmp_path_factory):
 
 
 def test_a_reco_plus_model_is_a_source_beside_the_banks(demo_bank, reco_plus_checkpoint, tmp_path):
-    from reco.errors import InvalidInputError, UnknownConceptError
-    from reco.samples import sample_path
-    from reco.web import NEW_BANK, SegmentationService, find_models
+    from reco.core.errors import InvalidInputError, UnknownConceptError
+    from reco.core.samples import sample_path
+    from reco.app.web import NEW_BANK, SegmentationService, find_models
 
     service = SegmentationService({"demo": demo_bank}, models=find_models([reco_plus_checkpoint]),
                                   drawn_dir=tmp_path)
@@ -159,8 +159,8 @@ def test_a_reco_plus_model_is_a_source_beside_the_banks(demo_bank, reco_plus_che
 def test_eight_users_at_once_while_one_draws(demo_bank, quokka, tmp_path):
     """Eight simultaneous requests (different photos and concept subsets) while a drawing is
     added: each answer equals the same request made alone."""
-    from reco.samples import sample_path
-    from reco.web import SegmentationService
+    from reco.core.samples import sample_path
+    from reco.app.web import SegmentationService
 
     image, mask = quokka
     requests = [("zidane", "face, background"), ("chelsea", "animal, background"), ("bus", ""),
@@ -299,8 +299,8 @@ def test_browser_draws_a_concept_and_segments_with_it(fresh_app, browser, tmp_pa
     from selenium.webdriver.common.by import By
     from test_web import _choose, _submit, _wait
 
-    from reco.samples import quokka_mask, sample_path
-    from reco.web import NEW_BANK
+    from reco.core.samples import quokka_mask, sample_path
+    from reco.app.web import NEW_BANK
 
     url, folder = fresh_app
     photo = sample_path("quokka")
@@ -356,8 +356,8 @@ def test_browser_draws_a_concept_and_segments_with_it(fresh_app, browser, tmp_pa
 
 
 def test_an_uploaded_mask_file_replaces_the_brush(tmp_path):
-    from reco.errors import InvalidInputError
-    from reco.web_page import _editor_parts
+    from reco.core.errors import InvalidInputError
+    from reco.app.page import _editor_parts
 
     photo = np.zeros((30, 40, 4), np.uint8)
     layer = np.zeros((30, 40, 4), np.uint8)
@@ -383,7 +383,7 @@ def test_an_uploaded_mask_file_replaces_the_brush(tmp_path):
 def test_request_folders_expire_and_go_at_exit(tmp_path):
     import os
 
-    from reco.web_page import RequestFolders, unique_stems
+    from reco.app.page import RequestFolders, unique_stems
 
     folders = RequestFolders(max_age=60)
     old, fresh = folders.new(), folders.new()
@@ -400,10 +400,9 @@ def test_the_editor_checks_a_photo_from_its_header_before_gradio_decodes_it(tmp_
     from gradio.components.image_editor import EditorData
     from gradio.data_classes import FileData
 
-    from reco.web_page import pixel_limited_editor
+    from reco.app.page import limit_editor_pixels
 
-    editor = pixel_limited_editor(1000)(type="numpy")
-    assert editor.get_block_name() == "imageeditor"  # the front end knows it
+    editor = limit_editor_pixels(gr.ImageEditor(type="numpy"), 1000)
     small, big = tmp_path / "small.png", tmp_path / "big.png"
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(small)
     Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(big)

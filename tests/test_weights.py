@@ -7,10 +7,10 @@ import torch
 from safetensors.torch import save_file
 
 import reco
-from reco.errors import WeightsMismatchError, WeightsNotFoundError
+from reco.core.errors import WeightsMismatchError, WeightsNotFoundError
 from reco.models import candidate_sources, get_spec, parse_weight_spec
 from reco.models.weights import WeightSource, file_sha256, load_state_dict, resolve_weights
-from reco.paths import weights_cache_dir
+from reco.core.paths import weights_cache_dir
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import reco
-from reco.building import BankSettings, build_bank
+from reco.concepts import BankSettings, build_bank
 from reco.cli import main
 
 
@@ -32,7 +32,7 @@ def encoder():
 # ---- BankSettings ------------------------------------------------------------------------------
 
 def test_settings_are_the_one_home_of_the_defaults():
-    from reco.building.builder import ConceptBankBuilder
+    from reco.concepts.builder import ConceptBankBuilder
     from reco.evaluation import DEFAULTS
 
     paper = BankSettings()
@@ -48,7 +48,7 @@ def test_settings_round_trip_through_a_banks_provenance():
     import json
 
     settings = BankSettings(n_seeds=3, context="tree, sky", rephrase="cityscapes", prototypes="kmeans", seed=2)
-    from reco.rephrase import load_rephrase
+    from reco.concepts.rephrase import load_rephrase
 
     assert settings.context == ("tree", "sky") and settings.rephrase == load_rephrase("cityscapes") != {}
 
@@ -119,8 +119,8 @@ def test_load_predictor_gives_recos_segmenter_for_a_bank(encoder, tmp_path):
 
 @pytest.mark.parametrize("arch", ["tiny-deeplabv3plus", "tiny-vit-light"])
 def test_load_predictor_gives_reco_plus_for_a_checkpoint(tmp_path, arch):
-    from reco.train.model import build_reco_plus, save_checkpoint
-    from reco.train.segmenter import ReCoPlusSegmenter
+    from reco.models.reco_plus import build_reco_plus, save_checkpoint
+    from reco.segment.reco_plus import ReCoPlusSegmenter
 
     checkpoint = tmp_path / "best.pt"
     save_checkpoint(checkpoint, {"model": build_reco_plus(arch, 2).state_dict(), "iteration": 0,
@@ -134,7 +134,7 @@ def test_load_predictor_gives_reco_plus_for_a_checkpoint(tmp_path, arch):
     assert pred.concepts == ["sky"] and pred.labels.shape == (50, 70) and pred.probabilities.shape == (1, 50, 70)
     with pytest.raises(reco.UnknownConceptError, match="not in the model: lake"):
         predictor.predict_image(image, ["lake"])
-    with pytest.raises(reco.ConfigError, match="scales, self-support"):
+    with pytest.raises(reco.ConfigError, match="self_support: settings of ReCo.s concept banks, not of ReCo\+"):
         reco.load_predictor(checkpoint, self_support=0.5)
 
 

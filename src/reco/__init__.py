@@ -13,42 +13,43 @@ _EXPORTS = {
     "get_spec": "reco.models",
     "register_model": "reco.models",
     "ModelSpec": "reco.models",
-    "co_segment": "reco.coseg",
-    "CoSegResult": "reco.coseg",
-    "ConceptBank": "reco.concepts",
-    "ConceptBankBuilder": "reco.building",
-    "BankSettings": "reco.building",
-    "build_bank": "reco.building",
-    "Segmenter": "reco.segmenter",
-    "Prediction": "reco.prediction",
-    "Predictor": "reco.prediction",
-    "load_predictor": "reco.predictor",
-    "save_prediction": "reco.outputs",
+    "co_segment": "reco.concepts.coseg",
+    "CoSegResult": "reco.concepts.coseg",
+    "ConceptBank": "reco.concepts.bank",
+    "ConceptBankBuilder": "reco.concepts",
+    "BankSettings": "reco.concepts",
+    "build_bank": "reco.concepts",
+    "Segmenter": "reco.segment.segmenter",
+    "SegmentSettings": "reco.segment.settings",
+    "Prediction": "reco.segment.prediction",
+    "Predictor": "reco.segment.prediction",
+    "load_predictor": "reco.segment.predictor",
+    "save_prediction": "reco.segment.outputs",
     "ImageIndex": "reco.index.image_index",
     "build_index": "reco.index.build",
-    "RecoError": "reco.errors",
-    "ModelMismatchError": "reco.errors",
-    "EmptyInputError": "reco.errors",
-    "UnknownModelError": "reco.errors",
-    "WeightsNotFoundError": "reco.errors",
-    "WeightsMismatchError": "reco.errors",
-    "ImageLoadError": "reco.errors",
-    "ConfigError": "reco.errors",
-    "InvalidInputError": "reco.errors",
-    "InputNotFoundError": "reco.errors",
-    "UnknownConceptError": "reco.errors",
-    "MissingDependencyError": "reco.errors",
-    "load_image": "reco.imageio",
+    "RecoError": "reco.core.errors",
+    "ModelMismatchError": "reco.core.errors",
+    "EmptyInputError": "reco.core.errors",
+    "UnknownModelError": "reco.core.errors",
+    "WeightsNotFoundError": "reco.core.errors",
+    "WeightsMismatchError": "reco.core.errors",
+    "ImageLoadError": "reco.core.errors",
+    "ConfigError": "reco.core.errors",
+    "InvalidInputError": "reco.core.errors",
+    "InputNotFoundError": "reco.core.errors",
+    "UnknownConceptError": "reco.core.errors",
+    "MissingDependencyError": "reco.core.errors",
+    "load_image": "reco.core.imageio",
 }
 
-_SUBMODULES = ("metrics",)
+_SUBMODULES = {"metrics": "reco.core.metrics"}
 
 __all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
-        return importlib.import_module(f"reco.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value

@@ -37,7 +37,7 @@ def environment() -> dict:
 
 def run_suite(name: str, out_dir: str | Path = "benchmarks/results", quick: bool = False, device: str | None = None) -> Path:
     """Run suite ``name``, print its table and write ``<out_dir>/<name>.json``."""
-    from ..paths import atomic_write_bytes
+    from ..core.paths import atomic_write_bytes
 
     module = importlib.import_module(SUITES[name])
     result = {"suite": name, "quick": quick, "environment": environment(), **module.run(quick=quick, device=device)}
@@ -51,7 +51,7 @@ def run_suite(name: str, out_dir: str | Path = "benchmarks/results", quick: bool
 def model_or_random(name: str, device):
     """(model, weights description): the model's weights if they can be had here, else random
     weights of the same architecture, which is enough for timing."""
-    from ..errors import WeightsNotFoundError
+    from ..core.errors import WeightsNotFoundError
     from ..models import create_model
 
     try:

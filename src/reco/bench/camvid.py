@@ -32,7 +32,7 @@ CONTEXT = ("tree", "sky", "building", "road")
 
 def camvid_root() -> Path:
     """CamVid's folder from the environment, or a one-line error saying how to point at it."""
-    from ..errors import RecoError
+    from ..core.errors import RecoError
 
     root = os.environ.get("RECO_CAMVID") or (os.environ.get("RECO_DATA") and f"{os.environ['RECO_DATA']}/camvid")
     if not root or not (Path(root) / "val" / "classes.txt").is_file():
@@ -43,7 +43,7 @@ def camvid_root() -> Path:
 
 def _score(segmenter, embeddings, dataset) -> dict:
     """mIoU, pixel accuracy, IoU per class and seconds per image of ``segmenter`` on cached embeddings."""
-    from ..metrics import MeanIoU
+    from ..core.metrics import MeanIoU
 
     names = [n for n in dataset.class_names if n in segmenter.bank]
     to_dataset = np.array([dataset.class_names.index(n) for n in names])
@@ -67,12 +67,12 @@ def _largest_share(dataset, k: int) -> list[list[int]]:
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
-    from ..building import ConceptBankBuilder
+    from ..concepts import ConceptBankBuilder
     from ..data import open_dataset
-    from ..device import pick_device
-    from ..imageio import load_image
+    from ..core.device import pick_device
+    from ..core.imageio import load_image
     from ..models import create_model
-    from ..segmenter import Segmenter
+    from ..segment.segmenter import Segmenter
 
     root, dev = camvid_root(), pick_device(device)
     encoder = create_model(ENCODER, device=dev)

@@ -28,12 +28,12 @@ K_CURVE = (5, 10, 20, 40)
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
-    from ..building import ConceptBankBuilder
+    from ..concepts import ConceptBankBuilder
     from ..data import open_dataset
-    from ..device import pick_device
-    from ..imageio import load_image
+    from ..core.device import pick_device
+    from ..core.imageio import load_image
     from ..models import create_model
-    from ..segmenter import Segmenter
+    from ..segment.segmenter import Segmenter
 
     root, dev = camvid_root(), pick_device(device)
     encoder = create_model(ENCODER, device=dev)

@@ -16,7 +16,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidInputError
+from ..core.errors import InvalidInputError
 from . import median_time
 
 D = 384
@@ -59,7 +59,7 @@ def _rss_bytes() -> int:
 
 def child(variant: str, n: int, side: int, repeats: int) -> dict:
     """Run one measurement in this process (called in a fresh subprocess)."""
-    from ..coseg import co_segment
+    from ..concepts.coseg import co_segment
 
     torch.set_grad_enabled(False)
     features, weights = _inputs(n, side)

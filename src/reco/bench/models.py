@@ -10,7 +10,7 @@ MODELS = ("tiny-vit", "tiny-clip", "dinov2-vits14", "clip-vit-b16")
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
-    from ..device import pick_device
+    from ..core.device import pick_device
 
     dev = pick_device(device)
     sizes = (224,) if quick else (224, 448)

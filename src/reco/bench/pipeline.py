@@ -44,7 +44,7 @@ def _jpegs(folder: Path, n: int) -> list[Path]:
 
 def _timed_loop(segmenter, items, prepare, workers: int, crf_workers: int) -> dict:
     """Steady-state images/s: from the end of the first quarter's last batch to the last result."""
-    from ..engine import predict_files
+    from ..segment.engine import predict_files
 
     start = time.perf_counter()
     stamps = []
@@ -58,14 +58,14 @@ def _timed_loop(segmenter, items, prepare, workers: int, crf_workers: int) -> di
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
-    from ..concepts import Concept, ConceptBank
-    from ..crf import dense_crf
-    from ..device import pick_device
-    from ..engine import default_crf_workers, default_workers
+    from ..concepts.bank import Concept, ConceptBank
+    from ..segment.crf import dense_crf
+    from ..core.device import pick_device
+    from ..segment.engine import default_crf_workers, default_workers
     from ..evaluation.run import protocol_preparer
-    from ..imageio import load_image
-    from ..inputs import unresized_input
-    from ..segmenter import Segmenter
+    from ..core.imageio import load_image
+    from ..models.inputs import unresized_input
+    from ..segment.segmenter import Segmenter
 
     dev = pick_device(device)
     encoder, weights = model_or_random(ENCODER, dev)

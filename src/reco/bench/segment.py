@@ -11,11 +11,11 @@ ENCODER = "dinov2-vits14"
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
-    from ..concepts import Concept, ConceptBank
-    from ..device import pick_device
-    from ..imageio import load_image
-    from ..samples import sample_path
-    from ..segmenter import Segmenter
+    from ..concepts.bank import Concept, ConceptBank
+    from ..core.device import pick_device
+    from ..core.imageio import load_image
+    from ..core.samples import sample_path
+    from ..segment.segmenter import Segmenter
 
     dev = pick_device(device)
     encoder, weights = model_or_random(ENCODER, dev)

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    from ..errors import RecoError
+    from ..core.errors import RecoError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench import run_suite
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if args.scale and args.suite != "index":
         raise ConfigError("--scale belongs to the index suite: reco bench index --scale")

@@ -51,7 +51,7 @@ def config_options(example: str = "") -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace, names) -> dict:
     """``{name: value}`` of the options the user gave (argparse defaults are None), for
-    :class:`~reco.building.settings.BankSettings` overrides."""
+    :class:`~reco.concepts.settings.BankSettings` overrides."""
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
@@ -106,7 +106,7 @@ def _int_at_least(text: str, minimum: int) -> int:
 
 
 def engine_options(parser) -> None:
-    """--batch-size, --workers, --crf-workers (see :func:`reco.engine.predict_files`)."""
+    """--batch-size, --workers, --crf-workers (see :func:`reco.segment.engine.predict_files`)."""
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
                         help="images encoded together (default 8; images of one working size are batched)")
     parser.add_argument("--workers", type=non_negative_int, metavar="N",
@@ -120,8 +120,8 @@ def engine_settings(args) -> dict:
 
 
 def preset_option(parser) -> None:
-    """--preset NAME (:mod:`reco.presets`)."""
-    from ..presets import PRESETS
+    """--preset NAME (:mod:`reco.core.presets`)."""
+    from ..core.presets import PRESETS
 
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="models and settings of a named recipe (docs/reco_v2.md); options given explicitly win")
@@ -130,8 +130,8 @@ def preset_option(parser) -> None:
 def apply_preset(args) -> dict:
     """Fill ``args.encoder`` and ``args.clip`` left unset from ``args.preset``, else reco's defaults;
     returns the preset (empty without one) for the caller's other settings."""
-    from ..building.settings import DEFAULT_CLIP, DEFAULT_ENCODER
-    from ..presets import get_preset
+    from ..concepts.settings import DEFAULT_CLIP, DEFAULT_ENCODER
+    from ..core.presets import get_preset
 
     preset = get_preset(args.preset) if args.preset else {}
     models = preset.get("models", {})

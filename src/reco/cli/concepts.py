@@ -23,7 +23,7 @@ SETTING_OPTIONS = ("archive_size", "n_seeds", "image_size", "language_guidance",
 
 
 def register(sub) -> None:
-    from ..building.settings import DEFAULT_CLIP, DEFAULT_CONTEXT, PROTOTYPE_METHODS, SOURCE_DEFAULTS
+    from ..concepts.settings import DEFAULT_CLIP, DEFAULT_CONTEXT, PROTOTYPE_METHODS, SOURCE_DEFAULTS
 
     p = sub.add_parser("concepts", help="build, list and inspect concept banks")
     csub = p.add_subparsers(dest="concepts_command", metavar="ACTION", required=True)
@@ -92,13 +92,13 @@ def build_and_save(args: argparse.Namespace) -> None:
     """Build the bank ``args`` describe and save it at ``args.out`` (under its lock)."""
     from pathlib import Path
 
-    from ..building import build_bank
-    from ..building.checkpoint import BuildCheckpoint, checkpoint_folder
-    from ..concepts import ConceptBank
-    from ..device import pick_device
-    from ..errors import ConfigError, InvalidInputError, RecoError
+    from ..concepts import build_bank
+    from ..concepts.checkpoint import BuildCheckpoint, checkpoint_folder
+    from ..concepts.bank import ConceptBank
+    from ..core.device import pick_device
+    from ..core.errors import ConfigError, InvalidInputError, RecoError
     from ..models import create_model
-    from ..paths import exclusive, refuse_to_replace
+    from ..core.paths import exclusive, refuse_to_replace
 
     out = Path(args.out)
     if out.is_dir():
@@ -140,7 +140,7 @@ def build_and_save(args: argparse.Namespace) -> None:
 
 
 def build(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if sum(x is not None for x in (args.exemplars, args.names, args.labelled)) != 1:
         raise ConfigError("give one of --exemplars DIR, --labelled SPEC or --names 'a,b,c' (with --index DIR)")
@@ -155,7 +155,7 @@ def build(args: argparse.Namespace) -> int:
 
 
 def list_bank(args: argparse.Namespace) -> int:
-    from ..concepts import ConceptBank
+    from ..concepts.bank import ConceptBank
 
     bank = ConceptBank.load(args.bank)
     if args.json:
@@ -174,12 +174,12 @@ def show(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
-    from ..concepts import ConceptBank
-    from ..errors import InvalidInputError
-    from ..paths import refuse_to_replace
-    from ..device import pick_device
+    from ..concepts.bank import ConceptBank
+    from ..core.errors import InvalidInputError
+    from ..core.paths import refuse_to_replace
+    from ..core.device import pick_device
     from ..models import create_model
-    from ..viz import concept_grid
+    from ..concepts.grid import concept_grid
 
     out = Path(args.out)
     if out.suffix.lower() not in Image.registered_extensions():

@@ -8,7 +8,7 @@ from .common import device_options, port, positive_float, positive_int, weight_o
 
 
 def register(sub) -> None:
-    from ..demo import DEMO_CLIP
+    from ..app.demo import DEMO_CLIP
 
     p = sub.add_parser("demo", help="segment real photos end to end (zero-shot with CLIP weights, else exemplars); "
                                     "--web starts the web app",
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.web:
         from pathlib import Path
 
-        from ..web import check_port, find_models, serve
+        from ..app.web import check_port, find_models, serve
 
         check_port(args.host, args.port)  # before minutes of work, not after
         find_models(args.models)
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    from ..demo import run_demo
+    from ..app.demo import run_demo
 
     run_demo(out_dir=args.out, device=args.device, clip=args.clip, clip_weights=args.clip_weights,
              encoder_weights=args.encoder_weights, overwrite=args.overwrite)

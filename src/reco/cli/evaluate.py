@@ -49,16 +49,27 @@ def register(sub) -> None:
     r.set_defaults(func=retrieval)
 
 
+def load_any_config(path, overrides=None, strict_paths: bool = True) -> dict:
+    """The evaluation config of a ReCo config, or of a ReCo+ config (its checkpoint on its val set)."""
+    from ..evaluation.config import is_reco_plus_config, load_config, reco_plus_eval_config
+
+    if is_reco_plus_config(path):
+        from ..train.config import load_train_config
+
+        return reco_plus_eval_config(load_train_config(path, overrides))
+    return load_config(path, overrides, strict_paths)
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..evaluation import load_config, run_eval, write_overview, write_report
+    from ..core.errors import ConfigError
+    from ..evaluation import run_eval, write_overview, write_report
 
     if args.report:
         print(f"wrote {write_report(args.doc, args.configs)}")
         return 0
     if not args.config:
         raise ConfigError("give --config FILE (a paper experiment, see configs/), --report, or the 'retrieval' action")
-    config = load_config(args.config, args.set, strict_paths=not args.dry_run)
+    config = load_any_config(args.config, args.set, strict_paths=not args.dry_run)
     if args.dry_run:
         import yaml
 
@@ -81,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
 def retrieval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..errors import ConfigError, InputNotFoundError
+    from ..core.errors import ConfigError, InputNotFoundError
     from ..index import ImageIndex, build_index
     from ..index.retrieval_eval import evaluate_retrieval, wnid_folders
-    from ..paths import atomic_write_bytes
+    from ..core.paths import atomic_write_bytes
 
     root = Path(args.imagenet)
     wnid_folders(root)  # fail early on a tree without class folders

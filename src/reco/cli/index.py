@@ -61,9 +61,9 @@ def build(args: argparse.Namespace) -> int:
 
 
 def search(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..geometry import MAX_ASPECT_RATIO
-    from ..imageio import load_image
+    from ..core.errors import ConfigError
+    from ..core.geometry import MAX_ASPECT_RATIO
+    from ..core.imageio import load_image
     from ..index import ImageIndex
 
     if (args.text is None) == (args.image is None):

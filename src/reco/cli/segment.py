@@ -20,7 +20,7 @@ from .common import (
 
 
 def register(sub) -> None:
-    from ..building.settings import DEFAULT_CLIP, DEFAULT_ENCODER
+    from ..concepts.settings import DEFAULT_CLIP, DEFAULT_ENCODER
 
     p = sub.add_parser("segment", help="segment images into the concepts of a bank (ReCo) or with a trained ReCo+ model",
                        parents=[device_options(), weight_options(encoder="the bank's (or --encoder's) encoder",
@@ -63,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from ..engine import predict_files
-    from ..errors import InvalidInputError
-    from ..output_plan import plan_outputs
-    from ..outputs import save_prediction
-    from ..paths import exclusive
+    from ..segment.engine import predict_files
+    from ..core.errors import InvalidInputError
+    from ..segment.output_plan import plan_outputs
+    from ..segment.outputs import save_prediction
+    from ..core.paths import exclusive
 
     names = _names(args.concepts)
     _use_preset(args)
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if ready:  # inputs, outputs and concept names are checked before any model is loaded
         plan = make_plan()
         if names and args.bank is not None and args.model is None:
-            from ..concepts import ConceptBank
-            from ..prediction import select_concepts
+            from ..concepts.bank import ConceptBank
+            from ..segment.prediction import select_concepts
 
             select_concepts(names, ConceptBank.load(args.bank).names)
     predictor = _predictor(args)
@@ -140,7 +140,7 @@ def _run_record(args: argparse.Namespace, names) -> dict:
 
 
 def _names(text: str | None) -> list[str] | None:
-    from ..building import parse_concept_names
+    from ..concepts import parse_concept_names
 
     return parse_concept_names(text) if text else None
 
@@ -149,9 +149,9 @@ def _predictor(args: argparse.Namespace):
     """ReCo with --bank (built first from --concepts and --index when missing), ReCo+ with --model."""
     from pathlib import Path
 
-    from ..device import pick_device
-    from ..errors import ConfigError
-    from ..predictor import load_predictor
+    from ..core.device import pick_device
+    from ..core.errors import ConfigError
+    from ..segment.predictor import load_predictor
 
     if args.model is not None and (args.bank is not None or args.index is not None):
         raise ConfigError("give either --bank (ReCo's concepts) or --model (a ReCo+ checkpoint), not both")
@@ -161,19 +161,25 @@ def _predictor(args: argparse.Namespace):
     models = {}
     if args.bank is not None and args.index is not None and not Path(args.bank).exists():
         models = _build_bank(args, device)
-    options = {"size": args.size, "window": args.window, "stride": args.stride, "scales": args.scales,
-               "self_support": args.self_support}
-    return load_predictor(args.model or args.bank, device=device, encoder_weights=args.encoder_weights,
-                          clip_weights=args.clip_weights, language_guidance=not args.no_language_guidance,
-                          crf=not args.no_crf, amp=not args.no_amp, **models,
-                          **{k: v for k, v in options.items() if v is not None})
+    return load_predictor(args.model or args.bank, _segment_settings(args), device=device,
+                          encoder_weights=args.encoder_weights, clip_weights=args.clip_weights, **models)
+
+
+def _segment_settings(args: argparse.Namespace):
+    """The SegmentSettings the options (and the preset, applied before) ask for."""
+    from ..segment.settings import SegmentSettings
+
+    given = {"size": args.size, "window": args.window, "stride": args.stride, "scales": args.scales,
+             "self_support": args.self_support}
+    return SegmentSettings(language_guidance=not args.no_language_guidance, crf=not args.no_crf,
+                           amp=not args.no_amp).with_overrides(**{k: v for k, v in given.items() if v is not None})
 
 
 def _build_bank(args: argparse.Namespace, device) -> dict:
     """``--concepts A,B --index DIR``: build the bank from names once, save it at --bank, and
     return its models for the segmenter."""
-    from ..building import build_bank
-    from ..errors import ConfigError
+    from ..concepts import build_bank
+    from ..core.errors import ConfigError
     from ..models import create_model
 
     if not args.concepts:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputNotFoundError, InvalidInputError
+from ..core.errors import InputNotFoundError, InvalidInputError
 from .base import SegmentationDataset, lookup_table, missing_layout
 
 #: labelIds 7..33 in order: the 27 classes of the paper.

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputNotFoundError, InvalidInputError, MissingDependencyError
+from ..core.errors import InputNotFoundError, InvalidInputError, MissingDependencyError
 from .base import SegmentationDataset, lookup_table, missing_layout, read_list
 
 CURATED_LIST = "Coco164kFull_Stuff_Coarse_7.txt"

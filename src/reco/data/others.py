@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputNotFoundError, InvalidInputError
+from ..core.errors import InputNotFoundError, InvalidInputError
 from .base import SegmentationDataset, lookup_table, missing_layout, read_list
 from .cityscapes import CLASSES_19, PALETTE_19
 from .voc import devkit_folder
@@ -63,7 +63,7 @@ class KittiStep(SegmentationDataset):
         self.lut = lookup_table({i: i for i in range(19)})
 
     def read_values(self, path: Path) -> np.ndarray:
-        from ..imageio import read_label_map
+        from ..core.imageio import read_label_map
 
         return read_label_map(path, ("RGB",))[..., 0]  # a panoptic map: the semantic id is in red
 

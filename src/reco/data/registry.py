@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import InvalidInputError
+from ..core.errors import InvalidInputError
 
 
 def _builders() -> dict[str, Callable]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InvalidInputError
+from ..core.errors import InvalidInputError
 from .base import SegmentationDataset, lookup_table, read_list
 
 CLASSES_20 = (

@@ -8,11 +8,11 @@ from typing import Literal
 
 import yaml
 
-from ..building.settings import BankSettings
-from ..config import bounded, validate
-from ..crf import CRF_VARIANTS
-from ..errors import ConfigError
-from ..paths import output_folder
+from ..concepts.settings import BankSettings
+from ..core.config import bounded, validate
+from ..segment.crf import CRF_VARIANTS
+from ..core.errors import ConfigError
+from ..core.paths import output_folder
 
 DEFAULTS = {
     "name": None,
@@ -38,7 +38,7 @@ class ProtocolSchema:
     """``resize``: shorter side (null: full resolution); ``crop``: centre crop after it (the
     paper's); ``window``/``stride``: sliding windows; ``scales``: multi-scale factors;
     ``image_resample``: how the crop protocol resizes images (labels: always nearest);
-    ``framing``: how windows map to patch grids (:data:`reco.segmenter.FRAMINGS`)."""
+    ``framing``: how windows map to patch grids (:data:`reco.segment.settings.FRAMINGS`)."""
 
     resize: int | None = bounded(1)
     crop: int | None = bounded(1)
@@ -100,6 +100,19 @@ def concept_settings(config: dict) -> BankSettings:
     return BankSettings(**{**config["concepts"], "context": config["concepts"]["context"] or []})
 
 
+def segment_settings(config: dict, language_guidance: bool = True):
+    """How ``config`` segments (its protocol, CRF and self-support) as
+    :class:`~reco.segment.settings.SegmentSettings`."""
+    from ..segment.settings import SegmentSettings
+
+    protocol = config["protocol"]
+    return SegmentSettings(size=None if "crop" in protocol else protocol["resize"], window=protocol.get("window"),
+                           stride=protocol.get("stride"), scales=tuple(protocol.get("scales") or (1.0,)),
+                           self_support=config.get("self_support") or 0.0, crf=config["crf"],
+                           crf_variant=config.get("crf_variant") or "reco", framing=protocol.get("framing") or "pad",
+                           language_guidance=language_guidance)
+
+
 #: Keys that may change between runs into the same folder (they do not change any prediction).
 RUN_ONLY_KEYS = ("out", "reproduces", "paper", "reference", "name")
 
@@ -107,13 +120,12 @@ RUN_ONLY_KEYS = ("out", "reproduces", "paper", "reference", "name")
 def load_config(path: str | Path, overrides=None, strict_paths: bool = True) -> dict:
     """Read a config file over the defaults, apply overrides, expand $VARIABLES in paths (an
     unset one is an error, or with ``strict_paths=False`` stays as written)."""
-    from ..config import expand_paths, read_config
+    from ..core.config import expand_paths, read_config
+    from ..core.presets import eval_layer
 
     if is_reco_plus_config(path):
-        from ..train.config import load_train_config
-
-        return reco_plus_eval_config(load_train_config(path, overrides))
-    from ..presets import eval_layer
+        raise ConfigError(f"{path} is a ReCo+ config: evaluate it with `reco eval --config {path}` (or pass "
+                          "reco.train.config.load_train_config's result to reco_plus_eval_config)")
 
     config = read_config(path, DEFAULTS, overrides, presets=eval_layer)
     config["out"] = config["out"] or f"runs/{config['name']}"
@@ -139,9 +151,9 @@ def is_reco_plus_config(path: str | Path) -> bool:
 
 
 def reco_plus_eval_config(plus: dict) -> dict:
-    """The evaluation of a ReCo+ config: its checkpoint (``eval_checkpoint``, default
+    """The evaluation of a ReCo+ config (as :func:`reco.train.config.load_train_config` reads it): its checkpoint (``eval_checkpoint``, default
     ``OUT/best.pt``) on its ``val_dataset`` under its training protocol, written to ``OUT/eval``."""
-    from ..config import merge
+    from ..core.config import merge
 
     t = plus["train"]
     return merge(DEFAULTS, {
@@ -154,7 +166,7 @@ def reco_plus_eval_config(plus: dict) -> dict:
 def _with_defaults(saved: dict) -> dict:
     """A saved config with the keys added to reco since it was written at their defaults (so a
     run folder stays usable after an upgrade that adds settings)."""
-    from ..config import merge
+    from ..core.config import merge
 
     try:
         return merge(DEFAULTS, saved)

@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..errors import InvalidInputError
+from ..core.errors import InvalidInputError
 
 
 def write_overview(results: dict, count: int = 4, path: str | Path | None = None) -> Path:
     """``overview.png`` beside the results: ``count`` images evenly spread over the evaluated ones,
     each as photo, ground truth and prediction (under the config's protocol), with the class legend."""
     from ..data import open_dataset
-    from ..geometry import centre_crop, centre_crop_label
-    from ..imageio import load_image
-    from ..outputs import read_label_png
-    from ..viz import comparison_panel
+    from ..core.geometry import centre_crop, centre_crop_label
+    from ..core.imageio import load_image
+    from ..segment.outputs import read_label_png
+    from ..core.viz import comparison_panel
 
     config = results["config"]
     dataset = open_dataset(config["dataset"])

@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ImageLoadError, InvalidInputError
-from ..paths import exclusive
-from .config import concept_settings, prepare_run
+from ..core.errors import ImageLoadError, InvalidInputError
+from ..core.paths import exclusive
+from .config import concept_settings, prepare_run, segment_settings
 from .report import results_markdown
 
 
 @dataclass
 class DatasetPredictor:
-    """A :class:`~reco.prediction.Predictor` asked for ``concepts`` whose labels ``to_dataset``
+    """A :class:`~reco.segment.prediction.Predictor` asked for ``concepts`` whose labels ``to_dataset``
     maps to a dataset's class indices; calling it predicts one image that way."""
 
     predictor: object
@@ -49,7 +49,7 @@ class DatasetPredictor:
 
 def prepare_image(image, resize: int | None, crop: int | None, nearest: bool = False):
     """An evaluation image under its protocol: the paper's resize + centre crop, or as it is."""
-    from ..geometry import centre_crop
+    from ..core.geometry import centre_crop
 
     return centre_crop(image, resize, crop, nearest=nearest) if crop else image
 
@@ -67,9 +67,9 @@ def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = Tr
     :class:`DatasetPredictor` whose labels are ``dataset``'s class indices, and the records of
     the models used."""
     from ..models import create_model
-    from ..predictor import load_predictor
+    from ..segment.predictor import load_predictor
 
-    m, c, protocol = config["models"], config["concepts"], config["protocol"]
+    m, c = config["models"], config["concepts"]
     encoder = create_model(m["encoder"], weights=m["encoder_weights"], device=device)
     use_clip = bool(c["language_guidance"] and m["clip"])
     clip = create_model(m["clip"], weights=m["clip_weights"], device=device) if use_clip else None
@@ -78,11 +78,7 @@ def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = Tr
     present = [n for n in names if n in bank]  # a labelled bank leaves out classes without pixels
     if not present:
         raise InvalidInputError(f"the concept bank has none of the classes of {config['dataset']}")
-    segmenter = load_predictor(bank, encoder=encoder, clip=clip, language_guidance=use_clip,
-                               size=None if "crop" in protocol else protocol["resize"], crf=config["crf"],
-                               window=protocol.get("window"), stride=protocol.get("stride"),
-                               scales=protocol.get("scales", (1.0,)), self_support=config["self_support"],
-                               crf_variant=config["crf_variant"], framing=protocol.get("framing") or "pad")
+    segmenter = load_predictor(bank, segment_settings(config, language_guidance=use_clip), encoder=encoder, clip=clip)
     to_dataset = np.array([names.index(n) for n in present])
     if dataset.predict_to_class is not None:
         to_dataset = dataset.predict_to_class[to_dataset]
@@ -93,8 +89,8 @@ def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = Tr
 
 def _bank(config: dict, names: list[str], encoder, clip, out: Path, progress: bool):
     """The config's saved bank, the one built into ``out`` before, or a new one (saved there)."""
-    from ..building import build_bank
-    from ..concepts import ConceptBank
+    from ..concepts import build_bank
+    from ..concepts.bank import ConceptBank
 
     path = Path(config["bank"]) if config["bank"] else out / "bank.safetensors"
     if config["bank"] or path.is_file():
@@ -110,25 +106,21 @@ def _bank(config: dict, names: list[str], encoder, clip, out: Path, progress: bo
 
 def checkpoint_predictor(config: dict, dataset, device):
     """A trained ReCo+ network (``config["checkpoint"]``) as :func:`reco_predictor` gives ReCo."""
-    from ..train.segmenter import ReCoPlusSegmenter, load_trained
+    from ..segment.predictor import load_predictor
 
-    model, meta = load_trained(config["checkpoint"], device)
-    if list(meta["class_names"]) != list(dataset.class_names):
-        raise InvalidInputError(f"{config['checkpoint']} predicts {len(meta['class_names'])} classes "
-                                f"({', '.join(meta['class_names'][:3])}, ...), not the {dataset.num_classes} of "
-                                f"{config['dataset']} ({', '.join(dataset.class_names[:3])}, ...)")
-    protocol = config["protocol"]
-    segmenter = ReCoPlusSegmenter(model, meta["class_names"], size=None if "crop" in protocol else protocol["resize"],
-                                  window=protocol.get("window"), stride=protocol.get("stride"), crf=config["crf"])
-    record = {"checkpoint": str(config["checkpoint"]), "sha256": meta["sha256"], "arch": meta["arch"],
-              "iteration": meta["iteration"]}
-    return DatasetPredictor(segmenter), {"reco_plus": record}
+    segmenter = load_predictor(config["checkpoint"], segment_settings(config), device=device)
+    names = segmenter.class_names
+    if names != list(dataset.class_names):
+        raise InvalidInputError(f"{config['checkpoint']} predicts {len(names)} classes ({', '.join(names[:3])}, ...), "
+                                f"not the {dataset.num_classes} of {config['dataset']} "
+                                f"({', '.join(dataset.class_names[:3])}, ...)")
+    return DatasetPredictor(segmenter), {"reco_plus": segmenter.record}
 
 
 def run_eval(config: dict, *, limit: int | None = None, device: str | None = None, progress: bool = True,
              batch_size: int = 8, workers: int | None = None, crf_workers: int | None = None) -> dict:
     """Evaluate ``config`` (see :func:`load_config`); returns and writes the results.
-    ``batch_size``, ``workers`` and ``crf_workers``: see :func:`reco.engine.predict_files`."""
+    ``batch_size``, ``workers`` and ``crf_workers``: see :func:`reco.segment.engine.predict_files`."""
     with exclusive(config["out"], what="running an evaluation in"):
         return _run_eval(config, limit=limit, device=device, progress=progress,
                          engine={"batch_size": batch_size, "workers": workers, "crf_workers": crf_workers})
@@ -137,12 +129,12 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
 def _run_eval(config: dict, *, limit: int | None, device: str | None, progress: bool, engine: dict) -> dict:
     from .. import __version__
     from ..data import open_dataset
-    from ..device import pick_device
-    from ..engine import predict_files
-    from ..geometry import centre_crop_label
-    from ..metrics import MeanIoU
-    from ..imageio import upright_size
-    from ..outputs import read_label_png, save_label_png
+    from ..core.device import pick_device
+    from ..segment.engine import predict_files
+    from ..core.geometry import centre_crop_label
+    from ..core.metrics import MeanIoU
+    from ..core.imageio import upright_size
+    from ..segment.outputs import read_label_png, save_label_png
 
     dataset = open_dataset(config["dataset"])
     out = prepare_run(config)

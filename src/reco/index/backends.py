@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..core.errors import InvalidInputError
 
 RECALL_K = 50
 

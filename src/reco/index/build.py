@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..errors import InvalidInputError, ModelMismatchError
-from ..paths import exclusive
+from ..core.errors import InvalidInputError, ModelMismatchError
+from ..core.paths import exclusive
 from . import store
 from .shards import ItemDataset, ShardWriter, collate, embed_rows, shard_batches, unfinished_shards
 from .sources import SourceItem, list_source
@@ -70,7 +70,7 @@ def build_index(
     Resumable: run again after an interruption and it continues with the first unfinished
     shard. Unreadable images are skipped and listed in ``skipped.parquet``.
     """
-    from ..device import pick_device
+    from ..core.device import pick_device
     from ..models import create_model
 
     if index_type not in ("flat", "ivfpq"):
@@ -112,7 +112,7 @@ def _build(out: Path, model, source, items, index_type, engine, batch_size, num_
 def _embed_shards(items, model, out, shard_size, batch_size, num_workers, progress) -> None:
     from tqdm.auto import tqdm
 
-    from ..processes import bound_to_this_process
+    from ..core.processes import bound_to_this_process
 
     batches = shard_batches(len(items), shard_size, batch_size, unfinished_shards(out, len(items), shard_size))
     if not batches:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import EmptyInputError, InputNotFoundError, InvalidInputError, ModelMismatchError
-from ..retrieval import Hit
+from ..core.errors import EmptyInputError, InputNotFoundError, InvalidInputError, ModelMismatchError
+from .retrieval import Hit
 from . import store
 
 
@@ -100,7 +100,7 @@ class ImageIndex:
     def embed_query(self, query) -> torch.Tensor:
         from PIL import Image
 
-        from ..prompts import text_embeddings
+        from ..models.prompts import text_embeddings
 
         if isinstance(query, str):
             return text_embeddings(self.clip, [query])[0]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..paths import atomic_path
+from ..core.paths import atomic_path
 from . import store
 from .backends import StreamingExact, ivfpq_params, trained_ivfpq, training_rows, tune_nprobe
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..errors import MissingDependencyError, ModelMismatchError
+from ..core.errors import MissingDependencyError, ModelMismatchError
 from .shards import ShardWriter, embed_rows, read_item, shard_batches, unfinished_shards
 from .sources import SourceItem
 

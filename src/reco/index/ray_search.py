@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidInputError, MissingDependencyError
+from ..core.errors import InvalidInputError, MissingDependencyError
 
 
 class _PartSearcher:

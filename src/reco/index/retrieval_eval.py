@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputNotFoundError, InvalidInputError
+from ..core.errors import InputNotFoundError, InvalidInputError
 
 #: The two "crane" (134 bird, 517 machine) and two "maillot" (638, 639) classes.
 AMBIGUOUS = (134, 517, 638, 639)
@@ -40,7 +40,7 @@ def evaluate_retrieval(index, root: str | Path, k: int = 50, class_names: list[s
     """
     from tqdm.auto import tqdm
 
-    from ..prompts import text_embeddings
+    from ..models.prompts import text_embeddings
 
     wnids = wnid_folders(root)
     if class_names is None:

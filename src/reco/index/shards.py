@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ImageLoadError
+from ..core.errors import ImageLoadError
 from . import store
 from .sources import SourceItem
 
@@ -21,8 +21,8 @@ from .sources import SourceItem
 def read_item(item: SourceItem, preprocess, blank_shape: tuple[int, int, int]) -> tuple[torch.Tensor, dict]:
     """Decode and preprocess one item -> (input tensor, table row). An unreadable item gives a
     blank tensor and a row with ok=False and the reason."""
-    from ..geometry import MAX_ASPECT_RATIO
-    from ..imageio import decode_image
+    from ..core.geometry import MAX_ASPECT_RATIO
+    from ..core.imageio import decode_image
 
     row = {"id": item.id, "path": item.display_path}
     try:

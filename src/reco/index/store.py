@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..paths import atomic_write_bytes
+from ..core.paths import atomic_write_bytes
 
 FORMAT = "reco.image_index/2"
 #: Formats this version opens: 1 differs only in keeping IVF-PQ lists inside ivfpq.faiss.
@@ -126,7 +126,7 @@ def finalize(root: Path, n_shards: int) -> tuple[int, int]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from ..paths import atomic_path
+    from ..core.paths import atomic_path
 
     count = skipped = 0
     with contextlib.ExitStack() as stack:

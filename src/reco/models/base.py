@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError
+from ..core.errors import InvalidInputError
 from .spec import ModelSpec
 from .weights import ResolvedWeights
 

@@ -1,4 +1,4 @@
-"""CLIP towers through open_clip, with MaskCLIP-style dense features (DESIGN.md §1.7; ViT towers
+"""CLIP towers through open_clip, with MaskCLIP-style dense features (docs/method.md §7; ViT towers
 also the later variants of :mod:`reco.models.dense_clip`)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidInputError, WeightsMismatchError
+from ..core.errors import InvalidInputError, WeightsMismatchError
 from .base import RecoModel
 from .spec import ModelSpec
 from .weights import ResolvedWeights, load_state_dict

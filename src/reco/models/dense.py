@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import WeightsMismatchError
+from ..core.errors import WeightsMismatchError
 from .base import RecoModel, resize_abs_pos_embed
 from .spec import ModelSpec
 from .weights import ResolvedWeights, load_state_dict

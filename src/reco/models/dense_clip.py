@@ -1,5 +1,5 @@
 """Training-free dense CLIP for open_clip ViT towers: the tower runs unchanged up to its last
-block, whose attention is replaced (DESIGN.md §1.7). Modes (:data:`DENSE_CLIP_MODES`):
+block, whose attention is replaced (docs/method.md §7). Modes (:data:`DENSE_CLIP_MODES`):
 
 - ``maskclip`` (Zhou et al. 2022, the paper's): value path only, ``out_proj(v)``; no residual,
   no feed-forward network.

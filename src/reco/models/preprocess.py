@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from PIL import Image
 
-from ..errors import InvalidInputError
+from ..core.errors import InvalidInputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,7 +46,7 @@ class PreprocessCfg:
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as TF
 
-        from ..imageio import to_rgb
+        from ..core.imageio import to_rgb
 
         image = to_rgb(image)
         mode = InterpolationMode(self.interpolation)

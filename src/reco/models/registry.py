@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 
-from ..errors import InvalidInputError, UnknownModelError
+from ..core.errors import InvalidInputError, UnknownModelError
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessCfg
 from .spec import ModelSpec
 

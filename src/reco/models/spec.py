@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..core.errors import InvalidInputError
 from .preprocess import PreprocessCfg
 
 KINDS = ("clip", "dense")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InvalidInputError, WeightsNotFoundError
-from ..paths import weights_cache_dir
+from ..core.errors import InvalidInputError, WeightsNotFoundError
+from ..core.paths import weights_cache_dir
 from .spec import ModelSpec
 
 SPEC_PREFIXES = ("hf-hub:", "local-dir:", "file:")

@@ -1,1 +1,1 @@
-"""ReCo+: a segmenter distilled from ReCo's pseudo-labels (DESIGN.md §1.9)."""
+"""ReCo+: a segmenter distilled from ReCo's pseudo-labels (docs/method.md §9)."""

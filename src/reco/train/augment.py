@@ -77,7 +77,7 @@ class PairAugment:
         """(normalised (3, crop, crop) tensor, (crop, crop) int64 label)."""
         from torchvision.transforms import functional as TF
 
-        from .model import MEAN, STD
+        from ..models.reco_plus import MEAN, STD
 
         image, label_image = self.geometric(image, Image.fromarray(label.astype(np.uint8), mode="L"), g)
         image = self.photometric(image, g)

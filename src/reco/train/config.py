@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import bounded, validate
-from ..errors import ConfigError
+from ..core.config import bounded, validate
+from ..core.errors import ConfigError
 
 
 @dataclass
@@ -73,7 +73,7 @@ TRAIN_DEFAULTS = {
 
 def load_train_config(path, overrides=None) -> dict:
     """A ReCo+ config over :data:`TRAIN_DEFAULTS` (``--set`` overrides, $VARIABLES expanded)."""
-    from ..config import expand_paths, read_config
+    from ..core.config import expand_paths, read_config
 
     config = read_config(path, TRAIN_DEFAULTS, overrides)
     config["out"] = config["out"] or f"runs/{config['name']}"

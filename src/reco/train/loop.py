@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import InputNotFoundError, InvalidInputError
-from ..paths import exclusive
+from ..core.errors import InputNotFoundError, InvalidInputError
+from ..core.paths import exclusive
 
 
 def _mix(*values: int) -> int:
@@ -54,8 +54,8 @@ class PseudoLabelSet(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, key):
-        from ..geometry import centre_crop, resize_shorter_side
-        from ..imageio import load_image, read_label_map
+        from ..core.geometry import centre_crop, resize_shorter_side
+        from ..core.imageio import load_image, read_label_map
 
         index, sample_key = key
         image_path, label_path = self.items[index]
@@ -78,7 +78,7 @@ def training_items(config: dict) -> tuple[list[tuple[Path, Path]], list[str]]:
     """(image, pseudo-label) pairs of the training split (less the images ``reco pseudo-label``
     could not read), and the class names."""
     from ..data import open_dataset
-    from .pseudo_label import read_skipped
+    from ..data.pseudo_labels import read_skipped
 
     dataset = open_dataset(config["train_dataset"])
     labels = Path(config["pseudo_labels"])
@@ -94,7 +94,7 @@ def training_items(config: dict) -> tuple[list[tuple[Path, Path]], list[str]]:
 def check_label_values(paths: list[Path], num_classes: int) -> None:
     """Refuse, before training starts, a pseudo-label holding a value that is neither a class
     index below ``num_classes`` nor the ignore value 255 (it would fail mid-run, or train wrongly)."""
-    from ..imageio import read_label_map
+    from ..core.imageio import read_label_map
 
     for path in paths:
         values = np.unique(read_label_map(path))
@@ -106,7 +106,7 @@ def check_label_values(paths: list[Path], num_classes: int) -> None:
 
 def initial_model(config: dict, num_classes: int, pretrained: bool = True):
     """The network before training: seeded random head (and encoder unless pretrained weights load)."""
-    from .model import build_reco_plus
+    from ..models.reco_plus import build_reco_plus
 
     torch.manual_seed(_mix(config["train"]["seed"], 0xC0FFEE))
     m = config["model"]
@@ -128,9 +128,9 @@ def validate(model, config: dict, limit: int | None = None) -> float:
     """mIoU (%) of ``model`` on the validation split under the paper's protocol (with DenseCRF
     when ``train.val_crf``, as the published code selects its best checkpoint)."""
     from ..data import open_dataset
-    from ..geometry import centre_crop, centre_crop_label
-    from ..metrics import MeanIoU
-    from .segmenter import ReCoPlusSegmenter
+    from ..core.geometry import centre_crop, centre_crop_label
+    from ..core.metrics import MeanIoU
+    from ..segment.reco_plus import ReCoPlusSegmenter
 
     dataset = open_dataset(config["val_dataset"])
     t = config["train"]
@@ -162,10 +162,10 @@ def _train(config: dict, *, resume: bool = False, device: str | None = None, pro
     from tqdm.auto import tqdm
 
     from ..data import open_dataset
-    from ..device import pick_device
-    from ..processes import bound_to_this_process
+    from ..core.device import pick_device
+    from ..core.processes import bound_to_this_process
     from .augment import PairAugment
-    from .model import save_checkpoint
+    from ..models.reco_plus import save_checkpoint
 
     t, m = config["train"], config["model"]
     rank, world = _distributed()

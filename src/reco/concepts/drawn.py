@@ -1,0 +1,89 @@
+"""Concepts from drawings (one-shot): a user paints over what they mean on a photo, names it, and
+the features under the paint become the concept, as for a masked exemplar.
+
+What counts as painted: every pixel the brush touched, and the inside of every closed outline
+(so tracing around an object selects the object). The features are the encoder's on the whole
+photo at the segmenter's working size; a patch belongs to the drawing when the paint fills half
+of it, or, for a thin drawing, the patches it fills most (:func:`~reco.concepts.labelled.class_patches`).
+Several drawings of one concept pool their patches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..core.errors import EmptyInputError, InvalidInputError
+
+#: The longest concept name a drawing may have.
+MAX_NAME_LENGTH = 64
+
+
+def painted_mask(paint: np.ndarray) -> np.ndarray:
+    """(H, W) bool from a brush layer: an (H, W, 4) RGBA layer (painted where alpha > 0) or an
+    (H, W[, C]) mask image (painted where non-zero); closed outlines are filled."""
+    from scipy.ndimage import binary_fill_holes
+
+    paint = np.asarray(paint)
+    if paint.ndim == 3:
+        painted = paint[..., 3] > 0 if paint.shape[2] == 4 else paint.any(axis=2)
+    elif paint.ndim == 2:
+        painted = paint > 0
+    else:
+        raise InvalidInputError(f"a drawing is an (H, W) mask or an (H, W, 4) brush layer, got shape {paint.shape}")
+    return binary_fill_holes(painted)
+
+
+def check_name(name: str | None) -> str:
+    """A drawing's concept name, stripped; one-line errors for an empty, comma-holding or overlong one."""
+    name = (name or "").strip()
+    if not name:
+        raise EmptyInputError("name the concept you painted")
+    if "," in name:
+        raise InvalidInputError(f"a concept name may not hold a comma (it separates names): {name[:40]!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidInputError(f"a concept name has at most {MAX_NAME_LENGTH} characters, this one {len(name)}")
+    return name
+
+
+def drawing_features(encoder, image, mask: np.ndarray, size: int | None) -> torch.Tensor:
+    """(M, D) raw features of the patches under ``mask`` ((H, W) bool, the image's size) on the
+    whole ``image`` at shorter side ``size``; EmptyInputError when nothing is painted."""
+    from ..core.geometry import label_fractions
+    from ..models.inputs import full_frame_features
+    from .labelled import class_patches
+
+    if mask.shape != (image.height, image.width):
+        raise InvalidInputError(f"the drawing is {mask.shape[1]}x{mask.shape[0]}, the photo "
+                                f"{image.width}x{image.height}")
+    if not mask.any():
+        raise EmptyInputError("the drawing is empty: paint over what you mean first")
+    label = torch.from_numpy(mask.astype(np.int64))
+    fractions = label_fractions(label, size, encoder.patch_size, 2)
+    patches = class_patches(fractions)[1].flatten()
+    feats = full_frame_features(encoder, image, size).flatten(1).T  # (gh*gw, D)
+    return feats[patches.to(feats.device)].float().cpu()
+
+
+def empty_bank(encoder):
+    """A bank without concepts for ``encoder``, with the settings of exemplar banks."""
+    from .builder import ConceptBankBuilder
+    from .settings import BankSettings
+
+    return ConceptBankBuilder(encoder, settings=BankSettings.for_source("exemplars"), progress=False).new_bank()
+
+
+def with_drawn_concept(bank, encoder, name: str, drawings: list[torch.Tensor]):
+    """A copy of ``bank`` holding concept ``name`` made from all ``drawings`` ((M_i, D) features
+    each) as ``bank`` makes concepts from masked exemplars (its recorded prototype settings), in
+    place of the concept of that name if it has one."""
+    from .bank import ConceptBank
+    from .builder import ConceptBankBuilder
+
+    concept = ConceptBankBuilder.for_bank(bank, encoder, progress=False).pooled_concept(
+        name, torch.cat(drawings), "drawing", [])
+    concepts = [concept if c.name == name else c for c in bank.concepts.values()]
+    grown = ConceptBank(bank.provenance, concepts, bank.context)
+    if name not in bank:
+        grown.add(concept)
+    return grown

@@ -1,0 +1,142 @@
+"""How concepts are built: one frozen settings record, the single home of every default.
+
+A bank records its settings in its provenance (:meth:`BankSettings.provenance`), and concepts
+added to it later are built with the same ones (:meth:`BankSettings.from_provenance`). The CLI,
+the eval configs (``concepts:``), the web app and the demo all start from these defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from ..core.errors import ConfigError
+
+#: Models used when none is named: the dense encoder with weights that ship offline, and the
+#: paper's dense CLIP.
+DEFAULT_ENCODER = "dinov2-vits14"
+DEFAULT_CLIP = "clip-rn50x16"
+#: The paper's context concepts, built first and in this order.
+DEFAULT_CONTEXT = ("tree", "sky", "building", "road", "person")
+#: How archive and exemplar images are resized to ``image_size`` (reco: bicubic; the published
+#: code: bilinear, torchvision's default).
+ARCHIVE_RESAMPLES = ("bicubic", "bilinear")
+#: What the dense CLIP's inputs are normalised with: ``"clip"`` (CLIP's own mean/std) or
+#: ``"imagenet"`` (the published code gave every network ImageNet-normalised images).
+CLIP_NORMALISATIONS = ("clip", "imagenet")
+#: Ways to make a concept's prototypes (implemented by :func:`reco.concepts.prototypes.make_prototypes`).
+PROTOTYPE_METHODS = ("mean", "kmeans", "memory", "seeds")
+#: Where a source's defaults differ from the paper's (names through retrieval): exemplar folders
+#: and labelled datasets have no text, so no language guidance; their prototypes are the patch
+#: memory that measured best on real photos (docs/camvid.md); labelled datasets use whole frames
+#: at the Segmenter's size.
+SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "names": {},
+    "exemplars": {"language_guidance": False, "context_elimination": False, "prototypes": "memory"},
+    "labelled": {"language_guidance": False, "context_elimination": False, "prototypes": "memory", "image_size": 448},
+}
+
+
+@dataclass(frozen=True)
+class BankSettings:
+    """Parameters of concept building (docs/method.md §3-5, §10).
+
+    ``n_seeds``: seed pixels per archive image; ``archive_size``: images retrieved per named
+    concept; ``image_size``: square side of archive images (labelled datasets: shorter side of
+    whole frames); ``language_guidance`` / ``context_elimination``: the paper's pixel weights;
+    ``context``: the context concepts; ``rephrase``: a shipped map name, a YAML file or a
+    mapping of name -> prompt (kept resolved, as a mapping); ``published_code_compat``: the
+    published code's co-segmentation slicing; ``archive_resample`` (:data:`ARCHIVE_RESAMPLES`)
+    and ``clip_normalisation`` (:data:`CLIP_NORMALISATIONS`; the Segmenter follows the bank's);
+    ``prototypes`` / ``n_prototypes``: how a concept's prototypes are made (``"mean"``: the paper's single reference); ``seed``: every random choice;
+    ``per_class``: images per class of a labelled dataset.
+    """
+
+    n_seeds: int = 1
+    archive_size: int = 50
+    image_size: int = 320
+    language_guidance: bool = True
+    context_elimination: bool = True
+    context: tuple[str, ...] = DEFAULT_CONTEXT
+    rephrase: Any = None
+    published_code_compat: bool = False
+    archive_resample: str = "bicubic"
+    clip_normalisation: str = "clip"
+    prototypes: str = "mean"
+    n_prototypes: int = 256
+    seed: int = 0
+    per_class: int = 10
+
+    def __post_init__(self):
+        from .rephrase import load_rephrase
+
+        for name in ("n_seeds", "archive_size", "image_size", "n_prototypes", "per_class"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("seed", self.seed, minimum=0)
+        for name in ("language_guidance", "context_elimination", "published_code_compat"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"concept setting {name} must be true or false, got {getattr(self, name)!r}")
+        for name, allowed in (("prototypes", PROTOTYPE_METHODS), ("archive_resample", ARCHIVE_RESAMPLES),
+                              ("clip_normalisation", CLIP_NORMALISATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"concept setting {name} must be one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, name)!r}")
+        object.__setattr__(self, "context", _names_tuple(self.context))
+        rephrase = self.rephrase if isinstance(self.rephrase, dict) else load_rephrase(self.rephrase)
+        object.__setattr__(self, "rephrase", dict(rephrase))
+
+    @classmethod
+    def for_source(cls, source: str, **overrides) -> "BankSettings":
+        """The defaults of ``source`` ("names", "exemplars" or "labelled") with ``overrides``
+        (None values are ignored, so unset command-line options keep the defaults)."""
+        if source not in SOURCE_DEFAULTS:
+            raise ConfigError(f"unknown concept source {source!r}; choose one of {', '.join(SOURCE_DEFAULTS)}")
+        return cls(**SOURCE_DEFAULTS[source]).with_overrides(**overrides)
+
+    @classmethod
+    def from_provenance(cls, provenance: dict) -> "BankSettings":
+        """The settings a bank recorded (keys it lacks, from older versions, take the defaults)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in provenance.items() if k in known})
+
+    def with_overrides(self, **overrides) -> "BankSettings":
+        """A copy with the given (non-None) values replaced; unknown names are an error."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown concept settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **given) if given else self
+
+    def provenance(self) -> dict:
+        """JSON-ready record written into a bank."""
+        record = asdict(self)
+        record["context"] = list(self.context)
+        return record
+
+    def differences(self, provenance: dict) -> list[str]:
+        """Setting names whose value ``provenance`` records differently (absent keys never differ)."""
+        recorded = BankSettings.from_provenance(provenance)
+        return [f.name for f in fields(self) if f.name in provenance
+                and getattr(recorded, f.name) != getattr(self, f.name)]
+
+    def input_normalisation(self, model_role: str) -> str:
+        """The :data:`reco.models.inputs.NORMALISATIONS` entry for the ``"encoder"`` or ``"clip"`` inputs."""
+        return "imagenet" if model_role == "clip" and self.clip_normalisation == "imagenet" else "model"
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"concept setting {name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _names_tuple(value) -> tuple[str, ...]:
+    """Context concepts from a list or a comma-separated string ('tree, sky'); () for none."""
+    if value is None:
+        return ()
+    if not isinstance(value, (str, list, tuple)):  # a mapping would pass as its keys
+        raise ConfigError(f"concept setting context must be a list of names, got {value!r}")
+    items = value.split(",") if isinstance(value, str) else list(value)
+    if not all(isinstance(n, str) and n.strip() for n in items):
+        raise ConfigError(f"concept setting context must be a list of names, got {value!r}")
+    return tuple(n.strip() for n in items)

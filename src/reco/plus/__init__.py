@@ -1,1 +1,0 @@
-"""Old name of :mod:`reco.train` (ReCo+), kept for users' code."""
