@@ -7,25 +7,37 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-STAMP  := $(VENV)/.reco-installed
+# Each target installs only what it runs: the demo (torch, reco, the DINOv2 importer, the index,
+# the sample photos), the web app (+ Gradio), everything else (+ tests, training, Ray, DenseCRF).
+DEMO_STAMP := $(VENV)/.reco-demo
+WEB_STAMP  := $(VENV)/.reco-web
+STAMP      := $(VENV)/.reco-installed
 
 .PHONY: demo web test test-slow bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml requirements/samples.txt | $(PY)
+$(DEMO_STAMP): pyproject.toml requirements/samples.txt | $(PY)
 	$(PIP) install $(TORCH)
-	$(PIP) install -e ".[dev,index,distributed,crf,web,train]"
+	$(PIP) install -e ".[onnx,index]"
 	$(PIP) install --no-deps -r requirements/samples.txt
+	touch $@
+
+$(WEB_STAMP): $(DEMO_STAMP)
+	$(PIP) install -e ".[onnx,index,web]"
+	touch $@
+
+$(STAMP): $(WEB_STAMP)
+	$(PIP) install -e ".[dev,index,distributed,crf,web,train]"
 	touch $@
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/reco demo
 
-web: $(STAMP)
+web: $(WEB_STAMP)
 	$(VENV)/bin/reco demo --web
 
 test: $(STAMP)

@@ -72,12 +72,13 @@ def isolated_registry(monkeypatch):
     return registry
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def demo_bank(tmp_path_factory):
     """The demo's exemplar bank (face / animal / background) with the real DINOv2 ViT-S/14 weights."""
     require_offline_weights()
     from reco.concepts import ConceptBankBuilder
-    from reco.app.demo import SEGMENT_SIZE, write_exemplar_folders
+    from reco.app.demo import write_exemplar_folders
+    from reco.segment.settings import DEFAULT_SIZE as SEGMENT_SIZE
     from reco.models import create_model
 
     root = tmp_path_factory.mktemp("bank")
@@ -87,7 +88,7 @@ def demo_bank(tmp_path_factory):
     return bank.save(root / "demo.safetensors")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser(tmp_path_factory):
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and chromedriver):

@@ -1,6 +1,7 @@
 """``reco eval --config``: an end-to-end run on a generated Cityscapes miniature with tiny models."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,44 @@ def test_every_shipped_config_loads_and_names_what_it_reproduces(monkeypatch):
         assert get_spec(config["models"]["encoder"]).kind == "dense", path  # a registered model
         assert get_spec(config["models"]["clip"]).kind == "clip", path  # (a CLIP may name a +variant)
         assert config["index"].startswith("/indexes/imagenet-train-clip-"), path
+
+
+def test_config_defaults_come_from_their_schemas_and_pass_their_own_checks():
+    from dataclasses import dataclass, field
+
+    from reco.core.config import bounded, schema_defaults, validate
+    from reco.evaluation.config import DEFAULTS, EvalSchema
+    from reco.train.config import TRAIN_DEFAULTS, TrainSchema
+
+    @dataclass(kw_only=True)
+    class Inner:
+        size: int = bounded(1, default=3)
+
+    @dataclass(kw_only=True)
+    class Outer:
+        inner: Inner
+        tags: list = field(default_factory=lambda: ["a"])
+
+    assert schema_defaults(Outer) == {"inner": {"size": 3}, "tags": ["a"]}
+    assert schema_defaults(Outer)["tags"] is not schema_defaults(Outer)["tags"]  # fresh per call
+
+    @dataclass(kw_only=True)
+    class Undeclared:
+        size: int
+
+    with pytest.raises(TypeError, match="Undeclared.size declares no default"):
+        schema_defaults(Undeclared)
+    assert DEFAULTS == schema_defaults(EvalSchema) and DEFAULTS["protocol"] == {"resize": 320, "crop": 320}
+    assert DEFAULTS["models"]["encoder"] == "deit-s16-sin" and TRAIN_DEFAULTS["train"]["iterations"] == 20000
+    validate({**DEFAULTS, "dataset": "voc:root=/data"}, EvalSchema)
+    validate({**TRAIN_DEFAULTS, "train_dataset": "a", "val_dataset": "b"}, TrainSchema)
+
+
+def test_eval_configs_segment_in_float32_unless_amp_is_asked_for(tmp_path, monkeypatch):
+    from reco.evaluation.config import load_config, segment_settings
+
+    monkeypatch.setenv("RECO_DATA", "/data")
+    monkeypatch.setenv("RECO_INDEX", "/indexes")
+    repo = Path(__file__).resolve().parents[1]
+    assert segment_settings(load_config(repo / "configs" / "reco-cityscapes27.yaml")).amp is False  # as published
+    assert segment_settings(load_config(repo / "configs" / "reco-cityscapes27.yaml", ["amp=true"])).amp is True

@@ -311,6 +311,37 @@ def test_truncate_framing_is_the_published_geometry(tmp_path):
     assert not torch.allclose(padded.probabilities(padded.encode(image)), expected, atol=1e-3)  # a different path
 
 
+def test_truncate_framing_feeds_the_resnet_clip_the_whole_frame():
+    """Published (KITTI-STEP at full resolution): the ViT encoder's patch embedding drops the pixels
+    past its last whole patch, but the ResNet CLIP RN50x16 is fed the whole frame, unpadded."""
+    from PIL import Image
+
+    from reco.concepts.bank import Concept, ConceptBank, model_record
+    from reco.segment.segmenter import Segmenter
+
+    from reco.models import create_model
+
+    encoder, clip = create_model("tiny-vit"), create_model("tiny-clip-rn")
+    rng = torch.Generator().manual_seed(0)
+    bank = ConceptBank({"encoder": model_record(encoder), "clip": model_record(clip)},
+                       [Concept(n, torch.randn(encoder.embed_dim, generator=rng), "x",
+                                text_embedding=torch.randn(clip.embed_dim, generator=rng)) for n in ("a", "b")])
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (75, 101, 3), dtype=np.uint8))
+    for framing, clip_input, encoder_input in (("truncate", (75, 101), (72, 96)), ("pad", (96, 128), (80, 104))):
+        seen = {}
+        for name, model in (("clip", clip), ("encoder", encoder)):
+            original = model.dense_features
+            model.dense_features = (lambda original, name: lambda x, *a: (seen.__setitem__(name, tuple(x.shape[-2:])),
+                                                                           original(x, *a))[1])(original, name)
+        try:
+            segmenter = Segmenter(bank, encoder, clip, size=None, framing=framing)
+            probabilities = segmenter.probabilities(segmenter.encode(image))
+        finally:
+            del clip.dense_features, encoder.dense_features
+        assert seen == {"clip": clip_input, "encoder": encoder_input}, framing
+        assert probabilities.shape == (2, 75, 101)
+
+
 # ---- 5. the COCO-Stuff image list ------------------------------------------------------------------
 
 

@@ -845,3 +845,24 @@ def test_an_input_whose_output_name_is_too_long_is_skipped_and_the_rest_written(
     assert "output name would be 257 bytes long" in captured.err and "Traceback" not in captured.err
     assert "wrote 1 label maps" in captured.out and "1 inputs skipped" in captured.out
     assert (tmp_path / "out" / "short.png").is_file()
+
+
+def test_dataset_images_are_read_as_stored_like_their_label_maps(tmp_path, bank_path, monkeypatch):
+    """A dataset photo with EXIF orientation: its label map is drawn on the stored pixels (as the
+    published code reads both), so eval, training and labelled banks read it unrotated; user
+    photos (`reco segment`) stay upright (test_phone_photos_are_read_upright_everywhere)."""
+    from reco.data import open_dataset
+    from reco.segment import engine
+
+    config = _one_photo_eval(tmp_path, bank_path, (60, 40), protocol={"resize": 20})
+    (tmp_path / "data" / "images" / "a.png").unlink()
+    _phone_photo(tmp_path / "data" / "images" / "a.jpg")  # stored 60 wide, 40 tall; upright 40x60
+    seen = []
+    frames = engine._Frames.__getitem__
+    monkeypatch.setattr(engine._Frames, "__getitem__",
+                        lambda self, i: (lambda out: (seen.append(out[1].shape if out[1] is not None else out[2]), out)[1])(
+                            frames(self, i)))
+    assert main(["eval", "--config", str(config), "--no-progress", "--workers", "0"]) == 0
+    assert seen == [(40, 60, 3)]  # the stored 60x40 frame (the segmenter resizes it), not the upright 40x60
+    sample = open_dataset(f"folder:root={tmp_path / 'data'}")[0]
+    assert sample["image"].size == (60, 40) and tuple(sample["label"].shape) == (40, 60)

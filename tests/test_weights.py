@@ -153,3 +153,25 @@ def test_cli_exits_2_with_one_line_when_offline():
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("reco: error: no weights for model 'clip-vit-l14-336'")
     assert "Traceback" not in proc.stderr
+
+
+def test_the_published_checkpoint_name_and_its_pickled_arguments_are_accepted(tmp_path):
+    """deit_s_sin_dist.pth as the published code's release names it, in the cache folder, holding
+    its training arguments (an argparse.Namespace) beside the weights."""
+    import argparse
+    from dataclasses import replace
+
+    model = reco.create_model("tiny-vit")
+    spec = replace(get_spec("tiny-vit"), name="tiny-vit-published", random_init=False,
+                   weight_files=get_spec("deit-s16-sin").weight_files)
+    path = weights_cache_dir(spec.name) / "deit_s_sin_dist.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.vit.state_dict(), "args": argparse.Namespace(lr=5e-4, epochs=300)}, path)
+    resolved = resolve_weights(spec)
+    assert resolved.source.kind == "local-dir" and resolved.path == path
+    loaded = load_state_dict(path)
+    assert set(loaded) == set(model.vit.state_dict()) and torch.equal(loaded["pos_embed"], model.vit.pos_embed)
+
+    torch.save({"model": model.vit.state_dict(), "args": argparse.Namespace(hook=_NotATensor())}, tmp_path / "x.pth")
+    with pytest.raises(WeightsNotFoundError, match="weights_only"):  # only the Namespace itself is allowed
+        load_state_dict(tmp_path / "x.pth")

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.paths import OutputLedger, output_folder
+from ..segment.settings import DEFAULT_SIZE, SegmentSettings
 
 DEMO_ENCODER = "dinov2-vits14"
 DEMO_CLIP = "clip-vit-b16"
@@ -31,7 +32,6 @@ EXEMPLARS = {
     "background": [("quokka", "outside"), ("grass", "all"), ("gravel", "all"), ("brick", "all")],
     "face": [("astronaut", None), ("camera", None), ("grace_hopper", None)],
 }
-SEGMENT_SIZE = 448
 
 
 @dataclass
@@ -142,7 +142,7 @@ def _exemplar(out: Path, ledger, encoder, progress: bool) -> DemoResult:
     root = write_exemplar_folders(ledger.claim(out / "exemplars"))
     # one mean reference per concept: the demo's concepts have one to four photos each
     bank, _ = build_bank(encoder=encoder, exemplars=root, progress=progress,
-                         settings={"image_size": SEGMENT_SIZE, "prototypes": "mean"})
+                         settings={"image_size": DEFAULT_SIZE, "prototypes": "mean"})
     return _segment_and_draw(out, ledger, bank, encoder, None, list(TARGETS), "exemplar")
 
 
@@ -154,7 +154,7 @@ def _segment_and_draw(out: Path, ledger, bank, encoder, clip, targets, path_name
     from ..core.viz import overlay_with_legend, side_by_side
 
     result = DemoResult(path_name, bank.save(ledger.claim(out / "concepts.safetensors")))
-    segmenter = load_predictor(bank, encoder=encoder, clip=clip, size=SEGMENT_SIZE)
+    segmenter = load_predictor(bank, SegmentSettings(), encoder=encoder, clip=clip)  # reco's defaults
     panels = []
     for name in targets:
         image = load_image(sample_path(name))

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..segment.settings import DEFAULT_SIZE, SegmentSettings
 from ..core.errors import (
     BusyError,
     ConfigError,
@@ -67,7 +68,8 @@ class SegmentationService:
     """Loads each source (concept bank or ReCo+ checkpoint) and its models once and answers
     segmentation, drawing and grid requests. Thread-safe.
 
-    ``models``: ReCo+ checkpoints by display name; the new bank for drawings uses reco's default
+    ``settings``: how photos are segmented (:class:`~reco.segment.settings.SegmentSettings`,
+    default reco's). ``models``: ReCo+ checkpoints by display name; the new bank for drawings uses reco's default
     encoder (whose weights ship offline). ``index``: an image index folder; concept
     names typed that a bank lacks are then built from it (retrieval + co-segmentation) and kept
     for later requests. Concepts drawn in the app go into ``drawn_dir``/<source>.safetensors, a
@@ -75,7 +77,7 @@ class SegmentationService:
     """
 
     def __init__(self, banks: dict[str, Path], *, models: dict[str, Path] | None = None, device: str | None = None,
-                 index: str | Path | None = None, max_pixels: int = WEB_MAX_PIXELS, size: int = 448,
+                 index: str | Path | None = None, max_pixels: int = WEB_MAX_PIXELS, settings=None,
                  drawn_dir: str | Path = "outputs/web"):
         from ..core.device import pick_device
 
@@ -86,7 +88,8 @@ class SegmentationService:
         self.device = pick_device(device)
         self.index = index
         self.max_pixels = max_pixels
-        self.size = size
+        self.settings = settings or SegmentSettings()  # how every bank segments (ReCo+ models: their training size)
+        self.size = self.settings.working_size(DEFAULT_SIZE)  # drawings are encoded as the segmenter sees photos
         self.drawn_dir = Path(drawn_dir)
         self._models: dict[str, object] = {}
         self._segmenters: dict[str, object] = {}
@@ -119,15 +122,15 @@ class SegmentationService:
                 raise EmptyInputError("the new bank has no concepts yet: paint one below and add it first")
             if bank_name.startswith(MODEL_PREFIX) and bank_name[len(MODEL_PREFIX):] in self.models:
                 self._segmenters[bank_name] = load_predictor(self.models[bank_name[len(MODEL_PREFIX):]],
-                                                             device=self.device)
+                                                             self.settings, device=self.device)
                 return self._segmenters[bank_name]
             if bank_name not in self.banks:
                 raise UnknownConceptError(f"no concept bank {bank_name!r}; available: {', '.join(self.sources)}")
             bank = ConceptBank.load(self.banks[bank_name])
             clip_record = bank.provenance.get("clip")
             self._segmenters[bank_name] = load_predictor(
-                bank, encoder=self._model(bank.provenance["encoder"]["name"]),
-                clip=self._model(clip_record["name"]) if clip_record else None, size=self.size, device=self.device)
+                bank, self.settings, encoder=self._model(bank.provenance["encoder"]["name"]),
+                clip=self._model(clip_record["name"]) if clip_record else None, device=self.device)
             return self._segmenters[bank_name]
 
     def concepts(self, bank_name: str) -> list[str]:
@@ -257,7 +260,7 @@ class SegmentationService:
             if segmenter is None:
                 from ..segment.predictor import load_predictor
 
-                self._segmenters[bank_name] = load_predictor(grown, encoder=encoder, size=self.size, device=self.device)
+                self._segmenters[bank_name] = load_predictor(grown, self.settings, encoder=encoder, device=self.device)
             else:
                 segmenter.bank = grown  # requests running meanwhile keep the bank they started with
         patches = sum(len(p) for p in pool)

@@ -87,7 +87,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
     first, _ = builder().build_from_labelled(train, per_class)
     encode_start = time.perf_counter()
     multi = Segmenter(first, encoder, size=SIZE, scales=SCALES, progress=False)
-    embeddings = [multi.encode(load_image(path)) for _, path, _ in val.files]
+    embeddings = [multi.encode(load_image(path, upright=False)) for _, path, _ in val.files]
     encode_seconds = (time.perf_counter() - encode_start) / n_val
     single = [replace(e, others=[]) for e in embeddings]
 
@@ -132,7 +132,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
             bank.context.update(context_refs)
         start = time.perf_counter()
         for c, name in enumerate(train.class_names):
-            images = [load_image(train.files[i][1]) for i in archives[c]]
+            images = [load_image(train.files[i][1], upright=False) for i in archives[c]]
             if images:
                 bank.add(b.concept_from_images(name, images, [str(train.files[i][1]) for i in archives[c]], bank))
         record("coseg", option, bank, single, build_seconds=time.perf_counter() - start)

@@ -60,7 +60,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
     for name, dataset in tests.items():
         start = time.perf_counter()
         segmenter = Segmenter(default[0], encoder, size=SIZE, scales=SCALES, progress=False)
-        embeddings[name] = [segmenter.encode(load_image(path)) for _, path, _ in dataset.files]
+        embeddings[name] = [segmenter.encode(load_image(path, upright=False)) for _, path, _ in dataset.files]
         encode_seconds[name] = (time.perf_counter() - start) / len(dataset)
     rows = []
 

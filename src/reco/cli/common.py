@@ -127,14 +127,13 @@ def preset_option(parser) -> None:
                         help="models and settings of a named recipe (docs/reco_v2.md); options given explicitly win")
 
 
-def apply_preset(args) -> dict:
-    """Fill ``args.encoder`` and ``args.clip`` left unset from ``args.preset``, else reco's defaults;
-    returns the preset (empty without one) for the caller's other settings."""
+def preset_models(args) -> tuple[dict, str, str]:
+    """(the preset of ``args.preset``, empty without one; the encoder and CLIP names): the options'
+    own, else the preset's, else reco's defaults."""
     from ..concepts.settings import DEFAULT_CLIP, DEFAULT_ENCODER
     from ..core.presets import get_preset
 
     preset = get_preset(args.preset) if args.preset else {}
     models = preset.get("models", {})
-    args.encoder = args.encoder or models.get("encoder") or DEFAULT_ENCODER
-    args.clip = args.clip or models.get("clip") or DEFAULT_CLIP
-    return preset
+    return (preset, args.encoder or models.get("encoder") or DEFAULT_ENCODER,
+            args.clip or models.get("clip") or DEFAULT_CLIP)

@@ -6,13 +6,13 @@ import argparse
 import sys
 
 from .common import (
-    apply_preset,
     device_options,
     json_option,
     non_negative_int,
     positive_int,
     preset_option,
     print_json,
+    preset_models,
     settings_from,
     weight_options,
 )
@@ -107,16 +107,15 @@ def build_and_save(args: argparse.Namespace) -> None:
         raise ConfigError("--append adds to the bank at --out, --overwrite replaces it: give one")
     if not args.append:
         refuse_to_replace(out, args.overwrite, "--append to add to it")
-    given_encoder = args.encoder
-    preset = apply_preset(args)
-    if given_encoder is None and not args.preset:
+    preset, encoder_name, clip_name = preset_models(args)
+    if args.encoder is None and not args.preset:
         raise ConfigError("give --encoder (e.g. dinov2-vits14) or --preset")
     settings = settings_from(args, SETTING_OPTIONS)
     if args.names is not None:  # the preset's concept settings are for concepts from names
         settings = {**preset.get("concepts", {}), **settings}
     device = pick_device(args.device)
-    encoder = create_model(args.encoder, weights=args.encoder_weights, device=device)
-    clip = create_model(args.clip, weights=args.clip_weights, device=device) if args.names is not None else None
+    encoder = create_model(encoder_name, weights=args.encoder_weights, device=device)
+    clip = create_model(clip_name, weights=args.clip_weights, device=device) if args.names is not None else None
     with exclusive(out, folder=False, what="writing the bank"):
         bank = ConceptBank.load(out, encoder=encoder) if args.append else None
         context = ConceptBank.load(args.context_bank, encoder=encoder) if args.context_bank else None

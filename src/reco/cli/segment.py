@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 import sys
 
 from .common import (
     EXIT_USAGE,
-    apply_preset,
+    preset_models,
     device_options,
     engine_options,
     engine_settings,
@@ -70,10 +71,11 @@ def run(args: argparse.Namespace) -> int:
     from ..core.paths import exclusive
 
     names = _names(args.concepts)
-    _use_preset(args)
+    choices = _choices(args)
+
     def make_plan():
-        return plan_outputs(args.inputs, args.out, _run_record(args, names), overwrite=args.overwrite,
-                            probabilities=args.save_probabilities)
+        return plan_outputs(args.inputs, args.out, _run_record(args, names, choices.options),
+                            overwrite=args.overwrite, probabilities=args.save_probabilities)
 
     source = args.model or args.bank
     ready = source is not None and Path(source).is_file()  # else a bank still to build from --concepts/--index
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             from ..segment.prediction import select_concepts
 
             select_concepts(names, ConceptBank.load(args.bank).names)
-    predictor = _predictor(args)
+    predictor = _predictor(args, choices)
     if not ready:
         plan = make_plan()
     todo = [job for job in plan.jobs if not job.done]
@@ -113,21 +115,36 @@ def run(args: argparse.Namespace) -> int:
     return 0 if n_written or not (todo or plan.skipped) else EXIT_USAGE
 
 
-def _use_preset(args: argparse.Namespace) -> None:
-    """The preset's models, working size, windows, self-support and CRF switch where the options
-    leave them unset; its concept settings (``args.bank_settings``) for a bank built from names."""
-    preset = apply_preset(args)
+@dataclass(frozen=True)
+class _Choices:
+    """What the options ask for, the preset filling in what they leave unset."""
+
+    encoder: str
+    clip: str
+    settings: "SegmentSettings"  # how to segment
+    bank_settings: dict  # for a bank built from --concepts
+    options: dict  # the effective options, as the run record keeps them
+
+
+def _choices(args: argparse.Namespace) -> _Choices:
+    from ..segment.settings import SegmentSettings
+
+    preset, encoder, clip = preset_models(args)
     segment = preset.get("segment", {})
-    args.size = args.size or segment.get("size")
-    if args.window is None and args.stride is None:  # windows as a pair: --window alone strides by half
-        args.window, args.stride = segment.get("window"), segment.get("stride")
-    if args.self_support is None:
-        args.self_support = preset.get("self_support")
-    args.no_crf = args.no_crf or preset.get("crf") is False
-    args.bank_settings = preset.get("concepts", {})
+    windows = (args.window, args.stride)
+    if windows == (None, None):  # windows as a pair: --window alone strides by half
+        windows = (segment.get("window"), segment.get("stride"))
+    options = {"size": args.size or segment.get("size"), "scales": args.scales,
+               "self_support": preset.get("self_support") if args.self_support is None else args.self_support,
+               "window": windows[0], "stride": windows[1], "no_crf": args.no_crf or preset.get("crf") is False,
+               "no_language_guidance": args.no_language_guidance}
+    given = {k: options[k] for k in ("size", "window", "stride", "scales", "self_support") if options[k] is not None}
+    settings = SegmentSettings(language_guidance=not args.no_language_guidance, crf=not options["no_crf"],
+                               amp=not args.no_amp).with_overrides(**given)
+    return _Choices(encoder, clip, settings, preset.get("concepts", {}), options)
 
 
-def _run_record(args: argparse.Namespace, names) -> dict:
+def _run_record(args: argparse.Namespace, names, options: dict) -> dict:
     """What makes the outputs: a rerun with the same record skips the images already done."""
     from pathlib import Path
 
@@ -135,8 +152,7 @@ def _run_record(args: argparse.Namespace, names) -> dict:
 
     source = Path(args.model or args.bank)
     return {"source": str(source.resolve()), "sha256": file_sha256(source), "concepts": names,
-            **{k: getattr(args, k) for k in ("size", "scales", "self_support", "window", "stride", "no_crf",
-                                             "no_language_guidance")}}
+            **options}
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -145,7 +161,7 @@ def _names(text: str | None) -> list[str] | None:
     return parse_concept_names(text) if text else None
 
 
-def _predictor(args: argparse.Namespace):
+def _predictor(args: argparse.Namespace, choices: _Choices):
     """ReCo with --bank (built first from --concepts and --index when missing), ReCo+ with --model."""
     from pathlib import Path
 
@@ -160,22 +176,12 @@ def _predictor(args: argparse.Namespace):
     device = pick_device(args.device)
     models = {}
     if args.bank is not None and args.index is not None and not Path(args.bank).exists():
-        models = _build_bank(args, device)
-    return load_predictor(args.model or args.bank, _segment_settings(args), device=device,
+        models = _build_bank(args, device, choices)
+    return load_predictor(args.model or args.bank, choices.settings, device=device,
                           encoder_weights=args.encoder_weights, clip_weights=args.clip_weights, **models)
 
 
-def _segment_settings(args: argparse.Namespace):
-    """The SegmentSettings the options (and the preset, applied before) ask for."""
-    from ..segment.settings import SegmentSettings
-
-    given = {"size": args.size, "window": args.window, "stride": args.stride, "scales": args.scales,
-             "self_support": args.self_support}
-    return SegmentSettings(language_guidance=not args.no_language_guidance, crf=not args.no_crf,
-                           amp=not args.no_amp).with_overrides(**{k: v for k, v in given.items() if v is not None})
-
-
-def _build_bank(args: argparse.Namespace, device) -> dict:
+def _build_bank(args: argparse.Namespace, device, choices: _Choices) -> dict:
     """``--concepts A,B --index DIR``: build the bank from names once, save it at --bank, and
     return its models for the segmenter."""
     from ..concepts import build_bank
@@ -184,9 +190,9 @@ def _build_bank(args: argparse.Namespace, device) -> dict:
 
     if not args.concepts:
         raise ConfigError("--index needs --concepts 'A,B' to build the bank from names")
-    encoder = create_model(args.encoder, weights=args.encoder_weights, device=device)
-    clip = create_model(args.clip, weights=args.clip_weights, device=device)
-    settings = {**args.bank_settings, **({"language_guidance": False} if args.no_language_guidance else {})}
+    encoder = create_model(choices.encoder, weights=args.encoder_weights, device=device)
+    clip = create_model(choices.clip, weights=args.clip_weights, device=device)
+    settings = {**choices.bank_settings, **({"language_guidance": False} if args.no_language_guidance else {})}
     bank, report = build_bank(encoder=encoder, clip=clip, names=args.concepts, index=args.index, settings=settings,
                               quiet=True)
     bank.save(args.bank)

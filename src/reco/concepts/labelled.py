@@ -119,7 +119,7 @@ def _image_pixels(builder, dataset, i: int, classes: list[int], report) -> dict[
         return {int(c): pixels for c, pixels in kept.items()}
     _, image_path, _ = dataset.files[i]
     label = dataset.label(i)
-    image = load_image(image_path)
+    image = load_image(image_path, upright=False)  # labels are drawn on the stored pixels
     if (image.height, image.width) != tuple(label.shape):
         report.skip(image_path, f"image is {image.width}x{image.height}, its label {label.shape[1]}x{label.shape[0]}")
         return {}

@@ -116,11 +116,27 @@ def expand_paths(config: dict, keys, strict: bool = True) -> dict:
 # and no dependency is added for ~60 lines.
 
 
-def bounded(minimum=None, maximum=None, *, above=None):
-    """A schema field with a range: ``minimum <= v <= maximum`` and ``v > above`` (schemas are
-    never instantiated: the default None only lets fields come in any order)."""
+def bounded(minimum=None, maximum=None, *, above=None, default=None):
+    """A schema field with a range: ``minimum <= v <= maximum`` and ``v > above``, and its default."""
     meta = {k: v for k, v in (("min", minimum), ("max", maximum), ("above", above)) if v is not None}
-    return dataclasses.field(default=None, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def schema_defaults(schema) -> dict:
+    """The defaults a schema's fields declare, a nested schema without one as its own defaults:
+    a config's defaults, written once beside their types (schemas are never instantiated)."""
+    hints = typing.get_type_hints(schema)
+    out = {}
+    for f in dataclasses.fields(schema):
+        if f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        elif f.default is not dataclasses.MISSING:
+            out[f.name] = copy.deepcopy(f.default)
+        elif dataclasses.is_dataclass(hints[f.name]):
+            out[f.name] = schema_defaults(hints[f.name])
+        else:
+            raise TypeError(f"{schema.__name__}.{f.name} declares no default")
+    return out
 
 
 def validate(data: dict, schema, where: str = "") -> None:

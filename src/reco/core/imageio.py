@@ -43,8 +43,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS,
-                 max_aspect_ratio: float | None = None) -> Image.Image:
-    """Decode image bytes fully as 8-bit RGB, upright (EXIF orientation applied); raise
+                 max_aspect_ratio: float | None = None, upright: bool = True) -> Image.Image:
+    """Decode image bytes fully as 8-bit RGB, upright (EXIF orientation applied; ``upright=False``:
+    as stored, as a dataset's label maps are drawn); raise
     ImageLoadError naming ``name`` otherwise, also for more than ``max_pixels`` pixels or, when
     given, an aspect ratio over ``max_aspect_ratio`` (both checked before decoding: callers that
     resize the shorter side pass :data:`~reco.core.geometry.MAX_ASPECT_RATIO`)."""
@@ -55,7 +56,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE
     with _image_errors(name, max_pixels), Image.open(io.BytesIO(data)) as image:
         _check_size(name, image.width, image.height, max_pixels, max_aspect_ratio)
         image.load()
-        return to_rgb(ImageOps.exif_transpose(image))
+        return to_rgb(ImageOps.exif_transpose(image) if upright else image)
 
 
 def check_image_file(file: str | Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
@@ -99,13 +100,14 @@ def _check_size(name: str, width: int, height: int, max_pixels: int, max_aspect_
         raise ImageLoadError(f"{name}: {problem}")
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, max_aspect_ratio: float | None = None) -> Image.Image:
-    """Open ``path`` fully as upright 8-bit RGB (see :func:`decode_image`); raise ImageLoadError
-    with the reason otherwise."""
+def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, max_aspect_ratio: float | None = None,
+               upright: bool = True) -> Image.Image:
+    """Open ``path`` fully as 8-bit RGB, upright unless ``upright=False`` (see :func:`decode_image`);
+    raise ImageLoadError with the reason otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"{path}: no such file")
-    return decode_image(path.read_bytes(), str(path), max_pixels, max_aspect_ratio)
+    return decode_image(path.read_bytes(), str(path), max_pixels, max_aspect_ratio, upright)
 
 
 def upright_size(path: str | Path) -> tuple[int, int]:

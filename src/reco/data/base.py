@@ -99,4 +99,4 @@ class SegmentationDataset:
 
         name, image_path, _ = self.files[i]
         label = self.label(i)
-        return {"image": load_image(image_path), "label": label, "name": name}
+        return {"image": load_image(image_path, upright=False), "label": label, "name": name}  # as labelled

@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import yaml
 
 from ..concepts.settings import BankSettings
-from ..core.config import bounded, validate
+from ..core.config import bounded, schema_defaults, validate
 from ..segment.crf import CRF_VARIANTS
 from ..core.errors import ConfigError
 from ..core.paths import output_folder
 
-DEFAULTS = {
-    "name": None,
-    "reproduces": None,
-    "paper": {},
-    "dataset": None,
-    "protocol": {"resize": 320, "crop": 320},
-    "index": None,
-    "bank": None,
-    "labelled": None,
-    "models": {"encoder": "deit-s16-sin", "encoder_weights": None, "clip": "clip-rn50x16", "clip_weights": None},
-    "concepts": {**BankSettings().provenance(), "rephrase": None},  # BankSettings' defaults
-    "crf": True,
-    "crf_variant": "reco",
-    "self_support": 0.0,
-    "checkpoint": None,
-    "preset": None,
-    "reference": {},
-    "out": None,
-}
-@dataclass
+@dataclass(kw_only=True)
 class ProtocolSchema:
     """``resize``: shorter side (null: full resolution); ``crop``: centre crop after it (the
     paper's); ``window``/``stride``: sliding windows; ``scales``: multi-scale factors;
@@ -49,35 +30,41 @@ class ProtocolSchema:
     framing: Literal["pad", "truncate"] | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelsSchema:
-    encoder: str
-    encoder_weights: str | None
-    clip: str | None
-    clip_weights: str | None
+    encoder: str = "deit-s16-sin"
+    encoder_weights: str | None = None
+    clip: str | None = "clip-rn50x16"
+    clip_weights: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvalSchema:
-    """The types and ranges of :data:`DEFAULTS` (``concepts`` is checked by BankSettings)."""
+    """The keys of an eval config, their types, ranges and defaults (``concepts`` is checked by
+    BankSettings; ``protocol`` defaults to the paper's: shorter side 320, centre crop 320)."""
 
-    name: str | None
-    reproduces: str | None
-    paper: dict
-    dataset: str
-    protocol: ProtocolSchema
-    index: str | None
-    bank: str | None
-    labelled: str | None
+    name: str | None = None
+    reproduces: str | None = None
+    paper: dict = field(default_factory=dict)
+    dataset: str = None  # required: load_config names it when missing
+    protocol: ProtocolSchema = field(default_factory=lambda: {"resize": 320, "crop": 320})
+    index: str | None = None
+    bank: str | None = None
+    labelled: str | None = None
     models: ModelsSchema
-    concepts: dict
-    crf: bool
-    crf_variant: Literal[CRF_VARIANTS]
-    self_support: float = bounded(0, 1)
+    concepts: dict = field(default_factory=lambda: {**BankSettings().provenance(), "rephrase": None})
+    crf: bool = True
+    crf_variant: Literal[CRF_VARIANTS] = "reco"
+    self_support: float = bounded(0, 1, default=0.0)
+    amp: bool = False  # float32, as the published code ran; true: float16 autocast on a GPU
     checkpoint: str | None = None
     preset: str | None = None
-    reference: dict | None = None
+    reference: dict | None = field(default_factory=dict)
     out: str | None = None
+
+
+#: An eval config's defaults (from :class:`EvalSchema`).
+DEFAULTS = schema_defaults(EvalSchema)
 
 
 def _check_protocol(path, protocol: dict) -> None:
@@ -110,7 +97,7 @@ def segment_settings(config: dict, language_guidance: bool = True):
                            stride=protocol.get("stride"), scales=tuple(protocol.get("scales") or (1.0,)),
                            self_support=config.get("self_support") or 0.0, crf=config["crf"],
                            crf_variant=config.get("crf_variant") or "reco", framing=protocol.get("framing") or "pad",
-                           language_guidance=language_guidance)
+                           amp=bool(config.get("amp")), language_guidance=language_guidance)
 
 
 #: Keys that may change between runs into the same folder (they do not change any prediction).

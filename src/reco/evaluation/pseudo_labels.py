@@ -80,7 +80,7 @@ def _make_pseudo_labels(config: dict, *, out: str | Path | None, limit: int | No
     written = 0
     for result in predict_files(predict.predictor, todo, prepare=protocol_preparer(reco["protocol"]),
                                 concepts=predict.concepts, progress=progress,
-                                desc=f"pseudo-labels {config['name']}", **engine):
+                                desc=f"pseudo-labels {config['name']}", upright=False, **engine):
         name = result.key
         if result.error is not None:
             print(f"skipped {result.error}", file=sys.stderr)

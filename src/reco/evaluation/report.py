@@ -26,7 +26,7 @@ def write_overview(results: dict, count: int = 4, path: str | Path | None = None
     rows = []
     for i in np.linspace(0, results["num_images"] - 1, min(count, results["num_images"])).round().astype(int):
         name, image_path, _ = dataset.files[i]
-        image, label = load_image(image_path), dataset.label(i)
+        image, label = load_image(image_path, upright=False), dataset.label(i)
         if "crop" in protocol:
             image = centre_crop(image, protocol["resize"], protocol["crop"])
             label = centre_crop_label(label, protocol["resize"], protocol["crop"])

@@ -133,7 +133,7 @@ def _run_eval(config: dict, *, limit: int | None, device: str | None, progress: 
     from ..segment.engine import predict_files
     from ..core.geometry import centre_crop_label
     from ..core.metrics import MeanIoU
-    from ..core.imageio import upright_size
+    from ..core.imageio import check_image_file
     from ..segment.outputs import read_label_png, save_label_png
 
     dataset = open_dataset(config["dataset"])
@@ -157,7 +157,7 @@ def _run_eval(config: dict, *, limit: int | None, device: str | None, progress: 
     def truth(i: int):
         label = dataset.label(i)
         name, image_path, label_path = dataset.files[i]
-        width, height = upright_size(image_path)
+        width, height = check_image_file(image_path)  # as stored: labels are drawn on the stored pixels
         if tuple(label.shape) != (height, width):  # never resized to fit: a wrong pairing would score silently
             raise InvalidInputError(f"{label_path}: label map is {label.shape[1]}x{label.shape[0]}, its image "
                                     f"{image_path} is {width}x{height}")
@@ -167,7 +167,8 @@ def _run_eval(config: dict, *, limit: int | None, device: str | None, progress: 
         metric.update(read_label_png(predictions / f"{name}.png"), truth(index[name]))
     start = time.perf_counter()
     for result in predict_files(predict.predictor, todo, prepare=protocol_preparer(protocol),
-                                concepts=predict.concepts, progress=progress, desc=config["name"], **engine):
+                                concepts=predict.concepts, progress=progress, desc=config["name"], upright=False,
+                                **engine):
         if result.error is not None:
             raise ImageLoadError(result.error)
         labels = predict.dataset_labels(result.prediction).labels

@@ -38,6 +38,12 @@ class RecoModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def takes_any_size(self) -> bool:
+        """True for a convolutional tower, whose dense features are defined for any input size
+        (a ViT needs a multiple of its patch size)."""
+        return False
+
     def preprocess(self, image) -> torch.Tensor:
         """PIL image -> (3, H, W) tensor with this model's resize, crop and normalisation."""
         return self.spec.preprocess(image)
@@ -84,7 +90,7 @@ class RecoModel(nn.Module):
             raise InvalidInputError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
         h, w = images.shape[-2:]
         p = self.patch_size
-        if h % p or w % p:
+        if (h % p or w % p) and not self.takes_any_size:
             raise InvalidInputError(
                 f"{self.name}: image size {h}x{w} is not a multiple of the patch size {p}; "
                 f"use model.preprocess or pad/crop to a multiple of {p}"

@@ -76,6 +76,12 @@ class ClipModel(RecoModel):
         tokens = texts if isinstance(texts, torch.Tensor) else self.tokenize(texts)
         return self.clip.encode_text(tokens.to(self.device), normalize=normalize)
 
+    @property
+    def takes_any_size(self) -> bool:
+        from open_clip.modified_resnet import ModifiedResNet
+
+        return isinstance(self.clip.visual, ModifiedResNet)
+
     def dense_features(self, images: torch.Tensor, mode: str | None = None) -> torch.Tensor:
         """Preprocessed images (N, 3, H, W) -> dense CLIP features (N, embed_dim, H/p, W/p), by
         ``mode`` (default: the model's, see :meth:`use_dense_mode`)."""

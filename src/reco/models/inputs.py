@@ -44,14 +44,14 @@ def unresized_input(model, image: Image.Image, normalisation: str = "model") -> 
     return preprocess_config(model, normalisation, size=None, crop="none")(image)
 
 
-def padded_features(model, crop: torch.Tensor, amp: bool = False) -> torch.Tensor:
+def padded_features(model, crop: torch.Tensor, amp: bool = False, pad: bool = True) -> torch.Tensor:
     """Dense features of a normalised (3, h, w) crop, or of a batch (N, 3, h, w) of crops of one
-    size, padded right/bottom to the model's patch multiple; with ``amp`` on a CUDA model the
-    encoder runs under float16 autocast."""
+    size, padded right/bottom to the model's patch multiple (``pad=False``: as given, for a model
+    that :attr:`takes_any_size`); with ``amp`` on a CUDA model the encoder runs under float16 autocast."""
     p = model.patch_size
     h, w = crop.shape[-2:]
     batch = crop if crop.ndim == 4 else crop[None]
-    padded = F.pad(batch, (0, (-w) % p, 0, (-h) % p))
+    padded = F.pad(batch, (0, (-w) % p, 0, (-h) % p)) if pad else batch
     device = model.device
     with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16,
                                          enabled=amp and device.type == "cuda"):

@@ -24,11 +24,13 @@ def _openai_clip(name, arch, embed_dim, patch, size, repo, description):
     )
 
 
-def _dense(name, builder, arch, embed_dim, patch, size, repo, description, arch_kwargs=(), importers=()):
+def _dense(name, builder, arch, embed_dim, patch, size, repo, description, arch_kwargs=(), importers=(),
+           extra_files=()):
     return ModelSpec(
         name=name, kind="dense", builder=builder, arch=arch, embed_dim=embed_dim, patch_size=patch,
         preprocess=PreprocessCfg(size, IMAGENET_MEAN, IMAGENET_STD, crop="patch", patch_multiple=patch),
         arch_kwargs=arch_kwargs, hub_repo=repo, importers=importers, description=description,
+        weight_files=("model.safetensors", "pytorch_model.bin", *extra_files),
     )
 
 
@@ -57,7 +59,8 @@ def builtin_specs() -> list[ModelSpec]:
                "timm/vit_base_patch8_224.dino", "DINO ViT-B/8"),
         _dense("deit-s16-sin", "timm_vit", "deit_small_distilled_patch16_224", 384, 16, 448, None,
                "DeiT-S/16 distilled, trained on Stylized ImageNet: the paper's encoder (weights from a local "
-               "file: the published deit_s_sin_dist.pth)"),
+               "file: the published deit_s_sin_dist.pth, also found under that name in the cache folder)",
+               extra_files=("deit_s_sin_dist.pth",)),
         _dense("mocov2-rn50", "torchvision_resnet", "resnet50", 2048, 32, 448, None,
                "ResNet-50 MoCo v2 (weights from a local file; dense features from the last stage)"),
         *tiny_specs(),

@@ -8,6 +8,7 @@ that touches the disk or the network.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import pickle
@@ -186,7 +187,9 @@ def resolve_weights(model: ModelSpec, weights: str | None = None) -> ResolvedWei
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from safetensors, or a torch file with ``weights_only=True``.
+    """Read a state dict from safetensors, or a torch file with ``weights_only=True`` (tensors,
+    containers and, as the published checkpoints hold their training arguments, ``argparse.Namespace``:
+    nothing else is unpickled).
 
     Unwraps ``state_dict`` / ``model`` / ``teacher`` containers and a ``module.`` prefix.
     """
@@ -201,7 +204,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise WeightsNotFoundError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())})") from None
     else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals([argparse.Namespace]):  # training scripts save their args
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as e:
             raise WeightsNotFoundError(
                 f"{path}: cannot be read as a weights_only torch checkpoint ({type(e).__name__}); "

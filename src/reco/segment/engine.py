@@ -46,8 +46,8 @@ class Result:
 class _Frames(torch.utils.data.Dataset):
     """(key, path) items -> (key, prepared uint8 array or None, error or None)."""
 
-    def __init__(self, items, prepare: Callable):
-        self.items, self.prepare = list(items), prepare
+    def __init__(self, items, prepare: Callable, upright: bool = True):
+        self.items, self.prepare, self.upright = list(items), prepare, upright
 
     def __len__(self) -> int:
         return len(self.items)
@@ -59,7 +59,8 @@ class _Frames(torch.utils.data.Dataset):
 
         key, path = self.items[i]
         try:
-            return key, np.asarray(self.prepare(load_image(path, max_aspect_ratio=MAX_ASPECT_RATIO))), None
+            image = load_image(path, max_aspect_ratio=MAX_ASPECT_RATIO, upright=self.upright)
+            return key, np.asarray(self.prepare(image)), None
         except RecoError as e:
             return key, None, str(e)
 
@@ -114,10 +115,12 @@ def _init_crf_worker(parent: int) -> None:
 
 def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts: list[str] | None = None,
                   batch_size: int = 8, workers: int | None = None, crf_workers: int | None = None,
-                  progress: bool | None = True, desc: str = "segmenting") -> Iterator[Result]:
+                  progress: bool | None = True, desc: str = "segmenting", upright: bool = True) -> Iterator[Result]:
     """Predict every ``(key, path)`` of ``items`` in order; yields a :class:`Result` per item.
 
     ``prepare``: a picklable function applied to each decoded PIL image in the workers;
+    ``upright``: apply EXIF orientation (photos; False for dataset images, whose labels are drawn
+    on the stored pixels);
     ``progress``: a bar (True or None: when on a terminal; False: never);
     ``batch_size``: images encoded together; ``workers``: decoding processes (default
     :func:`default_workers`); ``crf_workers``: DenseCRF processes when the predictor's CRF is on
@@ -140,7 +143,7 @@ def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts:
     crf_in_pool = ((batched or hasattr(predictor, "unfinished")) and getattr(predictor, "crf", False) and several
                    and (default_crf_workers() if crf_workers is None else crf_workers) > 0)
     variant = getattr(predictor, "crf_variant", "reco")
-    loader = torch.utils.data.DataLoader(_Frames(items, prepare), batch_size=batch_size, num_workers=workers,
+    loader = torch.utils.data.DataLoader(_Frames(items, prepare, upright), batch_size=batch_size, num_workers=workers,
                                          collate_fn=_as_list, prefetch_factor=2 if workers else None,
                                          worker_init_fn=bound_to_this_process() if workers else None)
     bar = tqdm(total=len(loader.dataset), desc=desc, unit="img", disable=True if progress is False else None)

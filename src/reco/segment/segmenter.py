@@ -61,7 +61,11 @@ def _upsample(grid_scores: torch.Tensor, patch: int, size: tuple[int, int], fram
 
 
 def _window_features(model, window: torch.Tensor, framing: str, amp: bool) -> torch.Tensor:
-    """Dense features of a normalised (3, h, w) window (or a batch of them), framed as ``framing`` says."""
+    """Dense features of a normalised (3, h, w) window (or a batch of them), framed as ``framing``
+    says (``"truncate"``, the published code's: a ViT sees the whole patches only, a convolutional
+    tower such as the ResNet CLIP the whole window)."""
+    if framing == "truncate" and model.takes_any_size:
+        return padded_features(model, window, amp, pad=False)
     if framing == "truncate":
         p = model.patch_size
         h, w = window.shape[-2:]

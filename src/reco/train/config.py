@@ -2,73 +2,59 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.config import bounded, validate
+from ..core.config import bounded, schema_defaults, validate
 from ..core.errors import ConfigError
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainSection:
-    iterations: int = bounded(1)
-    batch_size: int = bounded(1)
-    resize: int = bounded(1)
-    crop: int | None = bounded(1)
-    random_crop: int = bounded(1)
-    lr_head: float = bounded(above=0)
-    lr_backbone: float = bounded(0)
-    weight_decay: float = bounded(0)
-    poly_power: float = bounded(0)
-    checkpoint_every: int = bounded(1)
-    val_every: int = bounded(1)
+    iterations: int = bounded(1, default=20000)
+    batch_size: int = bounded(1, default=8)
+    resize: int = bounded(1, default=320)
+    crop: int | None = bounded(1, default=320)
+    random_crop: int = bounded(1, default=320)
+    lr_head: float = bounded(above=0, default=5e-4)
+    lr_backbone: float = bounded(0, default=5e-5)
+    weight_decay: float = bounded(0, default=2e-4)
+    poly_power: float = bounded(0, default=0.9)
+    checkpoint_every: int = bounded(1, default=1000)
+    val_every: int = bounded(1, default=1000)
     val_limit: int | None = bounded(1)
-    seed: int = bounded(0)
-    num_workers: int = bounded(0)
-    amp: bool = None
-    blur_p: float = bounded(0, 1)
-    val_crf: bool = None
+    seed: int = bounded(0, default=0)
+    num_workers: int = bounded(0, default=4)
+    amp: bool = True
+    blur_p: float = bounded(0, 1, default=0.5)
+    val_crf: bool = True
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelSection:
-    arch: str
-    encoder_weights: str | None
+    arch: str = "deeplabv3plus-resnet101"
+    encoder_weights: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainSchema:
-    """The types and ranges of :data:`TRAIN_DEFAULTS`."""
+    """The keys of a ReCo+ config, their types, ranges and defaults (the paper's training)."""
 
-    name: str | None
-    reproduces: str | None
-    paper: dict
-    reco: str | None
-    train_dataset: str
-    val_dataset: str
-    pseudo_labels: str | None
+    name: str | None = None
+    reproduces: str | None = None
+    paper: dict = field(default_factory=dict)
+    reco: str | None = None
+    train_dataset: str = None  # required, as val_dataset: load_train_config names them when missing
+    val_dataset: str = None
+    pseudo_labels: str | None = None
     model: ModelSection
     train: TrainSection
-    eval_checkpoint: str | None
-    out: str | None
+    eval_checkpoint: str | None = None
+    out: str | None = None
 
 
-TRAIN_DEFAULTS = {
-    "name": None,
-    "reproduces": None,
-    "paper": {},
-    "reco": None,
-    "train_dataset": None,
-    "val_dataset": None,
-    "pseudo_labels": None,
-    "model": {"arch": "deeplabv3plus-resnet101", "encoder_weights": None},
-    "train": {"iterations": 20000, "batch_size": 8, "resize": 320, "crop": 320, "random_crop": 320, "lr_head": 5e-4,
-              "lr_backbone": 5e-5, "weight_decay": 2e-4, "poly_power": 0.9, "checkpoint_every": 1000,
-              "val_every": 1000, "val_limit": None, "seed": 0, "num_workers": 4, "amp": True, "blur_p": 0.5,
-              "val_crf": True},
-    "eval_checkpoint": None,
-    "out": None,
-}
+#: A ReCo+ config's defaults (from :class:`TrainSchema`).
+TRAIN_DEFAULTS = schema_defaults(TrainSchema)
 
 
 def load_train_config(path, overrides=None) -> dict:

@@ -59,7 +59,7 @@ class PseudoLabelSet(torch.utils.data.Dataset):
 
         index, sample_key = key
         image_path, label_path = self.items[index]
-        image = load_image(image_path)
+        image = load_image(image_path, upright=False)  # pseudo-labels and labels are drawn on the stored pixels
         if self.crop is not None:
             image = centre_crop(image, self.resize, self.crop)
         label = read_label_map(label_path)
