@@ -222,3 +222,35 @@ def test_reco_plus_crf_runs_in_the_pool_with_the_same_labels(tmp_path, monkeypat
         assert r.prediction.concepts == ["c", "a"]
         assert torch.equal(r.prediction.labels, e.labels)
         torch.testing.assert_close(r.prediction.probabilities, e.probabilities, rtol=1e-4, atol=1e-5)
+
+
+def test_reco_segment_shows_a_progress_bar_on_a_terminal_even_one_without_a_size(tmp_path):
+    """A pty that reports 0x0 (a bare terminal, `script`): tqdm alone would print nothing."""
+    import pty
+
+    import reco
+
+    encoder = reco.create_model("tiny-vit")
+    bank = reco.ConceptBank({"encoder": reco.concepts.bank.model_record(encoder)},
+                            [reco.concepts.bank.Concept(n, torch.randn(encoder.embed_dim), "x") for n in ("a", "b")])
+    bank.save(tmp_path / "bank.safetensors")
+    (tmp_path / "photos").mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 60, 3), np.uint8)).save(tmp_path / "photos" / f"{i}.png")
+    main_fd, child_fd = pty.openpty()  # size 0x0 until someone sets it
+    run = subprocess.run([sys.executable, "-m", "reco.cli", "segment", str(tmp_path / "photos"), "--bank",
+                          str(tmp_path / "bank.safetensors"), "--out", str(tmp_path / "out"), "--no-crf"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=child_fd, timeout=120)
+    os.close(child_fd)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    assert run.returncode == 0
+    assert b"3/3" in shown and b"img/s" in shown, shown[-300:]

@@ -142,7 +142,12 @@ def _submit(driver, url, path, concepts="", source=None):
         box.clear()
         box.send_keys(concepts)
     driver.find_element(By.ID, "segment").click()
-    return _wait(lambda: driver.find_element(By.ID, "status").text.strip(), what="a status message")
+
+    def finished():  # the status, once Gradio's progress ("0/1 steps | ...") has left it
+        text = driver.find_element(By.ID, "status").text.strip()
+        return text if text and "steps |" not in text else None
+
+    return _wait(finished, what="a status message")
 
 
 def _overlay_size(driver):
@@ -171,6 +176,10 @@ def test_browser_uploads_a_photo_and_sees_the_overlay(server, browser, demo_bank
         assert _wait(lambda: _overlay_size(browser), what="the overlay") == image.size
     legend = browser.find_element(By.ID, "legend").text
     assert "background" in legend and "%" in legend
+    assert "DenseCRF off" in browser.find_element(By.ID, "intro").text  # the default, shown
+    assert not [e for e in browser.find_elements(By.ID, "overlays") if e.is_displayed()]  # one photo: no second copy
+    previews = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#preview img"), what="the preview")
+    assert {p.value_of_css_property("object-fit") for p in previews} == {"contain"}  # the whole photo, not a strip
     browser.find_element(By.ID, "show-grid").click()  # the first concept, "animal": the annotated quokka
     _wait(lambda: "grid of animal" in browser.find_element(By.ID, "grid-status").text, what="the grid")
     from reco.app.web import SegmentationService
@@ -269,3 +278,35 @@ def test_an_index_that_does_not_exist_is_refused_at_start(demo_bank, tmp_path):
 
     with pytest.raises(InputNotFoundError, match="--index .*nope: no such image index folder"):
         SegmentationService({"demo": demo_bank}, index=tmp_path / "nope")
+
+
+def test_web_and_cli_share_one_default_and_give_the_same_labels(tmp_path, capsys):
+    """Same photo, same bank: the web app and `reco segment` (both at their defaults) write the
+    same label map, and the page states those defaults."""
+    from reco.app.page import settings_line
+    from reco.app.web import SegmentationService, find_banks
+    from reco.cli import main
+    from reco.concepts import build_bank
+    from reco.models import create_model
+
+    for name in ("warm", "cold"):
+        (tmp_path / "ex" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.random.default_rng(hash((name, i)) % 100).integers(0, 255, (40, 48, 3), np.uint8)).save(
+                tmp_path / "ex" / name / f"{i}.png")
+    bank, _ = build_bank(encoder=create_model("tiny-vit"), exemplars=tmp_path / "ex", progress=False)
+    (tmp_path / "demo").mkdir()
+    path = bank.save(tmp_path / "demo" / "concepts.safetensors")
+    assert find_banks([path]) == {"demo": path}  # a bank called "concepts" is shown by its folder's name
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 255, (70, 90, 3), np.uint8)).save(photo)
+    service = SegmentationService(find_banks([path]))
+    _, _, _, (web_labels, _) = service.segment_to_files(photo, "demo", "", tmp_path / "web")
+    assert main(["segment", str(photo), "--bank", str(path), "--out", str(tmp_path / "cli")]) == 0
+    assert np.array_equal(np.asarray(Image.open(web_labels)), np.asarray(Image.open(tmp_path / "cli" / "photo.png")))
+    assert "DenseCRF off" in settings_line(service.settings) and "448" in settings_line(service.settings)
+    thick = np.zeros((70, 90), np.uint8)
+    thick[10:60, 20:70] = 255
+    thick[25:45, 35:55] = 0  # a 15-pixel band around a 20x20 inside
+    summary, _ = service.add_drawing("demo", Image.open(photo), thick, "spot")
+    assert summary.startswith("added 'spot' to demo") and "Note: the painted outline (2100 pixels)" in summary

@@ -420,3 +420,18 @@ def test_the_editor_checks_a_photo_from_its_header_before_gradio_decodes_it(tmp_
         assert (40, 30) not in decoded  # refused from the header: never decoded
     with pytest.raises(gr.Error, match="the photo in the editor: 40x30 is over"):  # a canvas export's bytes
         editor.convert_and_format_image(big.read_bytes())
+
+
+def test_a_thick_outline_around_a_small_inside_gets_a_warning():
+    from reco.concepts.drawn import outline_warning, painted_mask
+
+    def ring(width):
+        paint = np.zeros((100, 100), np.uint8)
+        paint[20:80, 20:80] = 255
+        paint[20 + width:80 - width, 20 + width:80 - width] = 0
+        return paint
+
+    assert outline_warning(ring(3)) is None and painted_mask(ring(3)).sum() == 60 * 60  # thin: fine
+    warning = outline_warning(ring(20))
+    assert warning.startswith("the painted outline (3200 pixels) is larger than what it encloses (400)")
+    assert outline_warning(np.pad(np.full((10, 10), 255, np.uint8), 5)) is None  # a filled blob has no inside

@@ -120,6 +120,15 @@ def limit_editor_pixels(editor, max_pixels: int):
     return editor
 
 
+def settings_line(settings) -> str:
+    """What the page segments with, as one line (the defaults of ``reco segment`` too)."""
+    from ..segment.settings import DEFAULT_SIZE
+
+    size = settings.working_size(DEFAULT_SIZE)
+    return (f"Segmentation: shorter side {size if size else 'as uploaded'} px, DenseCRF "
+            f"{'on' if settings.crf else 'off'} (the defaults of `reco segment`, so both give the same shares).")
+
+
 def build_app(service):
     """The Gradio Blocks page around ``service``."""
     import gradio as gr
@@ -132,7 +141,7 @@ def build_app(service):
 
     def on_segment(paths, source, concepts_text, progress=gr.Progress()):
         if not paths:
-            return None, "", [], None, "**Upload one or more photos first.**"
+            return None, "", gr.update(value=[], visible=False), None, "**Upload one or more photos first.**"
         out, gallery, files, lines, first = folders.new(), [], [], [], None
         for path, stem in zip(progress.tqdm(paths, desc="segmenting"), unique_stems(paths)):
             try:
@@ -146,7 +155,8 @@ def build_app(service):
             files += [str(p) for p in written]
             lines.append(f"Segmented {html.escape(summary)}")
         overlay, legend = first or (None, [])
-        return overlay, legend_html(legend), gallery, files or None, "<br>".join(lines)
+        several = gr.update(value=gallery, visible=len(gallery) > 1)  # one photo: the overlay above is all
+        return overlay, legend_html(legend), several, files or None, "<br>".join(lines)
 
     def on_add(editor, mask_file, source, name, progress=gr.Progress()):
         progress(0, desc="encoding the drawing")
@@ -178,11 +188,12 @@ def build_app(service):
         gr.Markdown("# reco: segment your photos into your concepts\n"
                     "Upload photos, pick a concept bank (or a trained ReCo+ model), optionally type the concepts "
                     "to use (comma-separated; empty = all of them), and press **Segment**. Below, make a new "
-                    "concept by painting over it on a photo.")
+                    "concept by painting over it on a photo.\n\n" + settings_line(service.settings),
+                    elem_id="intro")
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="Photos", type="filepath", file_count="multiple", elem_id="upload")
-                preview = gr.Gallery(label="Uploaded", columns=4, height=160, elem_id="preview")
+                preview = gr.Gallery(label="Uploaded", columns=4, height=200, object_fit="contain", elem_id="preview")
                 bank = gr.Dropdown(sources, value=sources[0], label="Concept bank or model", elem_id="bank")
                 concepts = gr.Textbox(label="Concepts", placeholder="e.g. face, animal", elem_id="concepts")
                 run = gr.Button("Segment", variant="primary", elem_id="segment")
@@ -190,7 +201,8 @@ def build_app(service):
             with gr.Column():
                 overlay = gr.Image(label="Overlay", type="pil", format="png", interactive=False, elem_id="overlay")
                 legend = gr.HTML(elem_id="legend")
-        overlays = gr.Gallery(label="Every photo: overlay and legend", columns=3, elem_id="overlays")
+        overlays = gr.Gallery(label="Every photo: overlay and legend", columns=3, height=320, object_fit="contain",
+                              visible=False, elem_id="overlays")
         downloads = gr.File(label="Downloads: label maps (<photo>.png) and overlays", file_count="multiple",
                             interactive=False, elem_id="downloads")
         with gr.Group():
@@ -198,7 +210,10 @@ def build_app(service):
                         "(a closed outline counts as its inside), name it and press **Add**. It joins the "
                         "chosen bank at once, saved as a copy (your bank files are never changed). Add more "
                         "drawings under the same name to widen it; undo the paint (↶) and paint the background "
-                        "too as `background`.")
+                        "too as `background`. Trace with a thin brush (the brush button sets its size): the "
+                        "outline's own pixels count as the concept, and a thick one around a small object is "
+                        "mostly its surroundings (the page warns when it is larger than its inside).",
+                        elem_id="draw-help")
             editor = limit_editor_pixels(gr.ImageEditor(
                 type="numpy", label="Photo to paint on", layers=False, transforms=(), elem_id="editor",
                 brush=gr.Brush(colors=[BRUSH_COLOUR], default_size=12, color_mode="fixed")), service.max_pixels)

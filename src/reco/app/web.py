@@ -29,6 +29,10 @@ WEB_MAX_PIXELS = 40_000_000
 WEB_MAX_FILE_MB = 20.0
 
 
+#: Bank file names that say nothing: such a bank is shown by its folder's name (outputs/demo -> "demo").
+GENERIC_BANK_NAMES = ("concepts", "bank")
+
+
 def find_banks(paths) -> dict[str, Path]:
     """Concept banks by display name from bank files and folders of ``*.safetensors`` banks."""
     banks: dict[str, Path] = {}
@@ -40,8 +44,8 @@ def find_banks(paths) -> dict[str, Path]:
         else:
             raise InputNotFoundError(f"{p}: no such concept bank or folder")
         for f in files:
-            label = f.stem if f.stem not in banks else f"{f.parent.name}/{f.stem}"
-            banks[label] = f
+            label = f.parent.name if f.stem in GENERIC_BANK_NAMES and f.parent.name else f.stem
+            banks[label if label not in banks else f"{f.parent.name}/{f.stem}"] = f
     if not banks:
         raise InputNotFoundError(f"no concept banks (*.safetensors) in {', '.join(map(str, paths))}: "
                                 "run `reco demo` or `reco concepts build` first")
@@ -227,7 +231,8 @@ class SegmentationService:
         :func:`reco.concepts.drawn.painted_mask`). A drawn concept of that name gains this drawing;
         any other concept of that name is refused. Saved atomically before it is used; returns a
         one-line summary and the bank file. Nothing changes when a RecoError is raised."""
-        from ..concepts.drawn import check_name, drawing_features, empty_bank, painted_mask, with_drawn_concept
+        from ..concepts.drawn import check_name, drawing_features, empty_bank, outline_warning, painted_mask
+        from ..concepts.drawn import with_drawn_concept
         from ..concepts.settings import DEFAULT_ENCODER
         from ..core.imageio import to_rgb
         from ..segment.prediction import as_pil_image
@@ -264,8 +269,9 @@ class SegmentationService:
             else:
                 segmenter.bank = grown  # requests running meanwhile keep the bank they started with
         patches = sum(len(p) for p in pool)
+        warning = outline_warning(paint)
         return (f"added {name!r} to {bank_name}: {len(pool)} drawing{'s' * (len(pool) > 1)}, {patches} patches; "
-                f"saved as {path.name}"), path
+                f"saved as {path.name}" + (f". Note: {warning}" if warning else "")), path
 
     def grid(self, bank_name: str, concept: str):
         """The co-segmentation grid of ``concept`` (its archive with similarity maps and seeds)."""

@@ -39,7 +39,8 @@ def register(sub) -> None:
     p.add_argument("--encoder", help=f"with --index: dense encoder (default {DEFAULT_ENCODER}, or the preset's)")
     p.add_argument("--clip", help=f"with --index: dense CLIP (default {DEFAULT_CLIP}, or the preset's)")
     preset_option(p)
-    p.add_argument("--no-crf", action="store_true", help="skip the DenseCRF refinement")
+    p.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None,
+                   help="DenseCRF refinement (default off, as in the web app and the library; +~1 s per photo)")
     p.add_argument("--no-language-guidance", action="store_true", help="skip the dense-CLIP factor")
     p.add_argument("--size", type=positive_int,
                    help="shorter side of the working image (default 448; with --model the training size, 320)")
@@ -136,7 +137,8 @@ def _choices(args: argparse.Namespace) -> _Choices:
         windows = (segment.get("window"), segment.get("stride"))
     options = {"size": args.size or segment.get("size"), "scales": args.scales,
                "self_support": preset.get("self_support") if args.self_support is None else args.self_support,
-               "window": windows[0], "stride": windows[1], "no_crf": args.no_crf or preset.get("crf") is False,
+               "window": windows[0], "stride": windows[1],
+               "no_crf": not (args.crf if args.crf is not None else preset.get("crf", SegmentSettings().crf)),
                "no_language_guidance": args.no_language_guidance}
     given = {k: options[k] for k in ("size", "window", "stride", "scales", "self_support") if options[k] is not None}
     settings = SegmentSettings(language_guidance=not args.no_language_guidance, crf=not options["no_crf"],

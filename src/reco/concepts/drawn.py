@@ -24,14 +24,31 @@ def painted_mask(paint: np.ndarray) -> np.ndarray:
     (H, W[, C]) mask image (painted where non-zero); closed outlines are filled."""
     from scipy.ndimage import binary_fill_holes
 
+    return binary_fill_holes(_brushed(paint))
+
+
+def outline_warning(paint: np.ndarray) -> str | None:
+    """A warning when the brush strokes of a closed outline cover more pixels than the inside they
+    enclose (the strokes count as the concept too, so a thick outline of a small object is mostly
+    its surroundings), else None."""
+    from scipy.ndimage import binary_fill_holes
+
+    brushed = _brushed(paint)
+    inside = int((binary_fill_holes(brushed) & ~brushed).sum())
+    band = int(brushed.sum())
+    if inside and band > inside:
+        return (f"the painted outline ({band} pixels) is larger than what it encloses ({inside}): its own pixels "
+                "count as the concept, so trace with a thinner brush, closer to the object")
+    return None
+
+
+def _brushed(paint: np.ndarray) -> np.ndarray:
     paint = np.asarray(paint)
     if paint.ndim == 3:
-        painted = paint[..., 3] > 0 if paint.shape[2] == 4 else paint.any(axis=2)
-    elif paint.ndim == 2:
-        painted = paint > 0
-    else:
-        raise InvalidInputError(f"a drawing is an (H, W) mask or an (H, W, 4) brush layer, got shape {paint.shape}")
-    return binary_fill_holes(painted)
+        return paint[..., 3] > 0 if paint.shape[2] == 4 else paint.any(axis=2)
+    if paint.ndim == 2:
+        return paint > 0
+    raise InvalidInputError(f"a drawing is an (H, W) mask or an (H, W, 4) brush layer, got shape {paint.shape}")
 
 
 def check_name(name: str | None) -> str:

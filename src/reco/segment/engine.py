@@ -65,6 +65,19 @@ class _Frames(torch.utils.data.Dataset):
             return key, None, str(e)
 
 
+def _bar_size() -> dict:
+    """tqdm's bar size: its own, unless stderr is a terminal that reports no size (a bare pty),
+    where tqdm would print nothing at all: then 80x24."""
+    import os
+    import sys
+
+    try:
+        blank = sys.stderr.isatty() and os.get_terminal_size(sys.stderr.fileno()).columns == 0
+    except (OSError, ValueError, AttributeError):
+        blank = False
+    return {"ncols": 80, "nrows": 24} if blank else {}
+
+
 def _as_list(batch):
     return batch
 
@@ -146,7 +159,8 @@ def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts:
     loader = torch.utils.data.DataLoader(_Frames(items, prepare, upright), batch_size=batch_size, num_workers=workers,
                                          collate_fn=_as_list, prefetch_factor=2 if workers else None,
                                          worker_init_fn=bound_to_this_process() if workers else None)
-    bar = tqdm(total=len(loader.dataset), desc=desc, unit="img", disable=True if progress is False else None)
+    bar = tqdm(total=len(loader.dataset), desc=desc, unit="img", disable=True if progress is False else None,
+               **_bar_size())
     pool, threads = None, torch.get_num_threads()
     if crf_in_pool:
         import multiprocessing
