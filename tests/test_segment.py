@@ -179,7 +179,7 @@ def test_cli_segment_builds_a_bank_from_names_and_writes_outputs(tmp_path, capsy
 
     from reco.index import build_index
 
-    source = make_collection(tmp_path / "collection", n=40)
+    source = make_collection(tmp_path / "collection", n=8)  # archives of 8 images (40 cost 10 s of co-segmentation)
     index = build_index(source, "tiny-clip", tmp_path / "idx", progress=False, num_workers=0)
     images = tmp_path / "images"
     images.mkdir()
