@@ -164,6 +164,7 @@ def test_frozen_encoder_student_trains_only_its_decoder_on_whole_frames(data):
 def test_frozen_encoder_student_output_is_finer_than_its_patches():
     from reco.models.reco_plus import build_reco_plus
 
+    torch.manual_seed(0)  # the decoder's random start: not whatever tests ran before left
     model = build_reco_plus("tiny-vit-light", 3, "default")
     model.train()
     assert not model.encoder.training and model.low_level.training
@@ -181,7 +182,8 @@ def test_frozen_encoder_student_output_is_finer_than_its_patches():
     image[..., 20:] = 2.0  # an edge at column 20, inside the patch of columns 16-23
     with torch.no_grad():
         logits = model(image)[0]
-    assert (logits[:, 20, 17] - logits[:, 20, 22]).abs().max() > 1e-3
+    # constant features alone give the same logits at every pixel: any difference comes from the RGB branch
+    assert (logits[:, 20, 17] - logits[:, 20, 22]).abs().max() > 1e-5
 
 
 def test_whole_frame_pseudo_labels_keep_the_teachers_protocol_and_must_match_their_image(data, tmp_path):
