@@ -140,11 +140,12 @@ def test_bench_models_quick_writes_json(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(suite, "MODELS", ("tiny-vit", "clip-vit-b32"))  # the second has no weights here
     assert main(["bench", "models", "--quick", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "models.json").read_text())
+    result = json.loads((tmp_path / "models_quick.json").read_text())
     rows = {r["model"]: r for r in result["rows"]}
     assert rows["tiny-vit"]["images_per_second"] > 0 and rows["tiny-vit"]["weights"] == "random init"
     assert rows["clip-vit-b32"]["weights"].startswith("random (no weights here")
     assert "dense_features throughput" in capsys.readouterr().out
+    assert not (tmp_path / "models.json").exists()  # a quick run never replaces the full figures
 
 
 def test_bench_pipeline_quick_writes_the_ratios(tmp_path, capsys, monkeypatch):
@@ -154,7 +155,7 @@ def test_bench_pipeline_quick_writes_the_ratios(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(suite, "SIDE", 64)
     monkeypatch.setattr(suite, "CRF_IMAGES", 12)
     assert main(["bench", "pipeline", "--quick", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "pipeline.json").read_text())
+    result = json.loads((tmp_path / "pipeline_quick.json").read_text())
     for key in ("loop_over_encoder", "loop_over_crf_bound", "loop_images_per_second", "loop_crf_images_per_second",
                 "encoder_images_per_second", "crf_seconds_per_image"):
         assert result[key] > 0, key

@@ -115,6 +115,26 @@ def test_a_different_clip_is_refused(built):
         ImageIndex.open(built).search(torch.randn(16), 3)
 
 
+def test_building_again_adds_the_item_lookup_to_an_older_index(built, collection, tmp_path):
+    import shutil
+
+    from reco.index import items
+
+    old = tmp_path / "old"
+    shutil.copytree(built, old)
+    for name in (items.ITEM_OFFSETS, items.ITEM_STRINGS):  # as an index built before the lookup existed
+        (old / name).unlink()
+    assert isinstance(ImageIndex.open(old).items, items.ItemRows)
+    before = (old / "shards" / "00000.npy").stat().st_mtime_ns
+    build_index(collection, "tiny-clip", old, shard_size=16, batch_size=8, num_workers=0, progress=False)
+    index = ImageIndex.open(old)
+    assert isinstance(index.items, items.ItemLookup)
+    assert (old / "shards" / "00000.npy").stat().st_mtime_ns == before  # nothing embedded again
+    rows = list(range(len(index)))
+    table = index.table
+    assert index.items.get(rows) == list(zip(table.column("id").to_pylist(), table.column("path").to_pylist()))
+
+
 def test_resuming_with_another_model_is_refused(built, collection):
     with pytest.raises(ModelMismatchError, match="another model"):
         build_index(collection, "tiny-clip-rn", built, shard_size=16, progress=False)
@@ -156,6 +176,8 @@ def test_cli_build_search_info(collection, tmp_path, capsys):
     image = next(collection.rglob("img_0003.png"))
     assert main(["index", "search", str(out), "--image", str(image), "-k", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["id"].endswith("img_0003.png")  # an image finds itself
+    assert main(["index", "search", str(out), "a photo of a quokka", "--nprobe", "4"]) == 2  # an exact index
+    assert "nprobe applies to an IVF-PQ index" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

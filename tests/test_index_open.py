@@ -1,11 +1,13 @@
 """Opening and searching an index without loading it: memory-mapped embedding shards, the item
 rows of the hits only, exact re-ranking of IVF-PQ candidates."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
-from reco.index import ImageIndex, store
+from reco.index import ImageIndex, items, store
 
 
 def _synthetic_index(root, n, d, shard_size, ivfpq=False, seed=0):
@@ -32,30 +34,52 @@ def _synthetic_index(root, n, d, shard_size, ivfpq=False, seed=0):
 
 def test_opening_reads_no_embedding_and_no_item(tmp_path, monkeypatch):
     _synthetic_index(tmp_path, 300, 16, shard_size=64)
-    loads, groups = [], []
-    original_load = np.load
+    loads, reads = [], []
+    original_load, original_pread = np.load, os.pread
     monkeypatch.setattr(np, "load", lambda *a, **k: (loads.append(k.get("mmap_mode")), original_load(*a, **k))[1])
-    read_group = store.ItemRows._group
-    monkeypatch.setattr(store.ItemRows, "_group", lambda self, g: (groups.append(g), read_group(self, g))[1])
+    monkeypatch.setattr(os, "pread", lambda *a: (reads.append(a), original_pread(*a))[1])
     index = ImageIndex.open(tmp_path)
     assert loads == ["r"] * 5 and all(isinstance(p, np.memmap) for p in index.shards.parts)
-    assert groups == [] and index._table is None and index._embeddings is None
+    assert isinstance(index.items, items.ItemLookup) and index.items.count == 300
+    assert reads == [] and index._table is None and index._embeddings is None
     assert len(index.shards) == 300
 
 
-def test_search_reads_the_row_groups_of_its_hits_only(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "ITEM_ROW_GROUP", 32)
+def test_search_looks_up_the_items_of_its_hits_by_offset(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "ITEM_ROW_GROUP", 7)  # parquet groups and conversion batches that do not align
+    monkeypatch.setattr(items, "ITEM_BATCH", 32)
     x = _synthetic_index(tmp_path, 300, 16, shard_size=64)
     index = ImageIndex.open(tmp_path)
-    assert index.items.file.num_row_groups == 10
-    read = []
-    group = store.ItemRows._group
-    monkeypatch.setattr(store.ItemRows, "_group", lambda self, g: (read.append(g), group(self, g))[1])
+    assert isinstance(index.items, items.ItemLookup)
+    offsets = np.load(tmp_path / items.ITEM_OFFSETS)
+    records = (tmp_path / items.ITEM_STRINGS).read_bytes()
+    assert offsets.dtype == np.int64 and len(offsets) == 301 and offsets[0] == 0 and offsets[-1] == len(records)
+    assert records[offsets[299]:offsets[300]] == b"img000299\0/photos/299.jpg"
+    reads = []
+    original = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, size, at: (reads.append((fd, size, at)), original(fd, size, at))[1])
     q = x[123].astype(np.float32)
-    hits = index.search(torch.from_numpy(q), k=3)
-    xf = x.astype(np.float32)
-    oracle = np.argsort(-(xf @ (q / np.linalg.norm(q))), kind="stable")[:3]
-    assert [h.id for h in hits] == [f"img{i:06d}" for i in oracle]
+    oracle = np.argsort(-(x.astype(np.float32) @ (q / np.linalg.norm(q))), kind="stable")[:3]
+    assert [h.id for h in index.search(torch.from_numpy(q), k=3)] == [f"img{i:06d}" for i in oracle]
+    strings = [(size, offset) for fd, size, offset in reads if fd == index.items._strings]
+    assert strings == [(int(offsets[i + 1] - offsets[i]), int(offsets[i])) for i in oracle]  # the hits' records only
+    rows = [0, 299, 31, 32, 288, 5]
+    assert index.items.get(rows) == [(f"img{r:06d}", f"/photos/{r}.jpg") for r in rows]
+
+
+def test_an_index_without_the_arrow_lookup_reads_the_row_groups_of_its_hits_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "ITEM_ROW_GROUP", 32)
+    x = _synthetic_index(tmp_path, 300, 16, shard_size=64)
+    for name in (items.ITEM_OFFSETS, items.ITEM_STRINGS):  # as an index built before the lookup existed
+        (tmp_path / name).unlink()
+    index = ImageIndex.open(tmp_path)
+    assert isinstance(index.items, items.ItemRows) and index.items.file.num_row_groups == 10
+    read = []
+    group = items.ItemRows._group
+    monkeypatch.setattr(items.ItemRows, "_group", lambda self, g: (read.append(g), group(self, g))[1])
+    q = x[123].astype(np.float32)
+    oracle = np.argsort(-(x.astype(np.float32) @ (q / np.linalg.norm(q))), kind="stable")[:3]
+    assert [h.id for h in index.search(torch.from_numpy(q), k=3)] == [f"img{i:06d}" for i in oracle]
     assert set(read) == {int(i) // 32 for i in oracle}  # only the groups holding the hits
     assert index.items.get([0, 299, 31, 32]) == [("img000000", "/photos/0.jpg"), ("img000299", "/photos/299.jpg"),
                                                  ("img000031", "/photos/31.jpg"), ("img000032", "/photos/32.jpg")]
@@ -69,6 +93,21 @@ def test_sharded_rows_equal_the_whole_array(tmp_path):
     assert shards.rows([]).shape == (0, 8)
 
 
+def test_row_reads_keep_a_bounded_number_of_files_open(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(store.ShardedEmbeddings, "OPEN_FILES", 3)
+    x = _synthetic_index(tmp_path, 200, 8, shard_size=20)  # 10 shard files
+    shards = ImageIndex.open(tmp_path).shards
+    before = len(os.listdir("/proc/self/fd"))
+    rows = np.random.default_rng(0).permutation(200)
+    np.testing.assert_array_equal(shards.rows(rows), x[rows].astype(np.float16).astype(np.float32))
+    assert len(shards._files) == 3 and len(os.listdir("/proc/self/fd")) == before + 3
+    np.testing.assert_array_equal(shards.rows(rows[::-1]), x[rows[::-1]].astype(np.float16).astype(np.float32))
+    shards.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 @pytest.fixture(scope="module")
 def ivfpq_index(tmp_path_factory):
     root = tmp_path_factory.mktemp("ivfpq")
@@ -76,9 +115,9 @@ def ivfpq_index(tmp_path_factory):
 
 
 @pytest.mark.slow  # an IVF-PQ build: ~25 s
-@pytest.mark.parametrize("rerank", [0, 60])
+@pytest.mark.parametrize("rerank", [0, 60, None])  # None: the default, 4k
 def test_rerank_orders_ivfpq_candidates_by_their_exact_cosine(ivfpq_index, rerank):
-
+    from reco.index.backends import RERANK_FACTOR
     from reco.index.ivfpq_build import read_ivfpq
 
     root, x = ivfpq_index
@@ -88,15 +127,84 @@ def test_rerank_orders_ivfpq_candidates_by_their_exact_cosine(ivfpq_index, reran
     q = exact[7] + np.random.default_rng(3).normal(scale=0.05, size=16).astype(np.float32)
     qn = (q / np.linalg.norm(q)).astype(np.float32)
     hits = index.search(torch.from_numpy(q), k=10, rerank=rerank)
-    _, candidates = raw.search(qn[None], max(10, rerank))
-    candidates = candidates[0]
-    if rerank:  # the candidates, in the order of their exact cosine
+    taken = RERANK_FACTOR * 10 if rerank is None else max(10, rerank)
+    assert index.default_rerank(10) == RERANK_FACTOR * 10 == 60
+    candidates = raw.search(qn[None], taken)[1][0]
+    if rerank != 0:  # the candidates, in the order of their exact cosine
         expected = candidates[np.argsort(-(exact[candidates] @ qn), kind="stable")[:10]]
         np.testing.assert_allclose([h.score for h in hits], exact[expected] @ qn, rtol=1e-5, atol=1e-6)
         assert list(expected) != list(candidates[:10])  # the order really changed
     else:
         expected = candidates[:10]
     assert [h.id for h in hits] == [f"img{i:06d}" for i in expected]
+
+
+@pytest.mark.slow  # the IVF-PQ build of the fixture: ~25 s
+def test_nprobe_is_chosen_per_search_and_restored(ivfpq_index):
+    from reco.core.errors import InvalidInputError
+    from reco.index.ivfpq_build import read_ivfpq
+
+    root, x = ivfpq_index
+    index = ImageIndex.open(root)
+    default, nlist = index.meta["ivfpq"]["nprobe"], index.meta["ivfpq"]["nlist"]
+    queries = x[:40].astype(np.float32) + np.random.default_rng(5).normal(scale=0.1, size=(40, 16)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    changed = 0
+    for nprobe in (1, nlist):
+        raw = read_ivfpq(root, nprobe)  # an independent faiss index at that nprobe
+        for q in queries:
+            hits = index.search(torch.from_numpy(q), k=20, nprobe=nprobe, rerank=0)
+            want = raw.search(q[None], 20)[1][0]
+            assert [h.id for h in hits] == [f"img{i:06d}" for i in want[want >= 0]]
+    for q in queries:  # nprobe changes the results, and the default comes back afterwards
+        one, every = (index.search(torch.from_numpy(q), k=20, nprobe=p, rerank=0) for p in (1, nlist))
+        changed += [h.id for h in one] != [h.id for h in every]
+        default_hits = index.search(torch.from_numpy(q), k=20, rerank=0)
+        want = read_ivfpq(root, default).search(q[None], 20)[1][0]
+        assert [h.id for h in default_hits] == [f"img{i:06d}" for i in want[want >= 0]]
+    assert changed > 0
+    with pytest.raises(InvalidInputError, match="nprobe"):
+        index.search(torch.from_numpy(queries[0]), k=5, nprobe=0)
+
+
+def test_nprobe_on_an_exact_index_is_refused(tmp_path):
+    from reco.core.errors import InvalidInputError
+
+    x = _synthetic_index(tmp_path, 100, 8, shard_size=64)
+    with pytest.raises(InvalidInputError, match="nprobe applies to an IVF-PQ index"):
+        ImageIndex.open(tmp_path).search(torch.from_numpy(x[0].astype(np.float32)), k=5, nprobe=4)
+
+
+def test_tuning_leaves_each_query_out_of_its_own_results():
+    import faiss
+
+    from reco.bench.mixture import Mixture
+    from reco.index.backends import exact_index, tune_nprobe
+
+    x = Mixture(dim=32, rank=32, components=64).draw(4096, seed=0)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(32), 32, 64, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(x)
+    ivf.add(x)
+    own = np.random.default_rng(0).choice(len(x), 100, replace=False)
+    k, target = 20, 0.9
+
+    def reference_recall(nprobe):  # by hand: the query's own row scored out of both searches
+        ivf.nprobe = nprobe
+        found = ivf.search(x[own], k + 1)[1]
+        recall = []
+        for i, row in enumerate(own):
+            scores = x @ x[row]
+            scores[row] = -np.inf
+            truth = set(np.argsort(-scores)[:k])
+            recall.append(len(truth & set([r for r in found[i] if r != row][:k])) / k)
+        return float(np.mean(recall))
+
+    curve = {p: reference_recall(p) for p in (1, 2, 4, 8, 16, 32, 64)}
+    want = next(p for p, r in curve.items() if r >= target)
+    nprobe, recall = tune_nprobe(ivf, exact_index(x), x[own], target=target, k=k, own_rows=own)
+    assert (nprobe, recall) == (want, pytest.approx(curve[want], abs=1e-9))
+    assert ivf.nprobe == want
+    assert curve[1] < 0.9 < curve[64] and want > 1  # the data needs more than one probe: the test can tell
 
 
 def test_streaming_exact_search_equals_faiss_flat():
@@ -148,11 +256,10 @@ def test_streamed_ivfpq_build_equals_the_in_memory_one(tmp_path, monkeypatch):
     trained = faiss.read_index(str(tmp_path / "ivfpq" / "trained.faiss"))
     whole.reset()
     assert faiss.serialize_index(trained).tobytes() == faiss.serialize_index(whole).tobytes()
-    rng = np.random.default_rng(1)
-    queries = x[rng.choice(len(x), size=200, replace=False)]
-    queries = queries + rng.normal(scale=0.02, size=queries.shape).astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    own = ivfpq_build.tuning_rows(len(x))
+    queries = x[own]
     whole = train_ivfpq(x, params)
-    nprobe, recall = tune_nprobe(whole, exact_index(x), queries)
+    nprobe, recall = tune_nprobe(whole, exact_index(x), queries, target=ivfpq_build.TUNING_TARGET, own_rows=own,
+                                 vectors=lambda rows: x[rows])
     assert (meta["ivfpq"]["nprobe"], meta["ivfpq"]["recall_at_50"]) == (nprobe, pytest.approx(recall, abs=0.005))
     np.testing.assert_array_equal(streamed.search(queries, 10)[1], whole.search(queries, 10)[1])

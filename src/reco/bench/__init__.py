@@ -36,13 +36,14 @@ def environment() -> dict:
 
 
 def run_suite(name: str, out_dir: str | Path = "benchmarks/results", quick: bool = False, device: str | None = None) -> Path:
-    """Run suite ``name``, print its table and write ``<out_dir>/<name>.json``."""
+    """Run suite ``name``, print its table and write ``<out_dir>/<name>.json`` (``<name>_quick.json``
+    for a quick run, which never replaces a full run's figures)."""
     from ..core.paths import atomic_write_bytes
 
     module = importlib.import_module(SUITES[name])
     result = {"suite": name, "quick": quick, "environment": environment(), **module.run(quick=quick, device=device)}
     print(module.table(result))
-    path = Path(out_dir) / f"{name}.json"
+    path = Path(out_dir) / f"{name}{'_quick' if quick else ''}.json"
     atomic_write_bytes(path, json.dumps(result, indent=2).encode())
     print(f"saved {path}")
     return path

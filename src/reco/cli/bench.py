@@ -13,7 +13,8 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="run a benchmark suite; prints a table and saves JSON", parents=[device_options()])
     p.add_argument("suite", choices=sorted(SUITES), help="which suite")
     p.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
-    p.add_argument("--quick", action="store_true", help="fewer repeats and sizes (smoke run)")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer repeats and sizes (smoke run); saved as <suite>_quick.json")
     p.add_argument("--scale", action="store_true",
                    help="index suite only: build and serve a 20 M-vector index within bounded memory "
                         "(about 40 GB of disk under benchmarks/work; --quick: 1 M)")

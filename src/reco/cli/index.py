@@ -32,8 +32,11 @@ def register(sub) -> None:
     s.add_argument("text", nargs="?", help="text query (prompt-ensembled with the 85 templates)")
     s.add_argument("--image", metavar="PATH", help="image query instead of text")
     s.add_argument("-k", type=positive_int, default=50, help="how many results (default 50)")
-    s.add_argument("--rerank", type=non_negative_int, default=0, metavar="N",
-                   help="order the search structure's N best candidates by their exact cosine (IVF-PQ indexes)")
+    s.add_argument("--rerank", type=non_negative_int, default=None, metavar="N",
+                   help="order the search structure's N best candidates by their exact cosine (IVF-PQ indexes; "
+                        "default 6k, 0 turns it off)")
+    s.add_argument("--nprobe", type=positive_int, default=None, metavar="N",
+                   help="inverted lists to scan (IVF-PQ indexes; default: the build's choice for recall@50 >= 0.9)")
     s.add_argument("--ray-actors", type=non_negative_int, default=0, metavar="N",
                    help="search across N Ray actors, spread over the cluster Ray connects to (RAY_ADDRESS); "
                         "each serves some parts of the index (needs the 'distributed' extra)")
@@ -72,7 +75,7 @@ def search(args: argparse.Namespace) -> int:
     if args.ray_actors:
         index.distribute(args.ray_actors)
     query = args.text if args.text is not None else load_image(args.image, max_aspect_ratio=MAX_ASPECT_RATIO)
-    hits = index.search(query, args.k, rerank=args.rerank)
+    hits = index.search(query, args.k, rerank=args.rerank, nprobe=args.nprobe)
     if args.json:
         print_json([{"id": h.id, "path": h.path, "score": h.score} for h in hits])
     else:

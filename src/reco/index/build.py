@@ -12,6 +12,7 @@ from .. import __version__
 from ..core.errors import InvalidInputError, ModelMismatchError
 from ..core.paths import exclusive
 from . import store
+from .items import ITEM_OFFSETS, write_item_lookup
 from .shards import ItemDataset, ShardWriter, collate, embed_rows, shard_batches, unfinished_shards
 from .sources import SourceItem, list_source
 
@@ -102,6 +103,8 @@ def _build(out: Path, model, source, items, index_type, engine, batch_size, num_
             raise InvalidInputError(f"engine must be 'local' or 'ray', got {engine!r}")
         meta["count"], meta["skipped"] = store.finalize(out, n_shards)
         meta["status"] = "complete"
+    elif not (out / ITEM_OFFSETS).is_file():  # an index built before the item lookup existed
+        write_item_lookup(out / "items.parquet", out)
     if index_type == "ivfpq" and "ivfpq" not in meta:
         from .ivfpq_build import build_ivfpq
 
