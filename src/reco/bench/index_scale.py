@@ -45,8 +45,9 @@ def mixture(dim: int):
 def run(quick: bool = False, device: str | None = None, vectors: int | None = None,
         workdir: str | Path | None = None, dim: int = D, shard_size: int = SHARD_SIZE,
         part_rows: int | None = None) -> dict:
-    """Run the four steps in ``workdir`` (resuming what an earlier run left there) and report."""
+    """Run the five steps in ``workdir`` (resuming what an earlier run left there) and report."""
     from ..index.backends import mean_overlap
+    from ..index.items import ITEM_OFFSETS, ITEM_STRINGS
 
     n = vectors or (1_000_000 if quick else DEFAULT_VECTORS)
     root = Path(workdir or f"benchmarks/work/index_scale_{n}")
@@ -92,7 +93,7 @@ def run(quick: bool = False, device: str | None = None, vectors: int | None = No
         "queries_per_s_without_rerank": steps["serve"]["queries_per_s_without_rerank"],
         "folder_bytes_per_vector": {
             "embedding shards (float16)": sum(_size(p) for p in root.glob("shards/*.npy")) / n,
-            "item tables": (sum(_size(root / f) for f in ("items.parquet", "items.strings", "items.offsets.npy"))
+            "item tables": (sum(_size(root / f) for f in ("items.parquet", ITEM_STRINGS, ITEM_OFFSETS))
                             + sum(_size(p) for p in root.glob("shards/*.parquet"))) / n,
             "IVF-PQ search structure": search_bytes / n,
             "IVF-PQ build parts": sum(_size(p) for p in root.glob("ivfpq/**/*.faiss")) / n,
