@@ -50,19 +50,25 @@ def embed_photos(paths: list[Path], seed: int = 0, batch: int = 32) -> tuple[np.
 
     from ..core.imageio import load_image
     from ..models import create_model
+    from ..models.inputs import unresized_input
 
     model = create_model(MODEL)
-    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     rng = np.random.default_rng(seed)
-    tensors, owners = [], []
-    for i, path in enumerate(paths):
-        for view in views(load_image(path), rng):
-            tensors.append((torch.from_numpy(np.asarray(view, np.float32) / 255).permute(2, 0, 1) - mean) / std)
+    owners, pending, rows = [], [], []
+
+    def embed():  # one batch at a time: the views of all photos never sit in memory together
+        with torch.no_grad():
+            rows.append(model.forward_tokens(torch.stack(pending))[:, 0])
+        pending.clear()
+
+    for i, path in enumerate(tqdm(paths, desc="DINOv2 embeddings", unit="photo")):
+        for view in views(load_image(path), rng):  # SIZE x SIZE, a multiple of the patch: no resize
+            pending.append(unresized_input(model, view))
             owners.append(i)
-    rows = []
-    with torch.no_grad():
-        for a in tqdm(range(0, len(tensors), batch), desc="DINOv2 embeddings", unit="batch"):
-            rows.append(model.forward_tokens(torch.stack(tensors[a:a + batch]))[:, 0])
+            if len(pending) == batch:
+                embed()
+    if pending:
+        embed()
     x = torch.nn.functional.normalize(torch.cat(rows), dim=1).numpy().astype(np.float32)
     return x, np.array(owners)
 
