@@ -15,7 +15,7 @@ from PIL import Image
 import reco
 from reco.cli import main
 from reco.core.errors import ModelMismatchError
-from reco.index import ImageIndex, build_index, list_source
+from reco.index import ImageIndex, build_index, list_source, store
 from reco.models.prompts import text_embeddings
 
 
@@ -133,6 +133,39 @@ def test_building_again_adds_the_item_lookup_to_an_older_index(built, collection
     rows = list(range(len(index)))
     table = index.table
     assert index.items.get(rows) == list(zip(table.column("id").to_pylist(), table.column("path").to_pylist()))
+
+
+@pytest.mark.slow  # 1100 images embedded and an IVF-PQ build: ~40 s
+def test_building_again_adds_the_rerank_codes_to_an_older_ivfpq_index(tmp_path):
+    from reco.index import rerank
+    from reco.index.rerank import has_rerank_codes
+
+    photos = make_collection(tmp_path / "photos", n=1100)
+    out = tmp_path / "index"
+    build_index(photos, "tiny-clip", out, index_type="ivfpq", shard_size=256, batch_size=64, progress=False)
+    written = (out / rerank.RERANK_CODES).read_bytes()
+    q = torch.randn(ImageIndex.open(out).meta["embed_dim"], generator=torch.Generator().manual_seed(0))
+    hits = ImageIndex.open(out).search(q, 5)
+    for name in (rerank.RERANK_CODES, rerank.RERANK_QUANTIZER):  # as an index built before the codes existed
+        (out / name).unlink()
+    meta = store.read_meta(out)
+    tuned = dict(meta["ivfpq"])
+    meta["ivfpq"].update(nprobe=meta["ivfpq"]["nlist"], recall_at_50=-1.0)  # tuned by a former rule
+    meta["ivfpq"].pop("rerank")
+    store.write_meta(out, meta)
+    old = ImageIndex.open(out)
+    assert not has_rerank_codes(out)  # re-ranked by the float16 embeddings meanwhile: exact cosines
+    qn = torch.nn.functional.normalize(q, dim=0).numpy()
+    for hit in old.search(q, 5):
+        assert hit.score == pytest.approx(float(old.embeddings[old.row_of(hit.id)].astype(np.float32) @ qn), abs=1e-5)
+    before = (out / "shards" / "00000.npy").stat().st_mtime_ns, (out / "ivfpq.ivfdata").stat().st_mtime_ns
+    build_index(photos, "tiny-clip", out, index_type="ivfpq", shard_size=256, batch_size=64, progress=False)
+    assert (out / rerank.RERANK_CODES).read_bytes() == written  # the same codes: same sample, same quantiser
+    assert ((out / "shards" / "00000.npy").stat().st_mtime_ns, (out / "ivfpq.ivfdata").stat().st_mtime_ns) == before
+    index = ImageIndex.open(out)
+    assert has_rerank_codes(out)
+    assert index.meta["ivfpq"] == tuned  # nprobe tuned again for the search as served now
+    assert [(h.id, h.score) for h in index.search(q, 5)] == [(h.id, h.score) for h in hits]
 
 
 def test_resuming_with_another_model_is_refused(built, collection):

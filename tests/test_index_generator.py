@@ -97,10 +97,14 @@ def test_the_index_bench_reports_raw_and_served_ivfpq_and_the_check(tmp_path, ca
     result = bench.run(n=2048, dim=16, real_cache=tmp_path / "real.npz")
     rows = {r["backend"].split(",")[0].strip(): r for r in result["rows"]}
     assert list(rows) == ["numpy brute force", "faiss exact (IndexFlatIP)", "faiss OPQ16_16",
-                          "+ exact re-rank of 300 (as served)"]
+                          "+ re-rank of 300 by 8-bit codes (as served)", "+ re-rank of 300 by float16 (exact)"]
     assert rows["faiss exact (IndexFlatIP)"]["recall_at_50"] == 1.0
-    raw, served = rows["faiss OPQ16_16"], rows["+ exact re-rank of 300 (as served)"]
-    assert raw["recall_at_50"] < served["recall_at_50"] <= 1.0  # re-ranking recovers what the codes lose
+    raw, served = rows["faiss OPQ16_16"], rows["+ re-rank of 300 by 8-bit codes (as served)"]
+    exact = rows["+ re-rank of 300 by float16 (exact)"]
+    assert raw["recall_at_50"] < exact["recall_at_50"] <= 1.0  # re-ranking recovers what the codes lose
+    # by the 8-bit codes: about the same (16 dims: PQ16 is itself one byte a dimension, so here
+    # the codes gain nothing over the search's own; at 768 dims they do, docs/index.md)
+    assert abs(served["recall_at_50"] - exact["recall_at_50"]) <= 0.02
     assert result["generator"]["dim"] == 16 and result["generator_check"]["real"]["vectors"] == 2400 - 20 * 12
     print(bench.table(result))
     assert "real DINOv2 embeddings | generator" in capsys.readouterr().out

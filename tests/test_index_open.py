@@ -1,5 +1,5 @@
 """Opening and searching an index without loading it: memory-mapped embedding shards, the item
-rows of the hits only, exact re-ranking of IVF-PQ candidates."""
+rows of the hits only, re-ranking IVF-PQ candidates by their 8-bit codes."""
 
 import os
 
@@ -46,6 +46,9 @@ def test_opening_reads_no_embedding_and_no_item(tmp_path, monkeypatch):
 
 
 def test_search_looks_up_the_items_of_its_hits_by_offset(tmp_path, monkeypatch):
+    from reco.index import image_index
+
+    monkeypatch.setattr(image_index, "IN_MEMORY_BYTES", 0)  # a large index: its lookup is read by row
     monkeypatch.setattr(store, "ITEM_ROW_GROUP", 7)  # parquet groups and conversion batches that do not align
     monkeypatch.setattr(items, "ITEM_BATCH", 32)
     x = _synthetic_index(tmp_path, 300, 16, shard_size=64)
@@ -65,6 +68,10 @@ def test_search_looks_up_the_items_of_its_hits_by_offset(tmp_path, monkeypatch):
     assert strings == [(int(offsets[i + 1] - offsets[i]), int(offsets[i])) for i in oracle]  # the hits' records only
     rows = [0, 299, 31, 32, 288, 5]
     assert index.items.get(rows) == [(f"img{r:06d}", f"/photos/{r}.jpg") for r in rows]
+    held = items.ItemLookup(tmp_path, in_memory=True)
+    reads.clear()
+    assert held.get(rows) == index.items.get(rows) and held.get([]) == []
+    assert len(reads) == 2 * len(rows)  # only the lookup read by row; the one held in memory read none
 
 
 def test_an_index_without_the_arrow_lookup_reads_the_row_groups_of_its_hits_only(tmp_path, monkeypatch):
@@ -114,9 +121,58 @@ def ivfpq_index(tmp_path_factory):
     return root, _synthetic_index(root, 1024, 16, shard_size=256, ivfpq=True)
 
 
+def _reference_codes(root):
+    """The re-ranking quantiser's range and the codes file, read by hand: (vmin, vdiff, codes)."""
+    import faiss
+
+    from reco.index import rerank
+
+    quantizer = faiss.read_index(str(root / rerank.RERANK_QUANTIZER))  # held: .sq.trained points into it
+    vmin, vdiff = faiss.vector_to_array(quantizer.sq.trained).reshape(2, -1)
+    return vmin, vdiff, np.load(root / rerank.RERANK_CODES)
+
+
+def _reference_decode(root):
+    """Every row's re-ranking vector by the 8-bit formula: vmin + (code + 0.5) / 255 * vdiff."""
+    vmin, vdiff, codes = _reference_codes(root)
+    return vmin + (codes.astype(np.float32) + 0.5) / 255 * vdiff
+
+
+def test_rerank_codes_quantise_every_row_and_read_back_from_memory_or_by_row(tmp_path, monkeypatch):
+    from reco.index import rerank
+
+    x = _synthetic_index(tmp_path, 300, 16, shard_size=64)  # 5 shard files, the last one short
+    shards = ImageIndex.open(tmp_path).shards
+    sample = x[::3].astype(np.float16).astype(np.float32)
+    rerank.write_rerank_codes(tmp_path, shards, sample, progress=False)
+    vmin, vdiff, codes = _reference_codes(tmp_path)
+    np.testing.assert_allclose(vmin, sample.min(0), atol=1e-6)  # the sample's range, per dimension
+    np.testing.assert_allclose(vdiff, sample.max(0) - sample.min(0), atol=1e-6)
+    exact = x.astype(np.float16).astype(np.float32)
+    want = np.floor(np.clip((exact - vmin) / vdiff, 0, 1) * 255)  # 8-bit codes by hand, every row in order
+    assert codes.shape == (300, 16) and codes.dtype == np.uint8
+    assert np.abs(codes - want).max() <= 1 and (codes == want).mean() > 0.99  # float rounding at a step's edge
+    rows = [299, 0, 63, 64, 128, 257, 63]
+    decoded = _reference_decode(tmp_path)
+    within = np.clip(exact, vmin, vmin + vdiff)  # values outside the sample's range are clipped to it
+    assert (np.abs(decoded - within) <= vdiff / 255 + 1e-6).all()  # every value within one step
+    reads = []
+    original = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, at: (reads.append(at), original(fd, buffers, at))[1])
+    in_memory, by_row = rerank.RerankCodes(tmp_path, in_memory=True), rerank.RerankCodes(tmp_path, in_memory=False)
+    np.testing.assert_allclose(in_memory.vectors(rows), decoded[rows], atol=1e-6)
+    assert reads == []
+    np.testing.assert_allclose(by_row.vectors(rows), decoded[rows], atol=1e-6)
+    assert len(reads) == len(rows)  # one read a row
+    query = np.random.default_rng(1).normal(size=16).astype(np.float32)
+    for codes in (in_memory, by_row):  # scored on the codes: the inner products of the decoded rows
+        np.testing.assert_allclose(codes.scores(rows, query), decoded[rows] @ query, rtol=1e-5, atol=1e-5)
+    assert by_row.vectors([]).shape == in_memory.vectors([]).shape == (0, 16)
+
+
 @pytest.mark.slow  # an IVF-PQ build: ~25 s
-@pytest.mark.parametrize("rerank", [0, 60, None])  # None: the default, 4k
-def test_rerank_orders_ivfpq_candidates_by_their_exact_cosine(ivfpq_index, rerank):
+@pytest.mark.parametrize("rerank", [0, 60, None])  # None: the default, 6k
+def test_rerank_orders_ivfpq_candidates_by_their_decoded_codes(ivfpq_index, rerank):
     from reco.index.backends import RERANK_FACTOR
     from reco.index.ivfpq_build import read_ivfpq
 
@@ -124,19 +180,41 @@ def test_rerank_orders_ivfpq_candidates_by_their_exact_cosine(ivfpq_index, reran
     index = ImageIndex.open(root)
     raw = read_ivfpq(root, index.meta["ivfpq"]["nprobe"])
     exact = x.astype(np.float16).astype(np.float32)
+    decoded = _reference_decode(root)
     q = exact[7] + np.random.default_rng(3).normal(scale=0.05, size=16).astype(np.float32)
     qn = (q / np.linalg.norm(q)).astype(np.float32)
     hits = index.search(torch.from_numpy(q), k=10, rerank=rerank)
     taken = RERANK_FACTOR * 10 if rerank is None else max(10, rerank)
     assert index.default_rerank(10) == RERANK_FACTOR * 10 == 60
     candidates = raw.search(qn[None], taken)[1][0]
-    if rerank != 0:  # the candidates, in the order of their exact cosine
-        expected = candidates[np.argsort(-(exact[candidates] @ qn), kind="stable")[:10]]
-        np.testing.assert_allclose([h.score for h in hits], exact[expected] @ qn, rtol=1e-5, atol=1e-6)
+    if rerank != 0:  # the candidates, in the order of their cosine with the decoded codes
+        expected = candidates[np.argsort(-(decoded[candidates] @ qn), kind="stable")[:10]]
+        np.testing.assert_allclose([h.score for h in hits], decoded[expected] @ qn, rtol=1e-5, atol=1e-6)
         assert list(expected) != list(candidates[:10])  # the order really changed
+        # within the quantisation step of the exact cosine
+        assert np.abs(np.array([h.score for h in hits]) - exact[expected] @ qn).max() < 2e-3
     else:
         expected = candidates[:10]
     assert [h.id for h in hits] == [f"img{i:06d}" for i in expected]
+
+
+@pytest.mark.slow  # the IVF-PQ build of the fixture: ~25 s
+def test_a_small_index_serves_from_memory_and_a_large_one_by_row_alike(ivfpq_index, monkeypatch):
+    from reco.index import image_index
+
+    root, x = ivfpq_index
+    small = ImageIndex.open(root)
+    monkeypatch.setattr(image_index, "IN_MEMORY_BYTES", image_index.lookup_nbytes(root) - 1)
+    large = ImageIndex.open(root)
+    assert small.in_memory and not large.in_memory
+    reads = []
+    original = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, at: (reads.append(at), original(fd, buffers, at))[1])
+    for q in x[:20].astype(np.float32):
+        got_small, got_large = small.search(torch.from_numpy(q), k=10), large.search(torch.from_numpy(q), k=10)
+        assert [(h.id, h.path) for h in got_small] == [(h.id, h.path) for h in got_large]
+        np.testing.assert_allclose([h.score for h in got_small], [h.score for h in got_large], atol=1e-6)
+    assert len(reads) == 20 * 60  # the large one read each candidate's row; the small one none
 
 
 @pytest.mark.slow  # the IVF-PQ build of the fixture: ~25 s
@@ -259,7 +337,8 @@ def test_streamed_ivfpq_build_equals_the_in_memory_one(tmp_path, monkeypatch):
     own = ivfpq_build.tuning_rows(len(x))
     queries = x[own]
     whole = train_ivfpq(x, params)
+    decoded = _reference_decode(tmp_path)  # tuned for the search as served: re-ranked by the codes
     nprobe, recall = tune_nprobe(whole, exact_index(x), queries, target=ivfpq_build.TUNING_TARGET, own_rows=own,
-                                 vectors=lambda rows: x[rows])
+                                 scores=lambda rows, query: decoded[rows] @ query)
     assert (meta["ivfpq"]["nprobe"], meta["ivfpq"]["recall_at_50"]) == (nprobe, pytest.approx(recall, abs=0.005))
     np.testing.assert_array_equal(streamed.search(queries, 10)[1], whole.search(queries, 10)[1])

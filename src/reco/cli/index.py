@@ -33,7 +33,7 @@ def register(sub) -> None:
     s.add_argument("--image", metavar="PATH", help="image query instead of text")
     s.add_argument("-k", type=positive_int, default=50, help="how many results (default 50)")
     s.add_argument("--rerank", type=non_negative_int, default=None, metavar="N",
-                   help="order the search structure's N best candidates by their exact cosine (IVF-PQ indexes; "
+                   help="order the search structure's N best candidates by their cosine with 8-bit codes (IVF-PQ indexes; "
                         "default 6k, 0 turns it off)")
     s.add_argument("--nprobe", type=positive_int, default=None, metavar="N",
                    help="inverted lists to scan (IVF-PQ indexes; default: the build's choice for recall@50 >= 0.9)")

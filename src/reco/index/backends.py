@@ -117,43 +117,48 @@ def recall_at_k(approx, exact, queries: np.ndarray, k: int = RECALL_K) -> float:
     return mean_overlap(truth, found, k)
 
 
-#: An IVF-PQ search takes RERANK_FACTOR * k candidates and orders them by their exact cosine
-#: (the float16 embeddings): product quantisation alone caps recall@50 far below 0.9 on
-#: realistic embeddings (0.57 at 20 M with 64 one-byte codes, measured); re-ranking 4k gives
-#: 0.89, 6k 0.93, 8k 0.95, 16k 0.98 at nprobe 4 (docs/index.md): 6k reaches the 0.9 the build
-#: tunes for with a quarter fewer disk reads than 8k.
+#: An IVF-PQ search takes RERANK_FACTOR * k candidates and orders them by their cosine with
+#: the re-ranking codes (rerank.py): product quantisation alone caps recall@50 far below 0.9 on
+#: realistic embeddings (0.57 at 20 M with 64 one-byte codes, measured); re-ranking by the
+#: float16 embeddings 4k gives 0.89, 6k 0.93, 8k 0.95, 16k 0.98 at nprobe 4 (docs/index.md):
+#: 6k reaches the 0.9 the build tunes for with a quarter fewer reads than 8k.
 RERANK_FACTOR = 6
 
 
-def exact_order(query: np.ndarray, rows: np.ndarray, vectors) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, rows) of the candidate ``rows`` ordered by their exact inner product with
-    ``query``; ``vectors(rows)`` gives their float32 embeddings."""
-    scores = vectors(rows) @ query
+def exact_order(query: np.ndarray, rows: np.ndarray, scores) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, rows) of the candidate ``rows`` ordered by ``scores(rows, query)``: their inner
+    products with ``query`` (e.g. :func:`vector_scores` of their embeddings)."""
+    scores = scores(rows, query)
     order = np.argsort(-scores, kind="stable")
     return scores[order], rows[order]
 
 
+def vector_scores(vectors):
+    """``scores(rows, query)`` for :func:`exact_order` from ``vectors(rows)``, float32 rows."""
+    return lambda rows, query: vectors(rows) @ query
+
+
 def tune_nprobe(index, exact, queries: np.ndarray, target: float = 0.9, k: int = RECALL_K,
-                own_rows: np.ndarray | None = None, vectors=None) -> tuple[int, float]:
+                own_rows: np.ndarray | None = None, scores=None) -> tuple[int, float]:
     """The smallest nprobe (1, 2, 4, ...) that reaches ``target`` recall@k; if quantisation caps
     recall below it, the nprobe after which doubling gains less than 0.005. The exact top-k is
     searched once. ``own_rows``: the collection row each query is (leave-one-out: a query taken
     from the collection is left out of its own results, so it stands for a new query of the
-    same distribution instead of finding itself). ``vectors``: measure the search as served,
-    RERANK_FACTOR * k candidates ordered by the exact inner product of ``vectors(rows)``."""
+    same distribution instead of finding itself). ``scores``: measure the search as served,
+    RERANK_FACTOR * k candidates ordered by ``scores(rows, query)`` (see :func:`exact_order`)."""
     q = np.ascontiguousarray(queries, dtype=np.float32)
     extra = 0 if own_rows is None else 1
     _, truth = exact.search(q, k + extra)
     truth = without_own_rows(truth, own_rows, k)
-    take = (RERANK_FACTOR * k if vectors is not None else k) + extra
+    take = (RERANK_FACTOR * k if scores is not None else k) + extra
     ivf = faiss_ivf(index)
     chosen, best = 1, -1.0
     nprobe = 1
     while nprobe <= ivf.nlist:
         ivf.nprobe = nprobe
         found = without_own_rows(index.search(q, take)[1], own_rows, take)
-        if vectors is not None:
-            found = [exact_order(qi, np.array(rows, np.int64), vectors)[1] for qi, rows in zip(q, found)]
+        if scores is not None:
+            found = [exact_order(qi, np.array(rows, np.int64), scores)[1] for qi, rows in zip(q, found)]
         recall = mean_overlap(truth, [list(rows[:k]) for rows in found], k)
         if recall < best + 0.005:
             break

@@ -109,6 +109,10 @@ def _build(out: Path, model, source, items, index_type, engine, batch_size, num_
         from .ivfpq_build import build_ivfpq
 
         meta["ivfpq"] = build_ivfpq(out, n_shards, shard_size, progress=progress)
+    elif "ivfpq" in meta:  # an IVF-PQ index built before the re-ranking codes existed gets them
+        from .ivfpq_build import add_rerank_codes
+
+        meta["ivfpq"] = add_rerank_codes(out, meta, progress)
     store.write_meta(out, meta)
 
 

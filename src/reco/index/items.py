@@ -40,10 +40,10 @@ def write_item_lookup(items_parquet: Path, root: Path) -> None:
                 end = int(ends[-1]) if len(ends) else end
 
 
-def item_rows(root: Path):
-    """The id/path lookup of an index folder: its offsets and records read by ``pread``, or (an
-    index built before they existed) ``items.parquet`` by row groups."""
-    return ItemLookup(root) if (root / ITEM_OFFSETS).is_file() else ItemRows(root / "items.parquet")
+def item_rows(root: Path, in_memory: bool = False):
+    """The id/path lookup of an index folder: its offsets and records (read by ``pread``, or
+    ``in_memory``), or (an index built before they existed) ``items.parquet`` by row groups."""
+    return ItemLookup(root, in_memory) if (root / ITEM_OFFSETS).is_file() else ItemRows(root / "items.parquet")
 
 
 class ItemLookup:
@@ -51,19 +51,35 @@ class ItemLookup:
     nothing is decoded but the rows asked for, and nothing is memory-mapped, so a server's
     resident memory does not grow with the rows it has looked up (a memory map would map the
     pages around each row too). Rows are announced first (``POSIX_FADV_WILLNEED``) so a cold
-    disk reads them in parallel."""
+    disk reads them in parallel. ``in_memory``: read both files whole on first use instead (a
+    small index: a lookup is then a slice)."""
 
-    def __init__(self, root: Path):
-        self._offsets = os.open(root / ITEM_OFFSETS, os.O_RDONLY)
-        self._strings = os.open(root / ITEM_STRINGS, os.O_RDONLY)
-        with open(root / ITEM_OFFSETS, "rb") as f:
+    def __init__(self, root: Path, in_memory: bool = False):
+        self.paths = root / ITEM_OFFSETS, root / ITEM_STRINGS
+        self._offsets = os.open(self.paths[0], os.O_RDONLY)
+        self._strings = os.open(self.paths[1], os.O_RDONLY)
+        with open(self.paths[0], "rb") as f:
             np.lib.format.read_magic(f)
             (self.count,), _, _ = np.lib.format.read_array_header_1_0(f)
             self._header = f.tell()
         self.count -= 1
+        self.in_memory = in_memory
+        self._held: tuple[np.ndarray, bytes] | None = None
+
+    @staticmethod
+    def nbytes(root: Path) -> int:
+        """The bytes of an index folder's item lookup files."""
+        return sum((root / name).stat().st_size for name in (ITEM_OFFSETS, ITEM_STRINGS))
 
     def get(self, rows) -> list[tuple[str, str]]:
         """(id, path) of each row, in order."""
+        if self.in_memory:
+            if self._held is None:
+                self._held = np.load(self.paths[0]), self.paths[1].read_bytes()
+            offsets, strings = self._held
+            rows = np.asarray(rows, dtype=np.int64)
+            spans = zip(offsets[rows].tolist(), offsets[rows + 1].tolist())
+            return [tuple(strings[a:b].decode().split("\0", 1)) for a, b in spans]
         where = [self._header + 8 * int(r) for r in rows]
         prefetch([(self._offsets, offset, 16) for offset in where])
         spans = [np.frombuffer(os.pread(self._offsets, 16, offset), "<i8").tolist() for offset in where]

@@ -6,6 +6,7 @@
                                  PART_ROWS rows, ids = item rows (the unit of resumption, and
                                  what one actor of a sharded search serves)
     ivfpq.faiss + ivfpq.ivfdata  the parts merged into faiss on-disk inverted lists
+    rerank.codes.npy + rerank.faiss  8-bit codes of every embedding that searches re-rank by
 
 Memory is bounded by the training sample, one chunk of embeddings and one part's codes, never
 the collection: the sample is read by rows from the memory-mapped shards, the vectors are
@@ -26,6 +27,7 @@ import numpy as np
 from ..core.paths import atomic_path
 from . import store
 from .backends import RERANK_FACTOR, StreamingExact, ivfpq_params, trained_ivfpq, training_rows, tune_nprobe
+from .rerank import RerankCodes, has_rerank_codes, write_rerank_codes
 
 #: About this many rows of embeddings go into one part (a whole number of shards).
 PART_ROWS = 1_000_000
@@ -47,9 +49,9 @@ def part_path(root: Path, part: int) -> Path:
 def build_ivfpq(root: str | Path, n_shards: int, shard_size: int, progress: bool = True,
                 part_rows: int | None = None) -> dict:
     """Train, add part by part (parts of about ``part_rows`` vectors, PART_ROWS by default;
-    resuming at the first missing part), merge into on-disk lists and tune nprobe for the
-    search as served (RERANK_FACTOR * k candidates re-ranked) against a streaming exact search,
-    leaving each tuning query out of its own results; return the parameters for meta.json."""
+    resuming at the first missing part), merge into on-disk lists, write the re-ranking codes
+    (rerank.py) and tune nprobe for the search as served (:func:`codes_and_tuning`); return the
+    parameters for meta.json."""
     import faiss
     from tqdm.auto import tqdm
 
@@ -73,12 +75,33 @@ def build_ivfpq(root: str | Path, n_shards: int, shard_size: int, progress: bool
                 faiss.write_index(index, str(tmp))
             del index
     index = merge_parts(root, trained, len(parts))
+    return {**params, **codes_and_tuning(root, shards, params, index, progress), "lists": "on-disk",
+            "parts": len(parts), "shards_per_part": per_part}
+
+
+def codes_and_tuning(root: Path, shards: store.ShardedEmbeddings, params: dict, index, progress: bool = True) -> dict:
+    """Write the re-ranking codes (the quantiser trains on the rows IVF-PQ trained on), then tune
+    nprobe for the search as served (RERANK_FACTOR * k candidates re-ranked by those codes)
+    against a streaming exact search, each tuning query left out of its own results: the tuning
+    entries of meta.json's ``ivfpq``."""
+    write_rerank_codes(root, shards, shards.rows(training_rows(len(shards), params)), progress=progress)
     own_rows = tuning_rows(len(shards))
     queries = shards.rows(own_rows)
     nprobe, recall = tune_nprobe(index, StreamingExact(shards.chunks), queries, target=TUNING_TARGET,
-                                 own_rows=own_rows, vectors=shards.rows)
-    return {**params, "nprobe": nprobe, "recall_at_50": recall, "rerank_factor": RERANK_FACTOR, "queries": len(queries),
-            "lists": "on-disk", "parts": len(parts), "shards_per_part": per_part}
+                                 own_rows=own_rows, scores=RerankCodes(root).scores)
+    return {"nprobe": nprobe, "recall_at_50": recall, "rerank_factor": RERANK_FACTOR, "rerank": "8-bit codes",
+            "queries": len(queries)}
+
+
+def add_rerank_codes(root: Path, meta: dict, progress: bool = True) -> dict:
+    """The ``ivfpq`` entry of an index folder built before the re-ranking codes existed, after
+    writing them (one streaming pass over the shards) and tuning nprobe again for the search as
+    served now (:func:`codes_and_tuning`); unchanged if the folder has them."""
+    if has_rerank_codes(root):
+        return meta["ivfpq"]
+    shards = store.ShardedEmbeddings(root, math.ceil(meta["total"] / meta["shard_size"]))
+    index = read_ivfpq(root, meta["ivfpq"]["nprobe"])
+    return {**meta["ivfpq"], **codes_and_tuning(root, shards, meta["ivfpq"], index, progress)}
 
 
 def _start_or_resume(root: Path, plan: dict) -> None:
