@@ -19,8 +19,8 @@ import numpy as np
 
 from pathlib import Path
 
-from ..index.backends import (RERANK_FACTOR, exact_index, exact_order, ivfpq_params, mean_overlap, train_ivfpq,
-                              training_rows, tune_nprobe)
+from ..index.backends import (RERANK_FACTOR, exact_index, ivfpq_params, mean_overlap, rank_candidates,
+                              train_ivfpq, training_rows, tune_nprobe)
 from ..index.ivfpq_build import TUNING_TARGET
 from ..index.rerank import code_range, code_scores, trained_quantizer
 
@@ -181,7 +181,7 @@ def run(quick: bool = False, device: str | None = None, n: int | None = None, di
              "re-ranking reads the float16 embeddings (1,536 B/vector), kept on disk")):
         def served(q, scores=scores):
             candidates = ivf.search(q, rerank)[1]
-            return [exact_order(qi, rows[rows >= 0], scores)[1][:K] for qi, rows in zip(q, candidates)]
+            return [rank_candidates(qi, rows[rows >= 0], scores)[1][:K] for qi, rows in zip(q, candidates)]
 
         qps, found = _qps(served, queries)
         rows.append({"backend": label, "qps": qps, "recall_at_50": mean_overlap(truth, found, K),

@@ -125,7 +125,7 @@ def recall_at_k(approx, exact, queries: np.ndarray, k: int = RECALL_K) -> float:
 RERANK_FACTOR = 6
 
 
-def exact_order(query: np.ndarray, rows: np.ndarray, scores) -> tuple[np.ndarray, np.ndarray]:
+def rank_candidates(query: np.ndarray, rows: np.ndarray, scores) -> tuple[np.ndarray, np.ndarray]:
     """(scores, rows) of the candidate ``rows`` ordered by ``scores(rows, query)``: their inner
     products with ``query`` (e.g. :func:`vector_scores` of their embeddings)."""
     scores = scores(rows, query)
@@ -134,7 +134,7 @@ def exact_order(query: np.ndarray, rows: np.ndarray, scores) -> tuple[np.ndarray
 
 
 def vector_scores(vectors):
-    """``scores(rows, query)`` for :func:`exact_order` from ``vectors(rows)``, float32 rows."""
+    """``scores(rows, query)`` for :func:`rank_candidates` from ``vectors(rows)``, float32 rows."""
     return lambda rows, query: vectors(rows) @ query
 
 
@@ -145,7 +145,7 @@ def tune_nprobe(index, exact, queries: np.ndarray, target: float = 0.9, k: int =
     searched once. ``own_rows``: the collection row each query is (leave-one-out: a query taken
     from the collection is left out of its own results, so it stands for a new query of the
     same distribution instead of finding itself). ``scores``: measure the search as served,
-    RERANK_FACTOR * k candidates ordered by ``scores(rows, query)`` (see :func:`exact_order`)."""
+    RERANK_FACTOR * k candidates ordered by ``scores(rows, query)`` (see :func:`rank_candidates`)."""
     q = np.ascontiguousarray(queries, dtype=np.float32)
     extra = 0 if own_rows is None else 1
     _, truth = exact.search(q, k + extra)
@@ -158,7 +158,7 @@ def tune_nprobe(index, exact, queries: np.ndarray, target: float = 0.9, k: int =
         ivf.nprobe = nprobe
         found = without_own_rows(index.search(q, take)[1], own_rows, take)
         if scores is not None:
-            found = [exact_order(qi, np.array(rows, np.int64), scores)[1] for qi, rows in zip(q, found)]
+            found = [rank_candidates(qi, np.array(rows, np.int64), scores)[1] for qi, rows in zip(q, found)]
         recall = mean_overlap(truth, [list(rows[:k]) for rows in found], k)
         if recall < best + 0.005:
             break

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from ..core.errors import EmptyInputError, InputNotFoundError, InvalidInputError, ModelMismatchError
-from .backends import RERANK_FACTOR, exact_order, faiss_ivf, vector_scores
+from .backends import RERANK_FACTOR, faiss_ivf, rank_candidates, vector_scores
 from .retrieval import Hit
 from . import store
-from .items import ITEM_OFFSETS, ItemLookup, item_rows
+from .items import ItemLookup, item_rows
 from .rerank import RerankCodes, has_rerank_codes, rerank_nbytes
 
 #: An index whose re-ranking codes and item lookup take at most this many bytes together
@@ -110,6 +110,8 @@ class ImageIndex:
         return self._clip
 
     def embed_query(self, query) -> torch.Tensor:
+        if isinstance(query, (np.ndarray, torch.Tensor)):  # first: a search's hot path imports nothing
+            return torch.as_tensor(query).float().flatten()
         from PIL import Image
 
         from ..models.prompts import text_embeddings
@@ -126,7 +128,7 @@ class ImageIndex:
         if self._search_index is None:
             from .backends import exact_index
 
-            if self.meta.get("index_type") == "ivfpq" and "ivfpq" in self.meta:
+            if self.is_ivfpq:
                 from .ivfpq_build import read_ivfpq
 
                 self._search_index = read_ivfpq(self.root, self.meta["ivfpq"]["nprobe"])
@@ -150,8 +152,7 @@ class ImageIndex:
         k`` on an IVF-PQ index, 0 on an exact one; 0 turns it off. ``nprobe``: the inverted lists an IVF-PQ index scans
         for this query (default: the one its build chose for recall@50 >= 0.9 as served; more
         is slower and finds more)."""
-        q = np.asarray(query, np.float32).ravel() if isinstance(query, (np.ndarray, torch.Tensor)) \
-            else self.embed_query(query).numpy()
+        q = self.embed_query(query).numpy()
         if q.shape[0] != self.meta["embed_dim"]:
             raise ModelMismatchError(f"query has {q.shape[0]} dimensions, the index {self.meta['embed_dim']}")
         if rerank is None:
@@ -168,7 +169,7 @@ class ImageIndex:
         found = rows[0] >= 0
         scores, rows = scores[0][found], rows[0][found]
         if rerank:
-            scores, rows = exact_order(q[0], rows, self.rerank_scores)
+            scores, rows = rank_candidates(q[0], rows, self.rerank_scores)
         return [Hit(item_id, path, float(s)) for (item_id, path), s in zip(self.items.get(rows[:k]), scores[:k])]
 
     @property
@@ -184,7 +185,12 @@ class ImageIndex:
     def default_rerank(self, k: int) -> int:
         """How many candidates a search for ``k`` re-ranks unless told: RERANK_FACTOR * k on an
         IVF-PQ index, none on an exact one."""
-        return RERANK_FACTOR * k if self.meta.get("index_type") == "ivfpq" and "ivfpq" in self.meta else 0
+        return RERANK_FACTOR * k if self.is_ivfpq else 0
+
+    @property
+    def is_ivfpq(self) -> bool:
+        """Whether the index is searched through its IVF-PQ structure."""
+        return self.meta.get("index_type") == "ivfpq" and "ivfpq" in self.meta
 
     @contextlib.contextmanager
     def _probing(self, nprobe: int | None):
@@ -193,7 +199,7 @@ class ImageIndex:
             yield
             return
         searcher = self._searcher()
-        if self.meta.get("index_type") != "ivfpq" or not hasattr(searcher, "ntotal"):
+        if not self.is_ivfpq or not hasattr(searcher, "ntotal"):
             raise InvalidInputError(f"{self.root}: nprobe applies to an IVF-PQ index searched in this process; "
                                     "this one is exact or distributed")
         ivf = faiss_ivf(searcher)
@@ -225,4 +231,4 @@ class ImageIndex:
 def lookup_nbytes(root: Path) -> int:
     """The bytes a search of an index folder reads rows from besides its search structure: the
     re-ranking codes and the item lookup."""
-    return rerank_nbytes(root) + (ItemLookup.nbytes(root) if (root / ITEM_OFFSETS).is_file() else 0)
+    return rerank_nbytes(root) + ItemLookup.nbytes(root)

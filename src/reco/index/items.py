@@ -40,6 +40,26 @@ def write_item_lookup(items_parquet: Path, root: Path) -> None:
                 end = int(ends[-1]) if len(ends) else end
 
 
+def npy_layout(path: Path) -> tuple[tuple[int, ...], int]:
+    """(shape, offset of the data) of a .npy file, from its header alone."""
+    with open(path, "rb") as f:
+        np.lib.format.read_magic(f)
+        shape, _, _ = np.lib.format.read_array_header_1_0(f)
+        return shape, f.tell()
+
+
+def read_rows(where: list[tuple[int, int]], size: int) -> bytearray:
+    """``size`` bytes at each (file descriptor, offset) of ``where``, back to back: every range
+    announced first (:func:`prefetch`) so that a cold disk reads them in parallel, then one
+    ``pread`` each."""
+    prefetch([(fd, offset, size) for fd, offset in where])
+    out = bytearray(len(where) * size)
+    view = memoryview(out)
+    for i, (fd, offset) in enumerate(where):
+        os.preadv(fd, [view[i * size:(i + 1) * size]], offset)
+    return out
+
+
 def item_rows(root: Path, in_memory: bool = False):
     """The id/path lookup of an index folder: its offsets and records (read by ``pread``, or
     ``in_memory``), or (an index built before they existed) ``items.parquet`` by row groups."""
@@ -56,20 +76,16 @@ class ItemLookup:
 
     def __init__(self, root: Path, in_memory: bool = False):
         self.paths = root / ITEM_OFFSETS, root / ITEM_STRINGS
-        self._offsets = os.open(self.paths[0], os.O_RDONLY)
-        self._strings = os.open(self.paths[1], os.O_RDONLY)
-        with open(self.paths[0], "rb") as f:
-            np.lib.format.read_magic(f)
-            (self.count,), _, _ = np.lib.format.read_array_header_1_0(f)
-            self._header = f.tell()
-        self.count -= 1
-        self.in_memory = in_memory
+        (count,), self._header = npy_layout(self.paths[0])
+        self.count, self.in_memory = count - 1, in_memory
+        self._offsets = self._strings = -1  # opened by the first lookup by row
         self._held: tuple[np.ndarray, bytes] | None = None
 
     @staticmethod
     def nbytes(root: Path) -> int:
-        """The bytes of an index folder's item lookup files."""
-        return sum((root / name).stat().st_size for name in (ITEM_OFFSETS, ITEM_STRINGS))
+        """The bytes of an index folder's item lookup files (0 without them)."""
+        paths = [root / name for name in (ITEM_OFFSETS, ITEM_STRINGS)]
+        return sum(p.stat().st_size for p in paths) if paths[0].is_file() else 0
 
     def get(self, rows) -> list[tuple[str, str]]:
         """(id, path) of each row, in order."""
@@ -80,6 +96,8 @@ class ItemLookup:
             rows = np.asarray(rows, dtype=np.int64)
             spans = zip(offsets[rows].tolist(), offsets[rows + 1].tolist())
             return [tuple(strings[a:b].decode().split("\0", 1)) for a, b in spans]
+        if self._offsets < 0:
+            self._offsets, self._strings = (os.open(p, os.O_RDONLY) for p in self.paths)
         where = [self._header + 8 * int(r) for r in rows]
         prefetch([(self._offsets, offset, 16) for offset in where])
         spans = [np.frombuffer(os.pread(self._offsets, 16, offset), "<i8").tolist() for offset in where]
@@ -88,7 +106,8 @@ class ItemLookup:
 
     def close(self) -> None:
         for fd in (self._offsets, self._strings):
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         self._offsets = self._strings = -1
 
     def __del__(self):

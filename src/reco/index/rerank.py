@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .items import prefetch
+from .items import npy_layout, read_rows
 
 RERANK_CODES, RERANK_QUANTIZER = "rerank.codes.npy", "rerank.faiss"
 
@@ -94,10 +94,7 @@ class RerankCodes:
         root = Path(root)
         self.vmin, self.step = code_range(faiss.read_index(str(root / RERANK_QUANTIZER)))
         self.path = root / RERANK_CODES
-        with open(self.path, "rb") as f:
-            np.lib.format.read_magic(f)
-            (self.count, self.dim), _, _ = np.lib.format.read_array_header_1_0(f)
-            self.header = f.tell()
+        (self.count, self.dim), self.header = npy_layout(self.path)
         self.in_memory = in_memory
         self._codes: np.ndarray | None = None
         self._fd = -1
@@ -114,13 +111,8 @@ class RerankCodes:
             return self._codes[rows]
         if self._fd < 0:
             self._fd = os.open(self.path, os.O_RDONLY)
-        where = (self.header + rows * self.dim).tolist()
-        prefetch([(self._fd, offset, self.dim) for offset in where])  # all first: a cold disk reads them in parallel
-        out = bytearray(len(where) * self.dim)
-        view = memoryview(out)
-        for i, offset in enumerate(where):
-            os.preadv(self._fd, [view[i * self.dim:(i + 1) * self.dim]], offset)
-        return np.frombuffer(out, np.uint8).reshape(len(where), self.dim)
+        out = read_rows([(self._fd, offset) for offset in (self.header + rows * self.dim).tolist()], self.dim)
+        return np.frombuffer(out, np.uint8).reshape(len(rows), self.dim)
 
     def scores(self, rows, query: np.ndarray) -> np.ndarray:
         """float32 (len(rows),): the inner product of ``query`` with each row's decoded code."""

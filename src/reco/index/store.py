@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.paths import atomic_write_bytes
-from .items import prefetch, write_item_lookup
+from .items import read_rows, write_item_lookup
 
 FORMAT = "reco.image_index/2"
 #: Formats this version opens: 1 differs only in keeping IVF-PQ lists inside ivfpq.faiss.
@@ -187,14 +187,9 @@ class ShardedEmbeddings:
             return np.zeros((0, d), np.float32)
         size = d * self.parts[0].dtype.itemsize
         shard = np.searchsorted(self.offsets, rows, side="right") - 1
-        where = [(self._file(s), self.parts[s].offset + o)
-                 for s, o in zip(shard.tolist(), ((rows - self.offsets[shard]) * size).tolist())]
-        out = bytearray(len(rows) * size)
-        view = memoryview(out)
         try:
-            prefetch([(fd, offset, size) for fd, offset in where])  # all first: the disk reads them in parallel
-            for i, (fd, offset) in enumerate(where):
-                os.preadv(fd, [view[i * size:(i + 1) * size]], offset)
+            out = read_rows([(self._file(s), self.parts[s].offset + o)
+                             for s, o in zip(shard.tolist(), ((rows - self.offsets[shard]) * size).tolist())], size)
         finally:  # only now: a file closed while its rows were pending could be reopened as another
             while len(self._files) > self.OPEN_FILES:
                 os.close(self._files.pop(next(iter(self._files))))
