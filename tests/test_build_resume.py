@@ -50,6 +50,10 @@ def _same_banks(a: ConceptBank, b: ConceptBank, exact: bool = True):
         assert a[name].archive == b[name].archive
     for name in a.context:
         assert check(a.context[name], b.context[name]), name
+    assert (a.head is None) == (b.head is None)
+    if a.head is not None:  # a fitted head: the same rows, the same fit
+        assert check(a.head_data.features, b.head_data.features) and check(a.head_data.targets, b.head_data.targets)
+        assert all(check(x, y) for x, y in zip(a.head.tensors().values(), b.head.tensors().values()))
 
 
 def _interrupt_on_call(monkeypatch, owner, attribute: str, call: int, calls: list):
@@ -145,6 +149,7 @@ def test_a_labelled_build_resumes_at_the_first_image_not_encoded(tmp_path, encod
     spec = _labelled_folder(tmp_path / "data", n=6)
     settings = {"image_size": 56, "per_class": 4, "n_prototypes": 4}
     whole, _ = reco.build_bank(encoder=encoder, labelled=spec, settings=settings, progress=False)
+    assert whole.head is not None  # the labelled default: a fitted head, resumed with its rows
 
     encoded = []
     _interrupt_on_call(monkeypatch, labelled_module, "full_frame_features", 4, encoded)

@@ -144,8 +144,9 @@ def test_cli_builds_a_labelled_bank(tmp_path, capsys):
                  "--out", str(out), "--image-size", "48"]) == 0
     assert "boat" in capsys.readouterr().err
     bank = ConceptBank.load(out)
-    assert bank.names == ["sky", "road", "car"] and bank.provenance["prototypes"] == "memory"
-    assert bank.provenance["n_prototypes"] == 256 and bank.provenance["labelled"]["dataset"] == spec
+    assert bank.names == ["sky", "road", "car"] and bank.provenance["prototypes"] == "linear"  # the default
+    assert bank.head.names == bank.names and bank.provenance["per_class"] == 2
+    assert bank.provenance["labelled"]["dataset"] == spec
     assert main(["concepts", "list", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["details"][0]["prototypes"] >= 1
     assert main(["concepts", "build", "--labelled", spec, "--encoder", "tiny-vit", "--out", str(out), "--append"]) == 2
@@ -190,7 +191,8 @@ def test_cli_segment_with_scales_and_self_support(tmp_path, encoder):
     bank_path = tmp_path / "bank.safetensors"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["concepts", "build", "--labelled", spec, "--encoder", "tiny-vit", "--out", str(bank_path)]) == 0
+        assert main(["concepts", "build", "--labelled", spec, "--encoder", "tiny-vit", "--out", str(bank_path),
+                     "--prototypes", "memory"]) == 0
     photo = tmp_path / "ds" / "images" / "im1.png"
     assert main(["segment", str(photo), "--bank", str(bank_path), "--out", str(tmp_path / "out"), "--no-crf",
                  "--size", "48", "--scales", "0.5", "1", "--self-support", "0.5"]) == 0

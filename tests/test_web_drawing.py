@@ -60,7 +60,7 @@ def test_a_drawing_becomes_a_concept_saved_beside_the_bank(demo_bank, quokka, tm
     before = _sha(demo_bank)
     service = SegmentationService({"demo": demo_bank}, drawn_dir=tmp_path / "drawn")
     summary, path = service.add_drawing("demo", np.asarray(image), mask.astype(np.uint8) * 255, "quokka")
-    assert path == tmp_path / "drawn" / "demo.safetensors" and "1 drawing" in summary
+    assert path.parent == tmp_path / "drawn" and path.name.startswith("demo.drawn-") and "1 drawing" in summary
     saved = ConceptBank.load(path)
     assert saved.names == ["animal", "background", "face", "quokka"] and saved["quokka"].source == "drawing"
     encoder = service.segmenter("demo").encoder
@@ -73,7 +73,7 @@ def test_a_drawing_becomes_a_concept_saved_beside_the_bank(demo_bank, quokka, tm
     both = F.normalize(torch.cat([first, second]).mean(0), dim=0)
     torch.testing.assert_close(ConceptBank.load(path)["quokka"].reference, both, atol=1e-5, rtol=0)
     assert _sha(demo_bank) == before  # the bank given is never written
-    assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == ["demo.safetensors"]  # no temp files left
+    assert [p.name for p in (tmp_path / "drawn").iterdir()] == [path.name]  # no temp files left
 
 
 def test_closed_outlines_count_as_their_inside():
@@ -351,7 +351,8 @@ def test_browser_draws_a_concept_and_segments_with_it(fresh_app, browser, tmp_pa
     offered = {(a.get_attribute("href") or "").split("?")[0].rsplit("/", 1)[-1]
                for a in browser.find_elements(By.CSS_SELECTOR, "#downloads a")}
     assert offered >= {"quokka.png", "quokka_overlay.png", "chelsea.png", "chelsea_overlay.png"}, offered
-    assert sorted(p.name for p in (folder / "outputs" / "web").iterdir()) == ["new-bank-your-drawings.safetensors"]
+    drawn = [p.name for p in (folder / "outputs" / "web").iterdir() if not p.name.startswith(".")]
+    assert len(drawn) == 1 and drawn[0].startswith("new-bank-your-drawings.drawn-"), drawn
     shutil.copy(folder / "seconds_to_serve", ARTIFACTS / "web_seconds_to_serve.txt")
 
 
@@ -435,3 +436,24 @@ def test_a_thick_outline_around_a_small_inside_gets_a_warning():
     warning = outline_warning(ring(20))
     assert warning.startswith("the painted outline (3200 pixels) is larger than what it encloses (400)")
     assert outline_warning(np.pad(np.full((10, 10), 255, np.uint8), 5)) is None  # a filled blob has no inside
+
+
+def test_drawings_never_write_a_bank_given_nor_another_servers_drawings(demo_bank, quokka, tmp_path):
+    """Issue 40, item 2: a user's bank inside the drawings folder, named as the old drawn copy
+    was (``<source>.safetensors``), stays as it was; two servers on one folder keep both drawings."""
+    import shutil
+
+    from reco.concepts.bank import ConceptBank
+    from reco.app.web import SegmentationService
+
+    image, mask = quokka
+    folder = tmp_path / "web"
+    folder.mkdir()
+    mine = shutil.copy(demo_bank, folder / "mine.safetensors")
+    before = _sha(mine)
+    first = SegmentationService({"mine": mine}, drawn_dir=folder)
+    second = SegmentationService({"mine": mine}, drawn_dir=folder)
+    _, one = first.add_drawing("mine", np.asarray(image), mask.astype(np.uint8) * 255, "quokka")
+    _, two = second.add_drawing("mine", np.asarray(image), (~mask).astype(np.uint8) * 255, "grass")
+    assert _sha(mine) == before and one != two
+    assert ConceptBank.load(one).names[-1] == "quokka" and ConceptBank.load(two).names[-1] == "grass"

@@ -8,6 +8,7 @@ Only files the app writes itself are served: no ``allowed_paths`` are granted.
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -76,8 +77,11 @@ class SegmentationService:
     default reco's). ``models``: ReCo+ checkpoints by display name; the new bank for drawings uses reco's default
     encoder (whose weights ship offline). ``index``: an image index folder; concept
     names typed that a bank lacks are then built from it (retrieval + co-segmentation) and kept
-    for later requests. Concepts drawn in the app go into ``drawn_dir``/<source>.safetensors, a
-    copy of the source bank with them (the bank files given are never written).
+    for later requests. Concepts drawn in the app go into
+    ``drawn_dir``/<source>.drawn-<session>.safetensors, a copy of the source bank with them: a
+    file of this server's own (``session`` names the server), saved atomically while the
+    service's lock is held, so neither the bank files given nor another server's drawings are
+    ever written.
     """
 
     def __init__(self, banks: dict[str, Path], *, models: dict[str, Path] | None = None, device: str | None = None,
@@ -95,6 +99,7 @@ class SegmentationService:
         self.settings = settings or SegmentSettings()  # how every bank segments (ReCo+ models: their training size)
         self.size = self.settings.working_size(DEFAULT_SIZE)  # drawings are encoded as the segmenter sees photos
         self.drawn_dir = Path(drawn_dir)
+        self.session = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
         self._models: dict[str, object] = {}
         self._segmenters: dict[str, object] = {}
         self._drawn: dict[str, dict[str, list]] = {}  # source -> concept -> features of each drawing
@@ -233,7 +238,7 @@ class SegmentationService:
         one-line summary and the bank file. Nothing changes when a RecoError is raised."""
         from ..concepts.drawn import check_name, drawing_features, empty_bank, outline_warning, painted_mask
         from ..concepts.drawn import with_drawn_concept
-        from ..concepts.settings import DEFAULT_ENCODER
+        from ..concepts.settings import DEFAULT_ENCODER, BankSettings
         from ..core.imageio import to_rgb
         from ..segment.prediction import as_pil_image
 
@@ -258,9 +263,10 @@ class SegmentationService:
             if name in bank and name not in drawn:
                 raise InvalidInputError(f"{name!r} is already a concept of {bank_name} (not a drawing): "
                                         "choose another name")
-            pool = [*drawn.get(name, []), drawing_features(encoder, image, painted_mask(paint), self.size)]
+            centre = BankSettings.from_provenance(bank.provenance).head_centre_share()
+            pool = [*drawn.get(name, []), drawing_features(encoder, image, painted_mask(paint), self.size, centre)]
             grown = with_drawn_concept(bank, encoder, name, pool)
-            path = grown.save(self.drawn_dir / f"{_file_name(bank_name)}.safetensors")
+            path = self._save_drawn(grown, bank_name)
             drawn[name] = pool
             if segmenter is None:
                 from ..segment.predictor import load_predictor
@@ -272,6 +278,11 @@ class SegmentationService:
         warning = outline_warning(paint)
         return (f"added {name!r} to {bank_name}: {len(pool)} drawing{'s' * (len(pool) > 1)}, {patches} patches; "
                 f"saved as {path.name}" + (f". Note: {warning}" if warning else "")), path
+
+    def _save_drawn(self, bank, source: str) -> Path:
+        """Save ``bank`` (``source`` with its drawings) atomically as this server's own file (the
+        caller holds the service's lock, so this server's saves never interleave)."""
+        return bank.save(_drawn_path(self.drawn_dir, source, self.session, self.banks.values()))
 
     def grid(self, bank_name: str, concept: str):
         """The co-segmentation grid of ``concept`` (its archive with similarity maps and seeds)."""
@@ -286,6 +297,14 @@ class SegmentationService:
         if missing:
             raise InputNotFoundError(f"the archive images of {concept!r} are not on this machine (e.g. {missing[0]})")
         return concept_grid(segmenter.bank, concept, segmenter.encoder, max_images=10)
+
+
+def _drawn_path(drawn_dir: Path, source: str, session: str, banks) -> Path:
+    """This server's file for the drawn copy of ``source``; never one of the ``banks`` given."""
+    path = drawn_dir / f"{_file_name(source)}.drawn-{session}.safetensors"
+    if any(path.resolve() == Path(b).resolve() for b in banks):
+        raise InvalidInputError(f"{path} is a bank this server reads: drawings are never saved over it")
+    return path
 
 
 def _file_name(source: str) -> str:

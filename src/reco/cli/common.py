@@ -65,6 +65,22 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def per_class_count(text: str) -> int | str:
+    """argparse type: images per class, an integer >= 1 or ``all``."""
+    return "all" if text.strip().lower() == "all" else _int_at_least(text, 1)
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def port(text: str) -> int:
     """argparse type: a TCP port, 1-65535."""
     value = _int_at_least(text, 1)

@@ -8,7 +8,9 @@ import sys
 from .common import (
     device_options,
     json_option,
+    non_negative_float,
     non_negative_int,
+    per_class_count,
     positive_int,
     preset_option,
     print_json,
@@ -19,7 +21,8 @@ from .common import (
 
 #: Options of ``concepts build`` that are BankSettings fields (None when not given).
 SETTING_OPTIONS = ("archive_size", "n_seeds", "image_size", "language_guidance", "context_elimination", "context",
-                   "rephrase", "published_code_compat", "prototypes", "n_prototypes", "seed", "per_class")
+                   "rephrase", "published_code_compat", "prototypes", "n_prototypes", "seed", "per_class",
+                   "head_balance")
 
 
 def register(sub) -> None:
@@ -49,10 +52,15 @@ def register(sub) -> None:
     b.add_argument("--labelled", metavar="SPEC",
                    help="a labelled dataset spec (e.g. folder:root=DIR:split=train): a concept per class "
                         "from --per-class images")
-    b.add_argument("--per-class", type=positive_int, help="with --labelled: images per class (default 10)")
+    b.add_argument("--per-class", type=per_class_count, metavar="K|all",
+                   help="with --labelled: images per class (default all: every labelled image)")
     b.add_argument("--prototypes", choices=PROTOTYPE_METHODS,
-                   help=f"how a concept's prototypes are made (default: mean for --names, the paper's single "
-                        f"reference; {SOURCE_DEFAULTS['exemplars']['prototypes']} for --exemplars and --labelled)")
+                   help=f"how a concept's prototypes are made, or 'linear': one head fitted over all the concepts "
+                        f"(default: mean for --names, the paper's single reference; "
+                        f"{SOURCE_DEFAULTS['exemplars']['prototypes']} for --exemplars; "
+                        f"{SOURCE_DEFAULTS['labelled']['prototypes']} for --labelled)")
+    b.add_argument("--head-balance", type=non_negative_float, metavar="B",
+                   help="with --prototypes linear: weight of a concept ~ 1 / its share ** B (default 0.5)")
     b.add_argument("--n-prototypes", type=positive_int, help="prototypes per concept for kmeans/memory/seeds (default 256)")
     b.add_argument("--seed", type=non_negative_int, help="seed of exemplar sampling and k-means (default 0)")
     b.add_argument("--encoder", help="dense encoder, e.g. dinov2-vits14 (see `reco models`); required without --preset")

@@ -46,6 +46,8 @@ def register(sub) -> None:
                    help="shorter side of the working image (default 448; with --model the training size, 320)")
     p.add_argument("--scales", type=positive_float, nargs="+", metavar="F",
                    help="also encode at these factors of --size and average (e.g. 0.75 1; default 1: one scale)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the mirrored photo (twice the encoding; default off)")
     p.add_argument("--self-support", type=unit_float, metavar="W",
                    help="blend in each photo's own concept prototypes with weight W (e.g. 0.5; default 0: the paper)")
     p.add_argument("--window", type=positive_int, help="sliding-window side in pixels for large images")
@@ -135,12 +137,13 @@ def _choices(args: argparse.Namespace) -> _Choices:
     windows = (args.window, args.stride)
     if windows == (None, None):  # windows as a pair: --window alone strides by half
         windows = (segment.get("window"), segment.get("stride"))
-    options = {"size": args.size or segment.get("size"), "scales": args.scales,
+    options = {"size": args.size or segment.get("size"), "scales": args.scales, "flip": args.flip,
                "self_support": preset.get("self_support") if args.self_support is None else args.self_support,
                "window": windows[0], "stride": windows[1],
                "no_crf": not (args.crf if args.crf is not None else preset.get("crf", SegmentSettings().crf)),
                "no_language_guidance": args.no_language_guidance}
-    given = {k: options[k] for k in ("size", "window", "stride", "scales", "self_support") if options[k] is not None}
+    given = {k: options[k] for k in ("size", "window", "stride", "scales", "flip", "self_support")
+             if options[k] is not None}
     settings = SegmentSettings(language_guidance=not args.no_language_guidance, crf=not options["no_crf"],
                                amp=not args.no_amp).with_overrides(**given)
     return _Choices(encoder, clip, settings, preset.get("concepts", {}), options)

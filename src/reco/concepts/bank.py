@@ -34,6 +34,9 @@ class Concept:
     seeds: torch.Tensor | None = None
     prompt: str | None = None  # the (rephrased) name the text embedding and retrieval used
     prototypes: torch.Tensor | None = None
+    #: The patches (M, D) this concept gives a fitted head (docs/method.md §11): taken into the
+    #: bank's :class:`~reco.concepts.head.HeadData` when the concept is added, not saved with it.
+    head_rows: torch.Tensor | None = field(default=None, repr=False)
 
     def vectors(self) -> torch.Tensor:
         """(P, D): the prototypes, or the reference as the one prototype."""
@@ -66,15 +69,27 @@ class ConceptBank:
     ``prototypes``, ``n_prototypes``, ``seed``, ``per_class``); a labelled bank adds
     ``labelled``. The context references used to build the bank are kept so that concepts
     added later use the same ones.
+
+    A bank whose ``prototypes`` setting is ``"linear"`` also holds a fitted head
+    (:class:`~reco.concepts.head.ConceptHead`) and what it was fitted on (``head_data``); the
+    head is refitted (:meth:`refit_head`) whenever concepts change, and a bank whose head does
+    not cover its concepts cannot be saved or segmented with.
     """
 
     def __init__(self, provenance: dict, concepts: list[Concept] | None = None,
-                 context: dict[str, torch.Tensor] | None = None):
+                 context: dict[str, torch.Tensor] | None = None, head_data=None, head=None):
         self.provenance = dict(provenance)
         self.concepts: dict[str, Concept] = {}
         self.context: dict[str, torch.Tensor] = dict(context or {})
+        self.head_data = head_data
+        self.head = head
         for concept in concepts or []:
             self.add(concept)
+
+    @property
+    def fitted(self) -> bool:
+        """True for a bank whose concepts are decided by a fitted head (``prototypes: linear``)."""
+        return self.provenance.get("prototypes") == "linear"
 
     # ---- access ------------------------------------------------------------------------------
     @property
@@ -90,9 +105,10 @@ class ConceptBank:
         clip = (self.provenance.get("clip") or {}).get("name")
         method = self.provenance.get("prototypes", "mean")
         n = self.provenance.get("n_prototypes")
-        prototypes = "one mean reference" if method == "mean" else f"{method} prototypes ({n} at most)"
+        prototypes = {"mean": "one mean reference", "linear": "a fitted head over all concepts"}.get(
+            method, f"{method} prototypes ({n} at most)")
         return (f"ConceptBank({len(self)} concepts: {shown}; encoder {encoder}"
-                f"{f', CLIP {clip}' if clip else ''}; {prototypes} per concept)")
+                f"{f', CLIP {clip}' if clip else ''}; {prototypes}{'' if method == 'linear' else ' per concept'})")
 
     def __contains__(self, name: str) -> bool:
         return name in self.concepts
@@ -116,12 +132,37 @@ class ConceptBank:
 
     def copy(self) -> "ConceptBank":
         """A bank with the same concepts (shared, not cloned) that can grow without changing this one."""
-        return ConceptBank(self.provenance, list(self.concepts.values()), self.context)
+        return ConceptBank(self.provenance, list(self.concepts.values()), self.context, self.head_data, self.head)
 
     def add(self, concept: Concept) -> None:
+        """Add ``concept``; in a fitted bank its ``head_rows`` join the head data (call
+        :meth:`refit_head` once the concepts are complete)."""
         if concept.name in self.concepts:
             raise InvalidInputError(f"concept {concept.name!r} is already in the bank")
         self.concepts[concept.name] = concept
+        if concept.head_rows is not None and self.fitted:
+            from .head import HeadData
+
+            data = self.head_data or HeadData.empty(concept.head_rows.shape[1], len(self.concepts) - 1)
+            self.head_data = data.with_concept(len(self.concepts) - 1, concept.head_rows)
+            concept.head_rows = None
+
+    def refit_head(self) -> None:
+        """Fit the head of a fitted bank on its head data (kept to at most ``head_max_patches`` rows
+        per concept), with the settings its provenance records; nothing to do for other banks."""
+        from .head import HeadFit, fit_head
+        from .settings import BankSettings
+
+        if not self.fitted:
+            return
+        if self.head_data is None or self.head_data.n_concepts != len(self):
+            raise InvalidInputError(f"the head data covers {0 if self.head_data is None else self.head_data.n_concepts} "
+                                    f"concepts, the bank has {len(self)}: every concept of a fitted bank needs patches")
+        settings = BankSettings.from_provenance(self.provenance)
+        fit = HeadFit(weight_decay=settings.head_weight_decay, balance=settings.head_balance,
+                      centre=settings.head_centre, max_patches=settings.head_max_patches, seed=settings.seed)
+        self.head_data = self.head_data.capped(fit.max_patches, fit.seed)
+        self.head = fit_head(self.head_data, self.names, fit)
 
     # ---- compatibility -----------------------------------------------------------------------
     def check_models(self, encoder=None, clip=None) -> None:
@@ -155,6 +196,9 @@ class ConceptBank:
 
         if not self.concepts and not partial:
             raise EmptyInputError("refusing to save an empty concept bank")
+        problem = None if partial else self.problem()
+        if problem:
+            raise InvalidInputError(f"refusing to save the concept bank: {problem}")
         tensors: dict[str, torch.Tensor] = {}
         entries = []
         for i, c in enumerate(self.concepts.values()):
@@ -169,8 +213,15 @@ class ConceptBank:
                             "archive_paths": c.archive_paths, "prompt": c.prompt})
         for i, ref in enumerate(self.context.values()):
             tensors[f"context.{i}"] = ref.detach().float().cpu().clone()
+        head = None
+        if self.head is not None:
+            tensors.update({f"head.{k}": v.detach().float().cpu().contiguous() for k, v in self.head.tensors().items()})
+            head = {"names": self.head.names, "fit": self.head.fit}
+        if self.head_data is not None:
+            tensors["head_data.features"] = self.head_data.features.to(torch.float16).contiguous()
+            tensors["head_data.targets"] = self.head_data.targets.to(torch.float16).contiguous()
         meta = {"format": FORMAT, "provenance": self.provenance, "concepts": entries,
-                "context": list(self.context)}
+                "context": list(self.context), "head": head}
         path = Path(path)
         atomic_write_bytes(path, save(tensors, metadata={"reco": json.dumps(meta)}))
         return path
@@ -218,7 +269,15 @@ class ConceptBank:
         provenance = meta["provenance"]
         if not isinstance(provenance.get("encoder"), dict) or "name" not in provenance["encoder"]:
             raise KeyError("the encoder record")
-        return cls(provenance, concepts, context)
+        from .head import ConceptHead, HeadData
+
+        head_data = head = None
+        if "head_data.features" in tensors:
+            head_data = HeadData(tensors["head_data.features"], tensors["head_data.targets"])
+        if meta.get("head"):
+            head = ConceptHead(list(meta["head"]["names"]), *(tensors[f"head.{k}"] for k in
+                                                             ("mean", "scale", "weight", "bias")), meta["head"]["fit"])
+        return cls(provenance, concepts, context, head_data, head)
 
     def problem(self, partial: bool = False) -> str | None:
         """Why this bank cannot be used (no concepts, unless ``partial``; references, prototypes or
@@ -246,6 +305,10 @@ class ConceptBank:
         texts = {c.text_embedding.shape for c in self.concepts.values() if c.text_embedding is not None}
         if len(texts) > 1 or any(len(s) != 1 for s in texts):
             return "text embeddings of different shapes"
+        if self.fitted and not partial and self.head is None:
+            return "the bank's concepts are decided by a fitted head (prototypes: linear), and it has none"
+        if self.head is not None:
+            return self.head.problem(self.names, width)
         return None
 
     def _vectors(self):
@@ -261,6 +324,7 @@ class ConceptBank:
         return {
             "concepts": self.names,
             "provenance": self.provenance,
+            "head": None if self.head is None else self.head.fit,
             "details": [
                 {"name": c.name, "source": c.source, "archive_size": len(c.archive),
                  "prototypes": len(c.vectors()),

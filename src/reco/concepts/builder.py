@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from .. import __version__
 from .bank import Concept, ConceptBank, model_record
 from .coseg import co_segment, context_elimination
+from .head import centred, top_patches
 from ..core.errors import EmptyInputError, ImageLoadError, InputNotFoundError, InvalidInputError, ModelMismatchError
 from ..core.geometry import MAX_ASPECT_RATIO, mask_to_grid
 from ..models.inputs import square_input
@@ -46,6 +47,11 @@ def parse_concept_names(names: str | Sequence[str]) -> list[str]:
     if duplicates:
         raise EmptyInputError(f"duplicate concept names: {', '.join(duplicates)}")
     return items
+
+
+def _cosine(feats: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) cosine similarity of features (N, D, h, w) to one vector (D,)."""
+    return torch.einsum("ndhw,d->nhw", F.normalize(feats, dim=1), F.normalize(reference.to(feats.device), dim=0))
 
 
 def _is_candidate(path: Path) -> bool:
@@ -115,6 +121,8 @@ class ConceptBankBuilder:
         for concept in concepts:
             bank.add(concept)
         bank.context.update(context)
+        if partial.head_data is not None:  # it holds the bank's rows and the finished concepts'
+            bank.head_data = partial.head_data
         return {c.name for c in concepts}, set(context)
 
     def _finished(self, bank: ConceptBank) -> None:
@@ -184,6 +192,7 @@ class ConceptBankBuilder:
             bank.add(self._exemplar_concept(folder, bank, report))
             report.added.append(folder.name)
             self._finished(bank)
+        bank.refit_head()
         return report
 
     def _exemplar_concept(self, folder: Path, bank: ConceptBank, report: BuildReport) -> Concept:
@@ -223,27 +232,47 @@ class ConceptBankBuilder:
         ]).to(feats.device)
         if all(m is not None for m in masks):
             pixels = feats.permute(0, 2, 3, 1)[grids]  # (M, D) raw features inside the masks
-            return self.pooled_concept(name, pixels, "masks", paths)
+            head_rows = centred(feats, self.settings.head_centre_share()).permute(0, 2, 3, 1)[grids]
+            return self.pooled_concept(name, pixels, "masks", paths, head_rows=head_rows)
         if self.settings.context_elimination and name in bank.context:
-            return Concept(name, bank.context[name], "exemplars", archive=paths, archive_paths=paths)
+            reference = bank.context[name]
+            return Concept(name, reference, "exemplars", archive=paths, archive_paths=paths,
+                           head_rows=self.head_rows(feats, _cosine(feats, reference), grids))
         weights = grids.float() * self._context_weights(bank, feats)
         result = co_segment(feats, weights, n_seeds=self.settings.n_seeds, seed_mask=grids,
                             published_code_compat=self.settings.published_code_compat)
         return Concept(name, result.reference.cpu(), "exemplars", archive=paths, archive_paths=paths,
-                       seeds=result.seeds.cpu(), prototypes=self._seed_prototypes(feats, result.seeds))
+                       seeds=result.seeds.cpu(), prototypes=self._seed_prototypes(feats, result.seeds),
+                       head_rows=self.head_rows(feats, result.scores, grids))
 
-    def pooled_concept(self, name: str, pixels: torch.Tensor, source: str, paths: list[str]) -> Concept:
+    def pooled_concept(self, name: str, pixels: torch.Tensor, source: str, paths: list[str],
+                       head_rows: torch.Tensor | None = None) -> Concept:
         """A concept from the raw features (M, D) of its pixels: their normalised mean is the
-        reference, and the prototypes are made from them by the builder's method."""
+        reference, and the prototypes are made from them by the builder's method (a fitted
+        bank's head takes ``head_rows``, the same pixels centred as the head says, default the
+        pixels as given)."""
         pixels = pixels.float().cpu()
         reference = F.normalize(pixels.mean(0), dim=0)
+        if self.settings.prototypes == "linear":
+            rows = pixels if head_rows is None else head_rows.float().cpu()
+            return Concept(name, reference, source, archive=paths, archive_paths=paths, head_rows=rows)
         prototypes = None if self.settings.prototypes == "mean" else make_prototypes(
             pixels, self.settings.prototypes, self.settings.n_prototypes, self.settings.seed)
         return Concept(name, reference, source, archive=paths, archive_paths=paths, prototypes=prototypes)
 
+    def head_rows(self, feats: torch.Tensor, scores: torch.Tensor, allowed: torch.Tensor | None = None):
+        """A co-segmented concept's patches for a fitted head (None for other banks): in each
+        image (features (N, D, h, w), co-segmentation ``scores`` (N, h, w)), the
+        :data:`~reco.concepts.head.COSEG_SHARE` of its ``allowed`` patches that score highest
+        (at least ``n_seeds``, so the seeds always count), centred as the head says."""
+        if self.settings.prototypes != "linear":
+            return None
+        return top_patches(centred(feats, self.settings.head_centre_share()), scores, self.settings.n_seeds, allowed)
+
     def _seed_prototypes(self, feats: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor | None:
-        """Prototypes of a co-segmented concept from the raw features at its seeds (None: "mean")."""
-        if self.settings.prototypes == "mean":
+        """Prototypes of a co-segmented concept from the raw features at its seeds (None: "mean",
+        and "linear", whose head takes :meth:`head_rows`)."""
+        if self.settings.prototypes in ("mean", "linear"):
             return None
         rows, cols = seeds[..., 0].to(feats.device), seeds[..., 1].to(feats.device)
         image = torch.arange(feats.shape[0], device=feats.device)[:, None].expand_as(rows)
@@ -263,11 +292,13 @@ class ConceptBankBuilder:
         bank = self.new_bank()
         bank.provenance["labelled"] = {"dataset": spec, "per_class": per_class}
         report = BuildReport()
-        for concept in labelled_concepts(self, dataset, per_class, report, self.progress):
-            bank.add(concept)
-            report.added.append(concept.name)
+        head_data = labelled_concepts(self, dataset, per_class, report, bank, self.progress)
         if not bank.concepts:
             raise EmptyInputError(f"no class of {spec} has a pixel in its labels")
+        report.added.extend(bank.names)
+        if self.settings.prototypes == "linear":
+            bank.head_data = head_data
+            bank.refit_head()
         return bank, report
 
     # ---- names through retrieval ---------------------------------------------------------------
@@ -295,4 +326,5 @@ class ConceptBankBuilder:
 
         report = BuildReport()
         add_named_concepts(self, bank, names, retriever, report)
+        bank.refit_head()
         return report

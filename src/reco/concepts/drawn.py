@@ -63,9 +63,13 @@ def check_name(name: str | None) -> str:
     return name
 
 
-def drawing_features(encoder, image, mask: np.ndarray, size: int | None) -> torch.Tensor:
+def drawing_features(encoder, image, mask: np.ndarray, size: int | None, centre: float = 0.0) -> torch.Tensor:
     """(M, D) raw features of the patches under ``mask`` ((H, W) bool, the image's size) on the
-    whole ``image`` at shorter side ``size``; EmptyInputError when nothing is painted."""
+    whole ``image`` at shorter side ``size`` (less ``centre`` times the photo's mean feature:
+    :meth:`~reco.concepts.settings.BankSettings.head_centre_share` of the bank they go to);
+    EmptyInputError when nothing is painted."""
+    from .head import centred
+
     from ..core.geometry import label_fractions
     from ..models.inputs import full_frame_features
     from .labelled import class_patches
@@ -78,7 +82,7 @@ def drawing_features(encoder, image, mask: np.ndarray, size: int | None) -> torc
     label = torch.from_numpy(mask.astype(np.int64))
     fractions = label_fractions(label, size, encoder.patch_size, 2)
     patches = class_patches(fractions)[1].flatten()
-    feats = full_frame_features(encoder, image, size).flatten(1).T  # (gh*gw, D)
+    feats = centred(full_frame_features(encoder, image, size), centre).flatten(1).T  # (gh*gw, D)
     return feats[patches.to(feats.device)].float().cpu()
 
 
@@ -93,14 +97,15 @@ def empty_bank(encoder):
 def with_drawn_concept(bank, encoder, name: str, drawings: list[torch.Tensor]):
     """A copy of ``bank`` holding concept ``name`` made from all ``drawings`` ((M_i, D) features
     each) as ``bank`` makes concepts from masked exemplars (its recorded prototype settings), in
-    place of the concept of that name if it has one."""
+    place of the concept of that name if it has one; a fitted bank's head is refitted."""
     from .bank import ConceptBank
     from .builder import ConceptBankBuilder
 
     concept = ConceptBankBuilder.for_bank(bank, encoder, progress=False).pooled_concept(
         name, torch.cat(drawings), "drawing", [])
     concepts = [concept if c.name == name else c for c in bank.concepts.values()]
-    grown = ConceptBank(bank.provenance, concepts, bank.context)
+    grown = ConceptBank(bank.provenance, concepts, bank.context, bank.head_data)  # its patches replace the old ones
     if name not in bank:
         grown.add(concept)
+    grown.refit_head()
     return grown

@@ -24,16 +24,18 @@ ARCHIVE_RESAMPLES = ("bicubic", "bilinear")
 #: What the dense CLIP's inputs are normalised with: ``"clip"`` (CLIP's own mean/std) or
 #: ``"imagenet"`` (the published code gave every network ImageNet-normalised images).
 CLIP_NORMALISATIONS = ("clip", "imagenet")
-#: Ways to make a concept's prototypes (implemented by :func:`reco.concepts.prototypes.make_prototypes`).
-PROTOTYPE_METHODS = ("mean", "kmeans", "memory", "seeds")
+#: Ways to make a concept's prototypes (implemented by :func:`reco.concepts.prototypes.make_prototypes`),
+#: and ``linear``: a head fitted over all the concepts at once (:mod:`reco.concepts.head`).
+PROTOTYPE_METHODS = ("mean", "kmeans", "memory", "seeds", "linear")
 #: Where a source's defaults differ from the paper's (names through retrieval): exemplar folders
-#: and labelled datasets have no text, so no language guidance; their prototypes are the patch
-#: memory that measured best on real photos (docs/camvid.md); labelled datasets use whole frames
-#: at the Segmenter's size.
+#: and labelled datasets have no text, so no language guidance; exemplars get the patch memory,
+#: labelled datasets a head fitted on every labelled photo (each measured best on real photos,
+#: docs/camvid.md), from whole frames at the Segmenter's size.
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
     "names": {},
     "exemplars": {"language_guidance": False, "context_elimination": False, "prototypes": "memory"},
-    "labelled": {"language_guidance": False, "context_elimination": False, "prototypes": "memory", "image_size": 448},
+    "labelled": {"language_guidance": False, "context_elimination": False, "prototypes": "linear", "image_size": 448,
+                 "per_class": "all"},
 }
 
 
@@ -48,8 +50,11 @@ class BankSettings:
     mapping of name -> prompt (kept resolved, as a mapping); ``published_code_compat``: the
     published code's co-segmentation slicing; ``archive_resample`` (:data:`ARCHIVE_RESAMPLES`)
     and ``clip_normalisation`` (:data:`CLIP_NORMALISATIONS`; the Segmenter follows the bank's);
-    ``prototypes`` / ``n_prototypes``: how a concept's prototypes are made (``"mean"``: the paper's single reference); ``seed``: every random choice;
-    ``per_class``: images per class of a labelled dataset.
+    ``prototypes`` / ``n_prototypes``: how a concept's prototypes are made (``"mean"``: the
+    paper's single reference; ``"linear"``: a fitted head over all concepts, docs/method.md
+    §11, fitted with ``head_balance``, ``head_weight_decay``, ``head_centre`` and at most
+    ``head_max_patches`` patches per concept); ``seed``: every random choice; ``per_class``: images per class of a
+    labelled dataset (``"all"``: every image).
     """
 
     n_seeds: int = 1
@@ -65,13 +70,25 @@ class BankSettings:
     prototypes: str = "mean"
     n_prototypes: int = 256
     seed: int = 0
-    per_class: int = 10
+    per_class: int | str = 10
+    head_balance: float = 0.5
+    head_weight_decay: float = 1e-3
+    head_centre: float = 0.5
+    head_max_patches: int = 4000
 
     def __post_init__(self):
         from .rephrase import load_rephrase
 
-        for name in ("n_seeds", "archive_size", "image_size", "n_prototypes", "per_class"):
+        for name in ("n_seeds", "archive_size", "image_size", "n_prototypes", "head_max_patches"):
             _check_int(name, getattr(self, name), minimum=1)
+        if self.per_class != "all":
+            _check_int("per_class", self.per_class, minimum=1)
+        if not (isinstance(self.head_centre, (int, float)) and 0 <= self.head_centre <= 1):
+            raise ConfigError(f"concept setting head_centre must lie in [0, 1], got {self.head_centre!r}")
+        for name in ("head_balance", "head_weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise ConfigError(f"concept setting {name} must be a number >= 0, got {value!r}")
         _check_int("seed", self.seed, minimum=0)
         for name in ("language_guidance", "context_elimination", "published_code_compat"):
             if not isinstance(getattr(self, name), bool):
@@ -119,6 +136,10 @@ class BankSettings:
         recorded = BankSettings.from_provenance(provenance)
         return [f.name for f in fields(self) if f.name in provenance
                 and getattr(recorded, f.name) != getattr(self, f.name)]
+
+    def head_centre_share(self) -> float:
+        """How much of each photo's mean feature a fitted head takes out (0 for prototype banks)."""
+        return self.head_centre if self.prototypes == "linear" else 0.0
 
     def input_normalisation(self, model_role: str) -> str:
         """The :data:`reco.models.inputs.NORMALISATIONS` entry for the ``"encoder"`` or ``"clip"`` inputs."""

@@ -11,26 +11,27 @@ from typing import Callable
 from ..core.errors import InvalidInputError
 
 
-def _builders() -> dict[str, Callable]:
+def _builders() -> dict[str, tuple[Callable, dict]]:
+    """Dataset name -> (its class, the keyword arguments the name fixes)."""
     from .cityscapes import Cityscapes
     from .coco import CocoObject, CocoStuff, CocoStuff10k
     from .others import ADE20K, FolderDataset, KittiStep, PascalContext
     from .voc import PascalVOC
 
     return {
-        "cocostuff27": lambda **kw: CocoStuff(variant="27", **kw),
-        "cocostuff171": lambda **kw: CocoStuff(variant="171", **kw),
-        "cocostuff10k": CocoStuff10k,
-        "cityscapes27": lambda **kw: Cityscapes(variant="27", **kw),
-        "cityscapes19": lambda **kw: Cityscapes(variant="19", **kw),
-        "kitti-step": KittiStep,
-        "context59": lambda **kw: PascalContext(variant="59", **kw),
-        "context60": lambda **kw: PascalContext(variant="60", **kw),
-        "voc21": lambda **kw: PascalVOC(variant="21", **kw),
-        "voc20": lambda **kw: PascalVOC(variant="20", **kw),
-        "coco-object": CocoObject,
-        "ade20k": ADE20K,
-        "folder": FolderDataset,
+        "cocostuff27": (CocoStuff, {"variant": "27"}),
+        "cocostuff171": (CocoStuff, {"variant": "171"}),
+        "cocostuff10k": (CocoStuff10k, {}),
+        "cityscapes27": (Cityscapes, {"variant": "27"}),
+        "cityscapes19": (Cityscapes, {"variant": "19"}),
+        "kitti-step": (KittiStep, {}),
+        "context59": (PascalContext, {"variant": "59"}),
+        "context60": (PascalContext, {"variant": "60"}),
+        "voc21": (PascalVOC, {"variant": "21"}),
+        "voc20": (PascalVOC, {"variant": "20"}),
+        "coco-object": (CocoObject, {}),
+        "ade20k": (ADE20K, {}),
+        "folder": (FolderDataset, {}),
     }
 
 
@@ -51,15 +52,23 @@ def parse_dataset_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def open_dataset(spec: str):
-    """A dataset from a spec such as ``cityscapes27:root=PATH:split=val``."""
+    """A dataset from a spec such as ``cityscapes27:root=PATH:split=val``; an unknown key is one
+    line naming it and the keys the dataset knows."""
+    import inspect
+
     name, options = parse_dataset_spec(spec)
     builders = _builders()
     if name not in builders:
         raise InvalidInputError(f"unknown dataset {name!r}; known: {', '.join(sorted(builders))}")
+    cls, fixed = builders[name]
+    known = [k for k in inspect.signature(cls).parameters if k not in fixed] + ["include", "exclude"]
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise InvalidInputError(f"dataset spec {spec!r}: unknown key {unknown[0]!r}; {name} knows {', '.join(known)}")
     if "root" not in options:
         raise InvalidInputError(f"dataset spec {spec!r} needs root=PATH")
     include, exclude = (_prefixes(options.pop(key, None)) for key in ("include", "exclude"))
-    dataset = builders[name](**options)
+    dataset = cls(**fixed, **options)
     if include or exclude:
         dataset.select(include, exclude, spec)
     return dataset

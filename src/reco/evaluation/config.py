@@ -9,7 +9,7 @@ from typing import Literal
 import yaml
 
 from ..concepts.settings import BankSettings
-from ..core.config import bounded, schema_defaults, validate
+from ..core.config import bounded, check_run_name, schema_defaults, validate
 from ..segment.crf import CRF_VARIANTS
 from ..core.errors import ConfigError
 from ..core.paths import output_folder
@@ -56,6 +56,7 @@ class EvalSchema:
     crf: bool = True
     crf_variant: Literal[CRF_VARIANTS] = "reco"
     self_support: float = bounded(0, 1, default=0.0)
+    flip: bool = False  # average with the mirrored photo
     amp: bool = False  # float32, as the published code ran; true: float16 autocast on a GPU
     checkpoint: str | None = None
     preset: str | None = None
@@ -95,11 +96,14 @@ def segment_settings(config: dict, language_guidance: bool = True):
     protocol = config["protocol"]
     return SegmentSettings(size=None if "crop" in protocol else protocol["resize"], window=protocol.get("window"),
                            stride=protocol.get("stride"), scales=tuple(protocol.get("scales") or (1.0,)),
-                           self_support=config.get("self_support") or 0.0, crf=config["crf"],
+                           self_support=config.get("self_support") or 0.0, flip=bool(config.get("flip")),
+                           crf=config["crf"],
                            crf_variant=config.get("crf_variant") or "reco", framing=protocol.get("framing") or "pad",
                            amp=bool(config.get("amp")), language_guidance=language_guidance)
 
 
+#: Files an eval run writes into its folder, beside config.yaml.
+RUN_OUTPUTS = ("results.json", "results.md", "overview.png", "predictions")
 #: Keys that may change between runs into the same folder (they do not change any prediction).
 RUN_ONLY_KEYS = ("out", "reproduces", "paper", "reference", "name")
 
@@ -115,6 +119,7 @@ def load_config(path: str | Path, overrides=None, strict_paths: bool = True) -> 
                           "reco.train.config.load_train_config's result to reco_plus_eval_config)")
 
     config = read_config(path, DEFAULTS, overrides, presets=eval_layer)
+    check_run_name(path, config["name"])
     config["out"] = config["out"] or f"runs/{config['name']}"
     if not config["dataset"]:
         raise ConfigError(f"{path}: the config needs a dataset spec (e.g. cityscapes27:root=$RECO_DATA/cityscapes)")
@@ -161,11 +166,21 @@ def _with_defaults(saved: dict) -> dict:
         return saved
 
 
+def refuse_foreign_folder(out: Path) -> None:
+    """Refuse a folder holding what an eval run writes but no run's config.yaml (a user's files)."""
+    out = Path(out)
+    foreign = [n for n in RUN_OUTPUTS if (out / n).exists()] if not (out / "config.yaml").is_file() else []
+    if foreign:
+        raise ConfigError(f"{out} holds {', '.join(foreign)} but no reco run's config.yaml: not a reco run folder; "
+                          "choose another folder with --set out=DIR")
+
+
 def prepare_run(config: dict) -> Path:
     """Create the run folder and keep ``config`` in it; a folder holding another config is refused."""
     out = Path(config["out"])
-    output_folder(out)
     saved = out / "config.yaml"
+    refuse_foreign_folder(out)
+    output_folder(out)
     if saved.is_file():
         try:
             before = yaml.safe_load(saved.read_text())

@@ -24,7 +24,7 @@ import torch
 
 from ..core.errors import ImageLoadError, InvalidInputError
 from ..core.paths import exclusive
-from .config import concept_settings, prepare_run, segment_settings
+from .config import concept_settings, prepare_run, refuse_foreign_folder, segment_settings
 from .report import results_markdown
 
 
@@ -121,6 +121,7 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
              batch_size: int = 8, workers: int | None = None, crf_workers: int | None = None) -> dict:
     """Evaluate ``config`` (see :func:`load_config`); returns and writes the results.
     ``batch_size``, ``workers`` and ``crf_workers``: see :func:`reco.segment.engine.predict_files`."""
+    refuse_foreign_folder(config["out"])  # before the lock: a refused run leaves nothing behind
     with exclusive(config["out"], what="running an evaluation in"):
         return _run_eval(config, limit=limit, device=device, progress=progress,
                          engine={"batch_size": batch_size, "workers": workers, "crf_workers": crf_workers})

@@ -21,7 +21,7 @@ probabilities are averaged where they overlap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..concepts.coseg import language_scores, similarity_probability
-from ..core.errors import InvalidInputError
+from ..core.errors import ConfigError, InvalidInputError
 from ..models.inputs import padded_features, unresized_input
 from .prediction import Prediction, as_pil_image, average_windows, finish, select_concepts, window_boxes, working_image
 from .settings import DEFAULT_SIZE, SegmentSettings
@@ -47,7 +47,8 @@ class ImageEmbedding:
     size: tuple[int, int]  # working size (H, W)
     original_size: tuple[int, int]
     image: np.ndarray  # (H, W, 3) uint8 working image, for the CRF
-    others: list["ImageEmbedding"] = field(default_factory=list)  # the other scales, if any
+    others: list["ImageEmbedding"] = field(default_factory=list)  # the other scales and mirrors, if any
+    mirrored: bool = False  # the encoding of the horizontally mirrored image
 
 
 def _upsample(grid_scores: torch.Tensor, patch: int, size: tuple[int, int], framing: str = "pad") -> torch.Tensor:
@@ -97,6 +98,9 @@ class Segmenter:
                  **overrides):
         bank.check_models(encoder, clip)
         settings = (settings or SegmentSettings()).with_overrides(**overrides)
+        if bank.head is not None and settings.self_support:
+            raise ConfigError("self-support moves prototypes towards the photo; this bank's concepts are decided by "
+                              "a fitted head (prototypes: linear): set self_support to 0")
         self.settings, self.progress = settings, progress
         self.bank, self.encoder, self.clip = bank, encoder, clip
         self.size = settings.working_size(DEFAULT_SIZE)
@@ -122,6 +126,9 @@ class Segmenter:
         image = as_pil_image(image)
         order = sorted(self.scales, reverse=True)  # the largest scale is the working size
         first, *others = [self._encode_at(image, scale) for scale in order]
+        if self.settings.flip:
+            mirror = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            others += [replace(self._encode_at(mirror, scale), mirrored=True) for scale in order]
         first.others = others
         return first
 
@@ -130,7 +137,7 @@ class Segmenter:
         share a working size, fit one window and the segmenter uses one scale; otherwise one by
         one. The features equal :meth:`encode`'s up to float rounding."""
         images = [as_pil_image(image) for image in images]
-        if len(images) < 2 or len(self.scales) != 1:
+        if len(images) < 2 or len(self.scales) != 1 or self.settings.flip:
             return [self.encode(image) for image in images]
         works = [self.working_image(image) for image in images]
         h, w = works[0].height, works[0].width
@@ -167,14 +174,16 @@ class Segmenter:
             c.text_embedding is not None for c in self.bank.concepts.values())
 
     def probabilities(self, embedding: ImageEmbedding, concepts: list[str] | None = None, bank=None) -> torch.Tensor:
-        """Fused (C, H, W) probabilities at the working size, windows averaged, then scales averaged
-        (each other scale resized bilinearly to the working size). ``bank``: the bank to read
-        (default: the segmenter's; a caller that must not see it change passes its own snapshot)."""
+        """Fused (C, H, W) probabilities at the working size, windows averaged, then scales and
+        mirrors averaged (each other scale resized bilinearly to the working size, each mirror
+        mirrored back). ``bank``: the bank to read (default: the segmenter's; a caller that must
+        not see it change passes its own snapshot)."""
         bank = bank or self.bank
         names = concepts or bank.names
         probs = self._scale_probabilities(embedding, names, bank)
         for other in embedding.others:
             p = self._scale_probabilities(other, names, bank)
+            p = p.flip(-1) if other.mirrored else p
             probs = probs + F.interpolate(p[None], size=embedding.size, mode="bilinear", align_corners=False)[0]
         return probs / (1 + len(embedding.others)) if embedding.others else probs
 
@@ -184,10 +193,15 @@ class Segmenter:
         guided = [i for i, t in enumerate(texts) if t is not None] if self.language_guidance else []
         text_matrix = torch.stack([texts[i].float() for i in guided]) if guided else None
 
+        def encoder_probabilities(f, size):
+            if bank.head is not None:  # a fitted head: its logits, upsampled, softmax over the concepts
+                return _upsample(bank.head.logits(f, names), self.encoder.patch_size, size, self.framing).softmax(0)
+            sims = self_support(f, concept_similarity(f, prototypes), self.self_support)
+            return _upsample(similarity_probability(sims), self.encoder.patch_size, size, self.framing)
+
         def window_probabilities(box, f, g):
             _, _, bh, bw = box
-            sims = self_support(f, concept_similarity(f, prototypes), self.self_support)
-            p = _upsample(similarity_probability(sims), self.encoder.patch_size, (bh, bw), self.framing)
+            p = encoder_probabilities(f, (bh, bw))
             if g is not None and text_matrix is not None:
                 scores = language_scores(g[None], text_matrix)[0]
                 p[guided] = p[guided] * _upsample(scores, self.clip.patch_size, (bh, bw), self.framing)

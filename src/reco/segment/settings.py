@@ -19,7 +19,7 @@ DEFAULT_SIZE = 448
 #: padded patches masked out; ``"truncate"``: the published code's, which drops the remainder).
 FRAMINGS = ("pad", "truncate")
 #: Settings that only ReCo's concept banks have (a ReCo+ network is fixed).
-RECO_ONLY = ("scales", "self_support", "crf_variant", "framing")
+RECO_ONLY = ("scales", "flip", "self_support", "crf_variant", "framing")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class SegmentSettings:
     ``size``: shorter side of the working image (None: each image's own size; ``"auto"``:
     :data:`DEFAULT_SIZE` for ReCo, the training size for ReCo+); ``window`` / ``stride``:
     sliding windows over the working image (None: the whole image at once); ``scales``:
-    factors of the working size whose similarities are averaged; ``self_support``: how far each
+    factors of the working size whose similarities are averaged; ``flip``: average with the
+    horizontally mirrored image's probabilities (mirrored back; twice the encoding); ``self_support``: how far each
     concept moves towards the image's own most similar patches (0: not at all, 1: entirely);
     ``language_guidance``: weight by the dense CLIP when the bank has one; ``crf`` and
     ``crf_variant`` (:data:`reco.segment.crf.CRF_VARIANTS`): DenseCRF refinement; ``framing``
@@ -40,6 +41,7 @@ class SegmentSettings:
     window: int | None = None
     stride: int | None = None
     scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
     self_support: float = 0.0
     language_guidance: bool = True
     crf: bool = False
@@ -66,7 +68,7 @@ class SegmentSettings:
         if self.crf_variant not in CRF_VARIANTS or self.framing not in FRAMINGS:
             raise ConfigError(f"crf_variant must be one of {', '.join(CRF_VARIANTS)} (got {self.crf_variant!r}) and "
                               f"framing one of {', '.join(FRAMINGS)} (got {self.framing!r})")
-        for name in ("language_guidance", "crf", "amp"):
+        for name in ("language_guidance", "crf", "amp", "flip"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 

@@ -59,9 +59,10 @@ TRAIN_DEFAULTS = schema_defaults(TrainSchema)
 
 def load_train_config(path, overrides=None) -> dict:
     """A ReCo+ config over :data:`TRAIN_DEFAULTS` (``--set`` overrides, $VARIABLES expanded)."""
-    from ..core.config import expand_paths, read_config
+    from ..core.config import check_run_name, expand_paths, read_config
 
     config = read_config(path, TRAIN_DEFAULTS, overrides)
+    check_run_name(path, config["name"])
     config["out"] = config["out"] or f"runs/{config['name']}"
     config["pseudo_labels"] = config["pseudo_labels"] or f"{config['out']}/pseudo_labels"
     for key in ("train_dataset", "val_dataset"):

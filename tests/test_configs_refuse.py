@@ -1,0 +1,65 @@
+"""Configs and specs that are refused with one line (issue 40, items 4, 8, 13 and 18): YAML
+aliases, keys given twice, run names that are paths, dataset spec keys that do not exist."""
+
+import pytest
+
+from reco.cli import main
+from reco.core.errors import ConfigError, InvalidInputError
+from reco.data import open_dataset
+from reco.evaluation.config import load_config
+
+
+def _config(tmp_path, text: str):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: folder:root=/nowhere:split=val\nlabelled: folder:root=/nowhere:split=train\n" + text)
+    return path
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    nested = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}]\n"
+        for i in range(1, 6))
+    path = _config(tmp_path, "paper:\n  " + nested.replace("\n", "\n  ").rstrip() + "\n")
+    assert path.stat().st_size < 1024
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(path)
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="'crf' is given twice"):
+        load_config(_config(tmp_path, "crf: true\ncrf: false\n"))
+
+
+@pytest.mark.parametrize("name", ["../../../../tmp/x", "a/b", "..", "a\\\\b"])
+def test_a_run_name_is_one_folder_name(tmp_path, name, capsys):
+    path = _config(tmp_path, f"name: '{name}'\n")
+    with pytest.raises(ConfigError, match="one folder name"):
+        load_config(path)
+    assert main(["eval", "--config", str(path)]) == 2
+    assert "one folder name" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+def test_an_unknown_dataset_spec_key_names_the_known_ones(tmp_path, capsys):
+    with pytest.raises(InvalidInputError, match=r"unknown key 'incude'; folder knows root, split, include, exclude"):
+        open_dataset(f"folder:root={tmp_path}:incude=f0")
+    assert main(["concepts", "build", "--labelled", f"folder:root={tmp_path}:incude=f0", "--encoder", "tiny-vit",
+                 "--out", str(tmp_path / "b.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'incude'" in err and "Traceback" not in err
+
+
+def test_eval_refuses_a_folder_with_results_it_did_not_write(tmp_path, capsys):
+    from test_labelled import _labelled_folder
+
+    spec = _labelled_folder(tmp_path / "ds", n=2)
+    path = tmp_path / "c.yaml"
+    path.write_text(f"dataset: {spec}\nlabelled: {spec}\nmodels: {{encoder: tiny-vit, clip: null}}\n"
+                    "protocol: {resize: 48}\ncrf: false\n")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.md").write_text("my notes")
+    (out / "results.json").write_text("{}")
+    assert main(["eval", "--config", str(path), "--set", f"out={out}"]) == 2
+    assert "no reco run's config.yaml" in capsys.readouterr().err
+    assert (out / "results.md").read_text() == "my notes" and sorted(p.name for p in out.iterdir()) == [
+        "results.json", "results.md"]
