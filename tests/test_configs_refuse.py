@@ -63,3 +63,52 @@ def test_eval_refuses_a_folder_with_results_it_did_not_write(tmp_path, capsys):
     assert "no reco run's config.yaml" in capsys.readouterr().err
     assert (out / "results.md").read_text() == "my notes" and sorted(p.name for p in out.iterdir()) == [
         "results.json", "results.md"]
+
+
+@pytest.mark.parametrize("device", ["xla", "meta"])
+def test_devices_torch_knows_but_reco_cannot_use_are_one_line(tmp_path, device, capsys):
+    assert main(["segment", str(tmp_path), "--bank", str(tmp_path / "b.safetensors"), "--out", str(tmp_path / "o"),
+                 "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert f"device {device!r}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", [5, "", "a,b", "two\nlines"])
+def test_a_bank_holding_a_name_that_cannot_be_chosen_is_refused_on_load(tmp_path, name):
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from reco.concepts.bank import Concept, ConceptBank
+
+    bank = ConceptBank({"encoder": {"name": "tiny-vit"}}, [Concept("ok", torch.ones(48), "masks")])
+    path = bank.save(tmp_path / "b.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["reco"])
+    meta["concepts"][0]["name"] = name
+    save_file(load_file(path), path, metadata={"reco": json.dumps(meta)})
+    with pytest.raises(InvalidInputError, match="concept name"):
+        ConceptBank.load(path)
+    with pytest.raises(InvalidInputError, match="concept name"):  # and never written
+        bank.add(Concept(name, torch.ones(48), "masks"))
+
+
+def test_a_deeplab_random_crop_off_its_stride_is_refused_when_read(tmp_path):
+    import yaml
+
+    from reco.train.config import load_train_config
+
+    def config(crop, arch):
+        path = tmp_path / f"{arch}-{crop}.yaml"
+        path.write_text(yaml.safe_dump({"train_dataset": "folder:root=/x", "val_dataset": "folder:root=/x",
+                                        "model": {"arch": arch}, "train": {"resize": 64, "crop": 64,
+                                                                           "random_crop": crop}}))
+        return path
+
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        load_train_config(config(40, "tiny-deeplabv3plus"))
+    assert load_train_config(config(48, "tiny-deeplabv3plus"))["train"]["random_crop"] == 48
+    assert load_train_config(config(40, "tiny-vit-light"))["train"]["random_crop"] == 40  # pads: any size

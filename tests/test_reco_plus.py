@@ -554,3 +554,18 @@ def test_a_class_subset_is_taken_after_the_crf_over_every_class():
     whole = segmenter.predict_image(image).probabilities
     subset = segmenter.predict_image(image, ["c", "a"]).probabilities
     torch.testing.assert_close(subset, whole[[2, 0]])
+
+
+def test_a_users_photo_under_a_labels_name_is_neither_taken_as_done_nor_replaced(pipeline, capsys):
+    """Issue 40, item 7."""
+    from reco.cli import main
+
+    root, plus = pipeline
+    mine = root / "mine"
+    mine.mkdir()
+    photo = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(mine / "000.png")
+    before = (mine / "000.png").read_bytes()
+    assert main(["pseudo-label", "--config", str(plus), "--limit", "1", "--out", str(mine), "--no-progress"]) == 2
+    assert "not a label map reco wrote" in capsys.readouterr().err
+    assert (mine / "000.png").read_bytes() == before

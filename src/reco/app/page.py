@@ -87,8 +87,8 @@ def _editor_parts(editor, mask_file, max_pixels: int):
     if mask_file:
         try:
             paint = np.asarray(load_image(mask_file, max_pixels, MAX_ASPECT_RATIO).convert("L"))
-        except RecoError as e:
-            raise InvalidInputError(f"the mask file: {e}") from None
+        except RecoError as e:  # named as the user named it, not by the server's upload path
+            raise InvalidInputError(f"the mask file: {str(e).replace(str(mask_file), Path(mask_file).name)}") from None
         if photo is not None and paint.shape != photo.shape[:2]:
             raise InvalidInputError(f"the mask file is {paint.shape[1]}x{paint.shape[0]}, the photo "
                                     f"{photo.shape[1]}x{photo.shape[0]}")

@@ -7,6 +7,7 @@ Only files the app writes itself are served: no ``allowed_paths`` are granted.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import threading
@@ -45,8 +46,9 @@ def find_banks(paths) -> dict[str, Path]:
         else:
             raise InputNotFoundError(f"{p}: no such concept bank or folder")
         for f in files:
-            label = f.parent.name if f.stem in GENERIC_BANK_NAMES and f.parent.name else f.stem
-            banks[label if label not in banks else f"{f.parent.name}/{f.stem}"] = f
+            folder = f.resolve().parent.name  # '../bank.safetensors' is in a folder with a name, not '..'
+            label = folder if f.stem in GENERIC_BANK_NAMES and folder else f.stem
+            banks[label if label not in banks else f"{folder}/{f.stem}"] = f
     if not banks:
         raise InputNotFoundError(f"no concept banks (*.safetensors) in {', '.join(map(str, paths))}: "
                                 "run `reco demo` or `reco concepts build` first")
@@ -328,14 +330,26 @@ def release_memory() -> None:
 
 def check_port(host: str, port: int) -> None:
     """Raise a one-line error unless ``host:port`` can be bound here now."""
+    import ipaddress
     import socket
 
     if not 1 <= int(port) <= 65535:
         raise ConfigError(f"port must be in 1-65535, got {port}")
     try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        try:
+            family = socket.getaddrinfo(host, None)[0][0]
+        except (socket.gaierror, UnicodeError):
+            raise ConfigError(f"--host {host!r} is not an address or a name this machine resolves") from None
+    try:
+        with socket.socket(family) as s:
             s.bind((host, int(port)))
+    except socket.gaierror:
+        raise ConfigError(f"--host {host!r} is not an address or a name this machine resolves") from None
     except OSError as e:
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"--host {host}: not an address of this machine ({e.strerror})") from None
         raise BusyError(f"cannot serve on {host}:{port} ({e.strerror or e}); choose another --port") from None
 
 

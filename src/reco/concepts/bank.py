@@ -54,6 +54,16 @@ def _registered_width(name: str) -> int | None:
         return None
 
 
+def name_problem(name) -> str | None:
+    """Why ``name`` cannot name a concept (not a string, empty, or holding a comma, which
+    separates names in --concepts, or a line break), or None."""
+    if not isinstance(name, str) or not name.strip():
+        return f"a concept name is a non-empty string, got {name!r}"
+    if "," in name or "\n" in name or "\r" in name:
+        return f"a concept name may not hold a comma or a line break (they separate names): {name!r}"
+    return None
+
+
 def model_record(model) -> dict | None:
     """``model.record()``, or None for no model."""
     return None if model is None else model.record()
@@ -137,6 +147,9 @@ class ConceptBank:
     def add(self, concept: Concept) -> None:
         """Add ``concept``; in a fitted bank its ``head_rows`` join the head data (call
         :meth:`refit_head` once the concepts are complete)."""
+        problem = name_problem(concept.name)
+        if problem:
+            raise InvalidInputError(problem)
         if concept.name in self.concepts:
             raise InvalidInputError(f"concept {concept.name!r} is already in the bank")
         self.concepts[concept.name] = concept
@@ -245,6 +258,8 @@ class ConceptBank:
             raise InvalidInputError(f"{path}: not a reco concept bank (format {meta.get('format')!r})")
         try:
             bank = cls._from_records(meta, tensors)
+        except InvalidInputError as e:  # a concept name the bank may not hold
+            raise InvalidInputError(f"{path}: a broken concept bank ({e})") from None
         except (KeyError, TypeError, ValueError) as e:  # a record or tensor the format requires is missing
             what = e.args[0] if isinstance(e, KeyError) and e.args else e
             raise InvalidInputError(f"{path}: a broken concept bank (missing or malformed: {what})") from None

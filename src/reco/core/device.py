@@ -22,4 +22,10 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
             raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {device!r}: MPS is not available here (use --device cpu)")
+    if dev.type not in SUPPORTED:  # torch knows them (xla, meta, ...), reco cannot run on them
+        raise ConfigError(f"device {device!r}: reco runs on {', '.join(SUPPORTED)} (use --device cpu)")
     return dev
+
+
+#: Device types reco runs on.
+SUPPORTED = ("cpu", "cuda", "mps")

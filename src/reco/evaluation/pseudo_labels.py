@@ -66,8 +66,9 @@ def _make_pseudo_labels(config: dict, *, out: str | Path | None, limit: int | No
     from ..segment.engine import predict_files
     from .config import prepare_run
     from .run import protocol_preparer, reco_predictor
-    from ..segment.outputs import save_label_png
+    from ..core.errors import InvalidInputError
     from ..core.paths import atomic_write_bytes
+    from ..segment.outputs import is_label_png, save_label_png
 
     reco = reco_config_for(config, out)
     dataset = open_dataset(reco["dataset"])
@@ -75,6 +76,11 @@ def _make_pseudo_labels(config: dict, *, out: str | Path | None, limit: int | No
     predict, _ = reco_predictor(reco, dataset, folder, pick_device(device), progress)
     skipped = read_skipped(folder)
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    for name, _, _ in dataset.files[:n]:  # before any work: files reco did not write are never taken, nor replaced
+        for path in (folder / f"{name}.png", folder / "confidence" / f"{name}.png"):
+            if path.exists() and not is_label_png(path):
+                raise InvalidInputError(f"{path} is not a label map reco wrote (reco writes 8-bit grayscale PNGs): "
+                                        "move it away or choose another folder")
     todo = [(name, image_path) for name, image_path, _ in dataset.files[:n] if name not in skipped and not (
         (folder / f"{name}.png").is_file() and (not confidence or (folder / "confidence" / f"{name}.png").is_file()))]
     written = 0

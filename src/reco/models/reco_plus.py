@@ -14,6 +14,8 @@ import torch
 from ..core.errors import InvalidInputError
 
 #: DeepLabv3+ name -> (smp encoder, decoder channels). "tiny-deeplabv3plus" is for tests and CPU smoke runs.
+#: A DeepLabv3+'s output stride: its training crops must be multiples of it.
+DEEPLAB_STRIDE = 16
 DEEPLAB_ARCHS = {
     "deeplabv3plus-resnet101": ("resnet101", 256),
     "deeplabv3plus-resnet50": ("resnet50", 256),

@@ -31,6 +31,16 @@ def save_label_png(path: str | Path, labels: np.ndarray) -> Path:
     return path
 
 
+def is_label_png(path: str | Path) -> bool:
+    """True when ``path`` is a PNG as :func:`save_label_png` writes them (8-bit grayscale), from its
+    header alone; a user's photo under the same name is not."""
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.mode == "L"
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
 def read_label_png(path: str | Path) -> torch.Tensor:
     """An (H, W) int64 label map from a PNG written by :func:`save_label_png`."""
     from ..core.imageio import read_label_map

@@ -74,6 +74,11 @@ def load_train_config(path, overrides=None) -> dict:
     if not t["random_crop"] <= crop <= t["resize"]:
         raise ConfigError(f"{path}: train needs random_crop <= crop <= resize, got {t['random_crop']}, {t['crop']}, "
                           f"{t['resize']}")
+    from ..models.reco_plus import DEEPLAB_ARCHS, DEEPLAB_STRIDE
+
+    if config["model"]["arch"] in DEEPLAB_ARCHS and t["random_crop"] % DEEPLAB_STRIDE:
+        raise ConfigError(f"{path}: train.random_crop must be a multiple of {DEEPLAB_STRIDE} for "
+                          f"{config['model']['arch']} (its output stride), got {t['random_crop']}")
     config = expand_paths(config, ("reco", "train_dataset", "val_dataset", "pseudo_labels", "eval_checkpoint", "out"))
     beside = Path(path).parent / str(config["reco"])
     if config["reco"] and not Path(config["reco"]).is_file() and beside.is_file():
