@@ -359,3 +359,16 @@ def test_concepts_build_batch_size_reaches_the_encoder(built, tmp_path, monkeypa
         banks[batch] = ConceptBank.load(out)
     for name in ("road", "car"):
         torch.testing.assert_close(banks[1][name].reference, banks[5][name].reference, rtol=0, atol=1e-6)
+
+
+def test_an_index_is_never_built_into_a_users_folder(collection, tmp_path, capsys):
+    """Issue 40, item 6: a non-empty folder that is not a reco index is refused, untouched."""
+    from reco.cli import main
+
+    mine = tmp_path / "mine"
+    (mine / "shards").mkdir(parents=True)
+    (mine / "shards" / "00000.npy").write_bytes(b"my data")
+    assert main(["index", "build", str(collection), "--model", "tiny-clip", "--out", str(mine)]) == 2
+    assert "reco did not write" in capsys.readouterr().err
+    assert (mine / "shards" / "00000.npy").read_bytes() == b"my data"
+    assert sorted(p.name for p in mine.rglob("*")) == ["00000.npy", "shards"]

@@ -127,3 +127,20 @@ class OutputLedger:
             self.entries.append(path.name)
             atomic_write_bytes(self.path, json.dumps(self.entries).encode())
         return path
+
+
+def with_utf8_names(paths):
+    """The paths of ``paths`` whose names are valid UTF-8 (a name of other bytes cannot be written
+    into a manifest, an index or a message): each other one is skipped with a line on stderr."""
+    import sys
+
+    kept = []
+    for path in paths:
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            print(f"skipped {shown}: its name is not valid UTF-8 (rename it)", file=sys.stderr)
+            continue
+        kept.append(path)
+    return kept

@@ -83,10 +83,23 @@ def build_index(
         model = create_model(model, weights=weights, device=pick_device(device))
     if model.spec.kind != "clip":
         raise InvalidInputError(f"{model.name} is not a CLIP model: an index needs a CLIP image tower")
+    refuse_foreign_folder(out)
     items = list_source(source)
     with exclusive(out, what="building an index in"):
         _build(out, model, source, items, index_type, engine, batch_size, num_workers, shard_size, progress)
     return out
+
+
+def refuse_foreign_folder(out: Path) -> None:
+    """An index is built into a new or empty folder, or into a reco index (to resume or extend it):
+    a folder holding other files is refused before anything is written into it."""
+    if not out.is_dir() or (out / "meta.json").is_file():
+        return
+    theirs = sorted(p.name for p in out.iterdir() if p.name != ".reco.lock")
+    if theirs:
+        raise InvalidInputError(f"--out {out} holds files reco did not write ({', '.join(theirs[:3])}"
+                                f"{', ...' if len(theirs) > 3 else ''}) and is not a reco index: choose an empty "
+                                "or new folder")
 
 
 def _build(out: Path, model, source, items, index_type, engine, batch_size, num_workers, shard_size, progress) -> None:

@@ -33,7 +33,10 @@ class SourceItem:
 
 
 def _folder(root: Path) -> list[SourceItem]:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    from ..core.paths import with_utf8_names
+
+    files = with_utf8_names(sorted(p for p in root.rglob("*") if p.is_file()
+                                   and not any(part.startswith(".") for part in p.relative_to(root).parts)))
     return [SourceItem(str(p.relative_to(root)), str(p.resolve())) for p in files]
 
 

@@ -80,8 +80,10 @@ def read_manifest(out: Path) -> list[dict]:
 def _images_under(folder: Path, exclude: Path | None) -> list[Path]:
     from ..index.sources import IMAGE_SUFFIXES
 
+    from ..core.paths import with_utf8_names
+
     files = []
-    for f in sorted(folder.rglob("*")):
+    for f in with_utf8_names(sorted(folder.rglob("*"))):
         if exclude is not None and (f == exclude or exclude in f.parents):
             continue
         if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
