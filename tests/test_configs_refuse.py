@@ -112,3 +112,11 @@ def test_a_deeplab_random_crop_off_its_stride_is_refused_when_read(tmp_path):
         load_train_config(config(40, "tiny-deeplabv3plus"))
     assert load_train_config(config(48, "tiny-deeplabv3plus"))["train"]["random_crop"] == 48
     assert load_train_config(config(40, "tiny-vit-light"))["train"]["random_crop"] == 40  # pads: any size
+
+
+def test_an_eval_refused_for_a_missing_dataset_leaves_no_run_folder(tmp_path, capsys, monkeypatch):
+    """Issue 40, item 9: no runs/<name>/.reco.lock (nor the folder) after a refusal."""
+    monkeypatch.chdir(tmp_path)
+    path = _config(tmp_path, "name: missing\nmodels: {encoder: tiny-vit, clip: null}\n")
+    assert main(["eval", "--config", str(path)]) == 2
+    assert "is missing" in capsys.readouterr().err and not (tmp_path / "runs").exists()

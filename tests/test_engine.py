@@ -255,3 +255,15 @@ def test_reco_segment_shows_a_progress_bar_on_a_terminal_even_one_without_a_size
     os.close(main_fd)
     assert run.returncode == 0
     assert b"3/3" in shown and b"img/s" in shown, shown[-300:]
+
+
+def test_crf_workers_leave_ctrl_c_to_the_parent():
+    """Issue 40, item 17: Ctrl-C to the process group reaches the CRF workers too; they ignore it
+    (the parent says "reco: interrupted" and shuts the pool), so no worker prints a traceback."""
+    import subprocess
+    import sys
+
+    script = ("import os, signal, time\nfrom reco.segment.engine import _init_crf_worker\n"
+              "_init_crf_worker(os.getppid())\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.2)\nprint('alive')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "alive" in done.stdout and "KeyboardInterrupt" not in done.stderr, done.stderr

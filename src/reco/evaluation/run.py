@@ -121,25 +121,27 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
              batch_size: int = 8, workers: int | None = None, crf_workers: int | None = None) -> dict:
     """Evaluate ``config`` (see :func:`load_config`); returns and writes the results.
     ``batch_size``, ``workers`` and ``crf_workers``: see :func:`reco.segment.engine.predict_files`."""
-    refuse_foreign_folder(config["out"])  # before the lock: a refused run leaves nothing behind
+    from ..core.device import pick_device
+    from ..data import open_dataset
+
+    # what can be refused is checked before the lock, so a refused run leaves no folder or lock behind
+    refuse_foreign_folder(config["out"])
+    dataset = open_dataset(config["dataset"])
+    dev = pick_device(device)
     with exclusive(config["out"], what="running an evaluation in"):
-        return _run_eval(config, limit=limit, device=device, progress=progress,
+        return _run_eval(config, dataset, dev, limit=limit, progress=progress,
                          engine={"batch_size": batch_size, "workers": workers, "crf_workers": crf_workers})
 
 
-def _run_eval(config: dict, *, limit: int | None, device: str | None, progress: bool, engine: dict) -> dict:
+def _run_eval(config: dict, dataset, dev, *, limit: int | None, progress: bool, engine: dict) -> dict:
     from .. import __version__
-    from ..data import open_dataset
-    from ..core.device import pick_device
     from ..segment.engine import predict_files
     from ..core.geometry import centre_crop_label
     from ..core.metrics import MeanIoU
     from ..core.imageio import check_image_file
     from ..segment.outputs import read_label_png, save_label_png
 
-    dataset = open_dataset(config["dataset"])
     out = prepare_run(config)
-    dev = pick_device(device)
     if config["checkpoint"]:
         predict, models = checkpoint_predictor(config, dataset, dev)
         predictions = out / f"predictions-{models['reco_plus']['sha256'][:12]}"

@@ -120,9 +120,12 @@ def _embeddings(segmenter, arrays) -> list:
 
 
 def _init_crf_worker(parent: int) -> None:
+    import signal
+
     from ..core.processes import exit_with_parent
 
     exit_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent answers it alone
     torch.set_num_threads(1)
 
 
