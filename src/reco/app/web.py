@@ -7,7 +7,6 @@ Only files the app writes itself are served: no ``allowed_paths`` are granted.
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 import threading
@@ -15,9 +14,8 @@ import time
 from pathlib import Path
 
 from ..segment.settings import DEFAULT_SIZE, SegmentSettings
+from .hosts import check_port
 from ..core.errors import (
-    BusyError,
-    ConfigError,
     EmptyInputError,
     InputNotFoundError,
     InvalidInputError,
@@ -268,7 +266,7 @@ class SegmentationService:
             centre = BankSettings.from_provenance(bank.provenance).head_centre_share()
             pool = [*drawn.get(name, []), drawing_features(encoder, image, painted_mask(paint), self.size, centre)]
             grown = with_drawn_concept(bank, encoder, name, pool)
-            path = self._save_drawn(grown, bank_name)
+            path = grown.save(_drawn_path(self.drawn_dir, bank_name, self.session, self.banks.values()))  # atomic
             drawn[name] = pool
             if segmenter is None:
                 from ..segment.predictor import load_predictor
@@ -280,11 +278,6 @@ class SegmentationService:
         warning = outline_warning(paint)
         return (f"added {name!r} to {bank_name}: {len(pool)} drawing{'s' * (len(pool) > 1)}, {patches} patches; "
                 f"saved as {path.name}" + (f". Note: {warning}" if warning else "")), path
-
-    def _save_drawn(self, bank, source: str) -> Path:
-        """Save ``bank`` (``source`` with its drawings) atomically as this server's own file (the
-        caller holds the service's lock, so this server's saves never interleave)."""
-        return bank.save(_drawn_path(self.drawn_dir, source, self.session, self.banks.values()))
 
     def grid(self, bank_name: str, concept: str):
         """The co-segmentation grid of ``concept`` (its archive with similarity maps and seeds)."""
@@ -326,31 +319,6 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
-
-
-def check_port(host: str, port: int) -> None:
-    """Raise a one-line error unless ``host:port`` can be bound here now."""
-    import ipaddress
-    import socket
-
-    if not 1 <= int(port) <= 65535:
-        raise ConfigError(f"port must be in 1-65535, got {port}")
-    try:
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
-        try:
-            family = socket.getaddrinfo(host, None)[0][0]
-        except (socket.gaierror, UnicodeError):
-            raise ConfigError(f"--host {host!r} is not an address or a name this machine resolves") from None
-    try:
-        with socket.socket(family) as s:
-            s.bind((host, int(port)))
-    except socket.gaierror:
-        raise ConfigError(f"--host {host!r} is not an address or a name this machine resolves") from None
-    except OSError as e:
-        if e.errno == errno.EADDRNOTAVAIL:
-            raise ConfigError(f"--host {host}: not an address of this machine ({e.strerror})") from None
-        raise BusyError(f"cannot serve on {host}:{port} ({e.strerror or e}); choose another --port") from None
 
 
 def serve(banks=("outputs/demo",), *, models=(), host: str = "127.0.0.1", port: int = 7860,

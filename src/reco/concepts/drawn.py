@@ -68,10 +68,9 @@ def drawing_features(encoder, image, mask: np.ndarray, size: int | None, centre:
     whole ``image`` at shorter side ``size`` (less ``centre`` times the photo's mean feature:
     :meth:`~reco.concepts.settings.BankSettings.head_centre_share` of the bank they go to);
     EmptyInputError when nothing is painted."""
-    from .head import centred
-
     from ..core.geometry import label_fractions
     from ..models.inputs import full_frame_features
+    from .head import centred
     from .labelled import class_patches
 
     if mask.shape != (image.height, image.width):

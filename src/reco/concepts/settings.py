@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ..core.errors import ConfigError
+from . import head
 
 #: Models used when none is named: the dense encoder with weights that ship offline, and the
 #: paper's dense CLIP.
@@ -71,10 +72,10 @@ class BankSettings:
     n_prototypes: int = 256
     seed: int = 0
     per_class: int | str = 10
-    head_balance: float = 0.5
-    head_weight_decay: float = 1e-3
-    head_centre: float = 0.5
-    head_max_patches: int = 4000
+    head_balance: float = head.BALANCE
+    head_weight_decay: float = head.WEIGHT_DECAY
+    head_centre: float = head.CENTRE
+    head_max_patches: int = head.MAX_PATCHES
 
     def __post_init__(self):
         from .rephrase import load_rephrase
