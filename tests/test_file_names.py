@@ -39,3 +39,17 @@ def test_index_build_skips_a_name_that_is_not_utf8(photos, tmp_path, capsys):
                  "--workers", "0"]) == 0
     captured = capsys.readouterr()
     assert "not valid UTF-8" in captured.err and "1 images embedded" in captured.out
+
+
+def test_names_from_an_index_whose_images_moved_name_the_missing_files(tmp_path, capsys):
+    """Issue 40, item 18: the error names a missing image, not only the context concept."""
+    import shutil
+
+    from conftest import tiny_clip_index
+
+    index = tiny_clip_index(tmp_path, seed=4)
+    shutil.move(tmp_path / "photos", tmp_path / "moved")
+    assert main(["concepts", "build", "--names", "cat", "--index", str(index), "--encoder", "tiny-vit",
+                 "--clip", "tiny-clip", "--out", str(tmp_path / "b.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "photos") in err and "rebuild the index" in err and "Traceback" not in err

@@ -73,7 +73,9 @@ def add_named_concepts(builder, bank, names: list[str], retriever, report) -> No
         for path, reason in archive.failures:
             report.skip(path, reason)
         if not archive.kept:
-            raise EmptyInputError(f"concept {plan.name!r}: no readable image among the {len(plan.hits)} retrieved")
+            example = f" (e.g. {archive.failures[0][0]}: {archive.failures[0][1]})" if archive.failures else ""
+            raise EmptyInputError(f"none of the {len(plan.hits)} images the index retrieved for {plan.name!r} can be "
+                                  f"read{example}: if the indexed images moved, rebuild the index where they are")
         ids = [plan.hits[i].id for i in archive.kept]
         paths = [plan.hits[i].path for i in archive.kept]
         if plan.reuses:
