@@ -33,13 +33,11 @@ import torch.nn.functional as F
 
 from ..core.errors import EmptyInputError, InvalidInputError
 
-#: Defaults of the fit, recorded with every head (measured on CamVid across drives: docs/camvid.md).
-WEIGHT_DECAY = 1e-3
-BALANCE = 0.5
-CENTRE = 0.5
+from .settings import HEAD_BALANCE as BALANCE, HEAD_CENTRE as CENTRE, HEAD_MAX_PATCHES as MAX_PATCHES
+from .settings import HEAD_WEIGHT_DECAY as WEIGHT_DECAY
+
+#: L-BFGS steps of a fit.
 STEPS = 100
-#: Patches kept per concept (a row counts for its largest share); more are sampled with the bank's seed.
-MAX_PATCHES = 4000
 #: Share of each image's patches that a co-segmented concept gives its head: those that score highest.
 COSEG_SHARE = 0.1
 
