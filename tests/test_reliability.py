@@ -791,7 +791,7 @@ def test_a_pseudo_label_outside_the_classes_is_refused_before_training(tmp_path,
     config = tmp_path / "plus.yaml"
     config.write_text(yaml.safe_dump({"name": "p", "train_dataset": f"folder:root={data}", "val_dataset": f"folder:root={data}",
                                       "pseudo_labels": str(data / "labels"), "model": {"arch": "tiny-deeplabv3plus"},
-                                      "train": {"resize": 30, "crop": 30, "random_crop": 24, "num_workers": 0},
+                                      "train": {"resize": 30, "crop": 30, "random_crop": 16, "num_workers": 0},
                                       "out": str(tmp_path / "run")}))
     _one_line_error(capsys, main(["train", "--config", str(config), "--no-progress"]), "2.png: pseudo-label value 7")
     assert not (tmp_path / "run" / "last.pt").exists()
