@@ -30,7 +30,8 @@ def test_segment_skips_a_name_that_is_not_utf8(photos, tmp_path, capsys):
     bank.add(Concept("b", -torch.ones(48), "masks"))
     path = bank.save(tmp_path / "bank.safetensors")
     assert main(["segment", str(photos), "--bank", str(path), "--out", str(tmp_path / "out")]) == 0
-    assert "not valid UTF-8" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "not valid UTF-8" in captured.err and "1 inputs skipped" in captured.out  # counted, not "0 skipped"
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["good.png", "good_overlay.png"]
 
 

@@ -191,7 +191,7 @@ def test_whole_frame_pseudo_labels_keep_the_teachers_protocol_and_must_match_the
     from reco.evaluation.config import reco_plus_eval_config
     from reco.train.augment import PairAugment
     from reco.train.config import load_train_config
-    from reco.train.loop import PseudoLabelSet
+    from reco.train.loop import TrainingSet
     from reco.evaluation.pseudo_labels import reco_config_for
 
     teacher = tmp_path / "teacher.yaml"
@@ -208,17 +208,17 @@ def test_whole_frame_pseudo_labels_keep_the_teachers_protocol_and_must_match_the
     assert reco_plus_eval_config(config)["protocol"] == {"resize": 48}
     images = sorted((data / "train" / "images").glob("*.png"))
     labels = sorted((data / "train" / "labels").glob("*.png"))
-    x, y = PseudoLabelSet(list(zip(images, labels)), 48, None, PairAugment(crop=40))[(0, 1)]
+    x, y, _ = TrainingSet(list(zip(images, labels)), 48, None, PairAugment(crop=40))[(0, 1)]
     assert x.shape == (3, 40, 40) and y.shape == (40, 40)
     wide, wide_label = tmp_path / "wide.png", tmp_path / "wide_label.png"
     Image.fromarray(np.kron(np.array([[10, 200]], np.uint8), np.ones((40, 32), np.uint8))).convert("RGB").save(wide)
     Image.fromarray(np.kron(np.array([[0, 1]], np.uint8), np.ones((40, 32), np.uint8))).save(wide_label)
-    image, label = PseudoLabelSet([(wide, wide_label)], 20, None, lambda im, lab, g: (im, lab))[(0, 1)]
+    image, label, _ = TrainingSet([(wide, wide_label)], 20, None, lambda im, lab, g: (im, lab))[(0, 1)]
     assert image.size == (32, 20) and label.shape == (20, 32)  # 64x40 at shorter side 20, label alike
     assert np.array_equal(np.asarray(image)[..., 0] > 100, label == 1)
     Image.fromarray(np.zeros((30, 64), np.uint8)).save(tmp_path / "short.png")
     with pytest.raises(InvalidInputError, match="pseudo-label is 64x30, the image is 64x64"):
-        PseudoLabelSet([(images[0], tmp_path / "short.png")], 48, None, PairAugment(crop=40))[(0, 1)]
+        TrainingSet([(images[0], tmp_path / "short.png")], 48, None, PairAugment(crop=40))[(0, 1)]
 
 
 def _train_process(config, *extra):
@@ -378,7 +378,7 @@ def test_training_eval_and_segment_of_a_checkpoint(pipeline, monkeypatch, capsys
     if not (root / "run" / "pseudo_labels" / "005.png").is_file():
         assert main(["pseudo-label", "--config", str(plus), "--no-progress"]) == 0
     items, _ = training_items(load_train_config(plus))
-    assert [image.name for image, _ in items] == [f"{i:03d}.png" for i in range(6)]  # the unreadable one left out
+    assert [item.image.name for item in items] == [f"{i:03d}.png" for i in range(6)]  # the unreadable one left out
     assert main(["train", "--config", str(plus), "--no-progress"]) == 0
     best = root / "run" / "best.pt"
 

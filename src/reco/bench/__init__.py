@@ -14,6 +14,7 @@ SUITES = {
     "index": "reco.bench.index",
     "index_scale": "reco.bench.index_scale",  # reco bench index --scale: ~40 GB of disk
     "segment": "reco.bench.segment",
+    "segment_memory": "reco.bench.segment_memory",  # one 12 MP photo, up to 500 concepts
     "pipeline": "reco.bench.pipeline",
     "camvid": "reco.bench.camvid",  # needs CamVid (RECO_CAMVID or RECO_DATA/camvid)
     "camvid_cross_drive": "reco.bench.camvid_cross_drive",  # the same

@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from ..segment.output_plan import plan_outputs
     from ..segment.outputs import save_prediction
     from ..core.paths import exclusive
+    from ..core.viz import check_label_concepts
 
     names = _names(args.concepts)
     choices = _choices(args)
@@ -84,12 +85,13 @@ def run(args: argparse.Namespace) -> int:
     ready = source is not None and Path(source).is_file()  # else a bank still to build from --concepts/--index
     if ready:  # inputs, outputs and concept names are checked before any model is loaded
         plan = make_plan()
-        if names and args.bank is not None and args.model is None:
+        if args.bank is not None and args.model is None:
             from ..concepts.bank import ConceptBank
             from ..segment.prediction import select_concepts
 
-            select_concepts(names, ConceptBank.load(args.bank).names)
+            check_label_concepts(len(select_concepts(names, ConceptBank.load(args.bank).names)))
     predictor = _predictor(args, choices)
+    check_label_concepts(len(names or predictor.concepts))  # ReCo+ classes, a bank built from --concepts
     if not ready:
         plan = make_plan()
     todo = [job for job in plan.jobs if not job.done]

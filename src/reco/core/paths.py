@@ -129,9 +129,10 @@ class OutputLedger:
         return path
 
 
-def with_utf8_names(paths):
+def with_utf8_names(paths, skipped: list | None = None):
     """The paths of ``paths`` whose names are valid UTF-8 (a name of other bytes cannot be written
-    into a manifest, an index or a message): each other one is skipped with a line on stderr."""
+    into a manifest, an index or a message): each other one is skipped, with a line on stderr, or
+    as (its name shown with escapes, reason) appended to ``skipped`` when given (for the caller to report and count)."""
     import sys
 
     kept = []
@@ -139,8 +140,12 @@ def with_utf8_names(paths):
         try:
             str(path).encode("utf-8")
         except UnicodeEncodeError:
+            reason = "its name is not valid UTF-8 (rename it)"
             shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            print(f"skipped {shown}: its name is not valid UTF-8 (rename it)", file=sys.stderr)
+            if skipped is not None:
+                skipped.append((shown, reason))
+            else:
+                print(f"skipped {shown}: {reason}", file=sys.stderr)
             continue
         kept.append(path)
     return kept

@@ -65,10 +65,20 @@ def palette(n: int) -> list[tuple[int, int, int]]:
             for i in range(n)]
 
 
+#: A label map is an 8-bit palette PNG: at most this many concepts.
+MAX_LABEL_CONCEPTS = 256
+
+
+def check_label_concepts(n_concepts: int) -> None:
+    """Refuse, before any work, more concepts than a label PNG holds."""
+    if n_concepts > MAX_LABEL_CONCEPTS:
+        raise InvalidInputError(f"{n_concepts} concepts: a label map (an 8-bit PNG) holds at most {MAX_LABEL_CONCEPTS}; "
+                                f"choose up to {MAX_LABEL_CONCEPTS} with --concepts")
+
+
 def label_image(labels: np.ndarray, n_classes: int) -> Image.Image:
     """uint8 palette PNG of a label map whose values are concept indices."""
-    if n_classes > 256:
-        raise InvalidInputError("a palette PNG holds at most 256 concepts")
+    check_label_concepts(n_classes)
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     flat = [c for rgb in palette(n_classes) for c in rgb]
     image.putpalette(flat + [0] * (768 - len(flat)))

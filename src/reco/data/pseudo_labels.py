@@ -13,3 +13,12 @@ def read_skipped(folder: str | Path) -> dict[str, str]:
     """{image name: reason} of the training images that could not be read when labelling ``folder``."""
     path = Path(folder) / SKIPPED
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def labelled_names(config: dict) -> set[str]:
+    """Names of the photos of a ReCo+ config's ``labelled_dataset``: trained on their own
+    labels, so never pseudo-labelled."""
+    from .registry import open_dataset
+
+    spec = config.get("labelled_dataset")
+    return {name for name, _, _ in open_dataset(spec).files} if spec else set()

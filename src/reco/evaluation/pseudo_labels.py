@@ -15,16 +15,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..core.errors import InvalidInputError
 from ..core.paths import exclusive
-from ..data.pseudo_labels import SKIPPED, read_skipped
+from ..data.pseudo_labels import SKIPPED, labelled_names, read_skipped
 
-def confidence_map(probabilities: torch.Tensor) -> np.ndarray:
-    """(H, W) uint8: the winning class's share of the per-pixel probabilities, times 255."""
-    share = probabilities.max(0).values / probabilities.sum(0).clamp_min(1e-12)
-    return np.round(255 * share.clamp(0, 1).numpy()).astype(np.uint8)
+def confidence_map(prediction) -> np.ndarray:
+    """(H, W) uint8: the winning class's share of a Prediction's per-pixel probabilities, times 255."""
+    return np.round(255 * prediction.confidence().clamp(0, 1).numpy()).astype(np.uint8)
 
 
 def reco_config_for(config: dict, out: str | Path | None = None) -> dict:
@@ -54,6 +52,7 @@ def make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: in
                        batch_size: int = 8, workers: int | None = None, crf_workers: int | None = None) -> dict:
     """Label the training images of the ReCo+ ``config``; returns counts and the folder.
     ``batch_size``, ``workers`` and ``crf_workers``: see :func:`reco.segment.engine.predict_files`."""
+    confidence = confidence or config["train"]["min_confidence"] > 0  # training filters by it: always written
     with exclusive(out or config["pseudo_labels"], what="writing pseudo-labels into"):
         return _make_pseudo_labels(config, out=out, limit=limit, confidence=confidence, device=device, progress=progress,
                                    engine={"batch_size": batch_size, "workers": workers, "crf_workers": crf_workers})
@@ -72,6 +71,8 @@ def _make_pseudo_labels(config: dict, *, out: str | Path | None, limit: int | No
 
     reco = reco_config_for(config, out)
     dataset = open_dataset(reco["dataset"])
+    labelled = labelled_names(config)  # trained on their own labels: never pseudo-labelled
+    dataset.files = [f for f in dataset.files if f[0] not in labelled]
     folder = prepare_run(reco)
     predict, _ = reco_predictor(reco, dataset, folder, pick_device(device), progress)
     skipped = read_skipped(folder)
@@ -96,7 +97,7 @@ def _make_pseudo_labels(config: dict, *, out: str | Path | None, limit: int | No
         pred = predict.dataset_labels(result.prediction)
         if confidence:
             (folder / "confidence").mkdir(exist_ok=True)
-            save_label_png(folder / "confidence" / f"{name}.png", confidence_map(pred.probabilities))
+            save_label_png(folder / "confidence" / f"{name}.png", confidence_map(pred))
         save_label_png(folder / f"{name}.png", pred.labels.numpy())  # last: its presence marks the image done
         written += 1
     done = sum((folder / f"{name}.png").is_file() for name, _, _ in dataset.files)

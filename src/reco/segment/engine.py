@@ -94,7 +94,7 @@ def _crf_finish(probabilities: np.ndarray, image: np.ndarray, original_size, nam
 
     pred = finish(_torch.from_numpy(probabilities), image, original_size, names, crf=True, crf_variant=variant,
                   keep=keep)
-    return pred.labels.numpy(), pred.probabilities.numpy()
+    return pred.labels.numpy(), pred.held_probabilities.numpy()  # at the working size: upsampled when read
 
 
 def _submit_crf(pool, u, variant: str):

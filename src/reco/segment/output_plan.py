@@ -77,13 +77,13 @@ def read_manifest(out: Path) -> list[dict]:
     return rows
 
 
-def _images_under(folder: Path, exclude: Path | None) -> list[Path]:
+def _images_under(folder: Path, exclude: Path | None, skipped: list) -> list[Path]:
     from ..index.sources import IMAGE_SUFFIXES
 
     from ..core.paths import with_utf8_names
 
     files = []
-    for f in with_utf8_names(sorted(folder.rglob("*"))):
+    for f in with_utf8_names(sorted(folder.rglob("*")), skipped):
         if exclude is not None and (f == exclude or exclude in f.parents):
             continue
         if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
@@ -101,6 +101,7 @@ def plan_outputs(inputs: list[str | Path], out: str | Path, run: dict, *, overwr
     manifest = read_manifest(out) if out.is_dir() else []
     ours = {row_output for row in manifest for row_output in row["outputs"]}
     sources: list[tuple[Path, Path]] = []  # (image, its output stem relative to out)
+    unnamed: list[tuple[Path, str]] = []  # images whose names cannot be written
     single_folder = len(inputs) == 1 and Path(inputs[0]).is_dir()
     for given in map(Path, inputs):
         path = given.resolve()
@@ -113,7 +114,7 @@ def plan_outputs(inputs: list[str | Path], out: str | Path, run: dict, *, overwr
                 raise InvalidInputError(f"--out {out} is inside the input folder {given} and holds files reco did not "
                                         "write; choose a new folder")
             prefix = Path() if single_folder else Path(path.name)
-            images = _images_under(path, out if inside else None)
+            images = _images_under(path, out if inside else None, unnamed)
             if not images:
                 raise InputNotFoundError(f"no images found in {given}")
             sources += [(f, prefix / f.relative_to(path).with_suffix("")) for f in images]
@@ -123,7 +124,7 @@ def plan_outputs(inputs: list[str | Path], out: str | Path, run: dict, *, overwr
             sources.append((path, Path(path.stem)))
         else:
             raise InputNotFoundError(f"{given}: no such image or folder")
-    plan = OutputPlan(out, run)
+    plan = OutputPlan(out, run, skipped=unnamed)
     writers: dict[Path, list[Path]] = {}  # every planned output file -> the inputs that would write it
     for image, rel in sources:
         for output in plan.outputs(Job(image, out / rel), probabilities):

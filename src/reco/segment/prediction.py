@@ -18,25 +18,79 @@ from ..core.errors import ConfigError, InvalidInputError, UnknownConceptError
 from ..core.geometry import MAX_WORKING_PIXELS, aspect_ratio_problem, resize_shorter_side, shorter_side_size
 
 
-@dataclass
+#: Channels upsampled to the original size at a time: labels and confidence never hold more
+#: than this many there (500 concepts on a 12 MP photo would take 24 GB in float32; one takes 48 MB).
+UPSAMPLE_CHANNELS = 1
+
+
 class Prediction:
-    """``labels`` (H, W) int64 indices into ``concepts`` and ``probabilities`` (C, H, W), at the original size."""
+    """``labels`` (H, W) int64 indices into ``concepts`` at the original size, and
+    ``probabilities`` (C, H, W): given at the original size, or at the working size and then
+    upsampled bilinearly when first read (labels and :meth:`confidence` never need them whole)."""
 
-    labels: torch.Tensor
-    probabilities: torch.Tensor
-    concepts: list[str]
-
-
-@runtime_checkable
-class Predictor(Protocol):
-    """Anything that segments a PIL image into named concepts (see :func:`reco.load_predictor`)."""
+    def __init__(self, labels: torch.Tensor, probabilities: torch.Tensor, concepts: list[str]):
+        self.labels, self.concepts = labels, list(concepts)
+        self._probabilities = probabilities
 
     @property
-    def concepts(self) -> list[str]:
-        """Every concept (or class) it can predict, in its own order."""
+    def probabilities(self) -> torch.Tensor:
+        """(C, H, W) at the original size (upsampled once, on first read)."""
+        if self._probabilities.shape[-2:] != self.labels.shape:
+            self._probabilities = upsample(self._probabilities, tuple(self.labels.shape))
+        return self._probabilities
 
-    def predict_image(self, image: Image.Image, concepts: list[str] | None = None) -> Prediction:
-        """Labels index ``concepts`` (default: all of them), at the image's own size."""
+    @property
+    def held_probabilities(self) -> torch.Tensor:
+        """The probabilities as held: at the working size until :attr:`probabilities` is read."""
+        return self._probabilities
+
+    def confidence(self) -> torch.Tensor:
+        """(H, W) float: the winning concept's share of each pixel's probabilities."""
+        best = total = None
+        for _, chunk in upsampled_chunks(self._probabilities, tuple(self.labels.shape)):
+            top, sums = chunk.max(0).values, chunk.sum(0)
+            best = top if best is None else torch.maximum(best, top)
+            total = sums if total is None else total + sums
+        return best / total.clamp_min(1e-12)
+
+    def __repr__(self) -> str:
+        return f"Prediction({len(self.concepts)} concepts, {self.labels.shape[1]}x{self.labels.shape[0]})"
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(C, h, w) -> (C, H, W), bilinear (half-pixel centres)."""
+    return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def upsampled_chunks(maps: torch.Tensor, size: tuple[int, int], channels: int = UPSAMPLE_CHANNELS):
+    """(first channel, (c, H, W) upsampled channels) for every :data:`UPSAMPLE_CHANNELS` of ``maps``
+    (each channel upsamples alone: the chunks are exactly the whole upsampling, cut up)."""
+    for start in range(0, maps.shape[0], channels):
+        chunk = maps[start:start + channels]
+        yield start, chunk if chunk.shape[-2:] == size else upsample(chunk, size)
+
+
+def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], channels: int = UPSAMPLE_CHANNELS) -> torch.Tensor:
+    """(H, W) int64: the argmax over channels of ``maps`` upsampled to ``size``, taken
+    ``channels`` at a time into running maxima (the first channel wins a tie, as :func:`torch.argmax`)."""
+    best = labels = None
+    for start, chunk in upsampled_chunks(maps, size, channels):
+        if chunk.shape[0] == 1:  # no index map per chunk: one channel's mask
+            values = chunk[0]
+            if best is None:
+                best, labels = values.clone(), torch.zeros(size, dtype=torch.int64)
+                continue
+            better = values > best
+            labels.masked_fill_(better, start)
+        else:
+            values, indices = chunk.max(0)
+            if best is None:
+                best, labels = values, indices + start
+                continue
+            better = values > best
+            labels[better] = indices[better] + start
+        best = torch.maximum(best, values)
+    return labels
 
 
 def select_concepts(requested: list[str] | None, available: list[str], what: str = "the bank") -> list[str]:
@@ -108,7 +162,9 @@ def window_boxes(height: int, width: int, window: int | None, stride: int | None
 
 def average_windows(boxes, maps: Iterable[torch.Tensor], channels: int, size: tuple[int, int]) -> torch.Tensor:
     """(channels, H, W): each window's (channels, h, w) map placed at its box, averaged where
-    windows overlap."""
+    windows overlap (one window covering the image: its map, not a copy)."""
+    if len(boxes) == 1 and tuple(boxes[0]) == (0, 0, *size):
+        return next(iter(maps))
     total = torch.zeros(channels, *size)
     count = torch.zeros(1, *size)
     for (top, left, h, w), values in zip(boxes, maps):
@@ -121,17 +177,16 @@ def finish(probabilities: torch.Tensor, image: np.ndarray, original_size: tuple[
            *, crf: bool = False, crf_variant: str = "reco", keep: list[int] | None = None) -> Prediction:
     """A Prediction from (C, H, W) probabilities at the working size of ``image`` (H, W, 3): the
     DenseCRF on all C channels if ``crf`` (``crf_variant``: :data:`reco.segment.crf.CRF_VARIANTS`), then the
-    channels ``keep`` (default all), resized bilinearly to ``original_size`` (H, W)."""
+    channels ``keep`` (default all); labels at ``original_size`` (H, W) from the bilinear upsampling,
+    taken a few channels at a time (the probabilities are upsampled only when read)."""
     if crf:
         from .crf import dense_crf
 
         probabilities = torch.from_numpy(dense_crf(image, probabilities.numpy(), variant=crf_variant))
     if keep is not None:
         probabilities = probabilities[keep]
-    if tuple(probabilities.shape[-2:]) != tuple(original_size):
-        probabilities = F.interpolate(probabilities[None], size=tuple(original_size), mode="bilinear",
-                                      align_corners=False)[0]
-    return Prediction(labels=probabilities.argmax(0), probabilities=probabilities, concepts=list(concepts))
+    labels = upsampled_argmax(probabilities, tuple(original_size))
+    return Prediction(labels=labels, probabilities=probabilities, concepts=list(concepts))
 
 
 @dataclass

@@ -28,6 +28,8 @@ class TrainSection:
     amp: bool = True
     blur_p: float = bounded(0, 1, default=0.5)
     val_crf: bool = True
+    labelled_weight: float = bounded(0, default=1.0)  # a ground-truth pixel's loss weight (a pseudo-label's: 1)
+    min_confidence: float = bounded(0, 1, default=0.0)  # pseudo-label pixels the teacher is less sure of: ignored
 
 
 @dataclass(kw_only=True)
@@ -46,6 +48,7 @@ class TrainSchema:
     reco: str | None = None
     train_dataset: str = None  # required, as val_dataset: load_train_config names them when missing
     val_dataset: str = None
+    labelled_dataset: str | None = None  # photos trained on with their own labels (no pseudo-label made)
     pseudo_labels: str | None = None
     model: ModelSection
     train: TrainSection
@@ -79,7 +82,7 @@ def load_train_config(path, overrides=None) -> dict:
     if config["model"]["arch"] in DEEPLAB_ARCHS and t["random_crop"] % DEEPLAB_STRIDE:
         raise ConfigError(f"{path}: train.random_crop must be a multiple of {DEEPLAB_STRIDE} for "
                           f"{config['model']['arch']} (its output stride), got {t['random_crop']}")
-    config = expand_paths(config, ("reco", "train_dataset", "val_dataset", "pseudo_labels", "eval_checkpoint", "out"))
+    config = expand_paths(config, ("reco", "train_dataset", "val_dataset", "labelled_dataset", "pseudo_labels", "eval_checkpoint", "out"))
     beside = Path(path).parent / str(config["reco"])
     if config["reco"] and not Path(config["reco"]).is_file() and beside.is_file():
         config["reco"] = str(beside)  # a ReCo config named relative to this one

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,53 +42,104 @@ def batch_keys(n_items: int, batch_size: int, seed: int, iteration: int) -> list
     return out
 
 
-class PseudoLabelSet(torch.utils.data.Dataset):
-    """Items keyed by (index, sample key): the image and its pseudo-label, augmented with the
-    key's generator. ``crop``: the image was resized and centre-cropped as the pseudo-labels were
-    made; None: the pseudo-label is at the image's own size and both are resized to shorter side
-    ``resize`` (the label by nearest neighbour)."""
+class TrainItem(NamedTuple):
+    """One training photo: its image and label map, and how the label is read and weighed."""
 
-    def __init__(self, items: list[tuple[Path, Path]], resize: int, crop: int | None, augment):
-        self.items, self.resize, self.crop, self.augment = items, resize, crop, augment
+    image: Path
+    label: Path
+    confidence: Path | None = None  # a pseudo-label's confidence map (``reco pseudo-label --confidence``)
+    ground_truth: object | None = None  # the SegmentationDataset whose labels these are; None: a pseudo-label
+    weight: float = 1.0  # every pixel's loss weight
+
+
+def read_training_label(item: TrainItem, min_confidence: float = 0.0) -> np.ndarray:
+    """(H, W) class indices of ``item`` (255 = ignored): a ground truth through its dataset's
+    table, a pseudo-label as written, less the pixels whose confidence is below ``min_confidence``."""
+    from ..core.imageio import read_label_map
+
+    if item.ground_truth is not None:
+        return item.ground_truth.lut[item.ground_truth.read_values(item.label)]
+    label = read_label_map(item.label)
+    if min_confidence > 0:
+        confidence = read_label_map(item.confidence)
+        if confidence.shape != label.shape:
+            raise InvalidInputError(f"{item.confidence}: confidence map is {confidence.shape[1]}x{confidence.shape[0]}, "
+                                    f"its pseudo-label {label.shape[1]}x{label.shape[0]}")
+        label = np.where(confidence < 255 * min_confidence, 255, label)
+    return label
+
+
+class TrainingSet(torch.utils.data.Dataset):
+    """Items keyed by (index, sample key): the image, its label (a pseudo-label or a ground
+    truth) and its loss weight, augmented with the key's generator. ``crop``: the image was
+    resized and centre-cropped as the pseudo-labels were made (ground truths get the same crop);
+    None: labels are at the image's own size and both are resized to shorter side ``resize``
+    (the label by nearest neighbour)."""
+
+    def __init__(self, items, resize: int, crop: int | None, augment, min_confidence: float = 0.0):
+        self.items = [TrainItem(*item) for item in items]
+        self.resize, self.crop, self.augment, self.min_confidence = resize, crop, augment, min_confidence
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, key):
-        from ..core.geometry import centre_crop, resize_shorter_side
-        from ..core.imageio import load_image, read_label_map
+        from ..core.geometry import centre_crop, centre_crop_label, resize_shorter_side
+        from ..core.imageio import load_image
 
         index, sample_key = key
-        image_path, label_path = self.items[index]
-        image = load_image(image_path, upright=False)  # pseudo-labels and labels are drawn on the stored pixels
+        item = self.items[index]
+        image = load_image(item.image, upright=False)  # pseudo-labels and labels are drawn on the stored pixels
+        label = read_training_label(item, self.min_confidence)
         if self.crop is not None:
+            if item.ground_truth is not None:  # at the image's own size: cropped as the image is
+                label = centre_crop_label(torch.from_numpy(label), self.resize, self.crop).numpy()
             image = centre_crop(image, self.resize, self.crop)
-        label = read_label_map(label_path)
         if label.shape != (image.height, image.width):
             after = "after resize/crop " if self.crop is not None else ""
-            raise InvalidInputError(f"{label_path}: pseudo-label is {label.shape[1]}x{label.shape[0]}, "
+            what = "label" if item.ground_truth is not None else "pseudo-label"
+            raise InvalidInputError(f"{item.label}: {what} is {label.shape[1]}x{label.shape[0]}, "
                                     f"the image {after}is {image.width}x{image.height}")
         if self.crop is None:
             image = resize_shorter_side(image, self.resize, Image.BILINEAR)
             label = np.asarray(resize_shorter_side(Image.fromarray(label.astype(np.uint8), mode="L"), self.resize,
                                                    Image.NEAREST))
-        return self.augment(image, label, torch.Generator().manual_seed(sample_key))
+        x, y = self.augment(image, label, torch.Generator().manual_seed(sample_key))
+        return x, y, torch.tensor(item.weight, dtype=torch.float32)
 
 
-def training_items(config: dict) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(image, pseudo-label) pairs of the training split (less the images ``reco pseudo-label``
-    could not read), and the class names."""
+def training_items(config: dict) -> tuple[list[TrainItem], list[str]]:
+    """The training photos and the class names: the training split's photos with their
+    pseudo-labels (less the images ``reco pseudo-label`` could not read, and those of
+    ``labelled_dataset``), then the ``labelled_dataset``'s photos with their ground truth."""
     from ..data import open_dataset
-    from ..data.pseudo_labels import read_skipped
+    from ..data.pseudo_labels import labelled_names, read_skipped
 
     dataset = open_dataset(config["train_dataset"])
     labels = Path(config["pseudo_labels"])
     unreadable = read_skipped(labels)
-    items = [(image, labels / f"{name}.png") for name, image, _ in dataset.files if name not in unreadable]
-    missing = [label for _, label in items if not label.is_file()]
+    labelled = labelled_names(config)
+    items = [TrainItem(image, labels / f"{name}.png", labels / "confidence" / f"{name}.png")
+             for name, image, _ in dataset.files if name not in unreadable and name not in labelled]
+    missing = [item.label for item in items if not item.label.is_file()]
     if missing:
         raise InputNotFoundError(f"{len(missing)} of {len(items)} pseudo-labels are missing (e.g. {missing[0]}): "
-                                "run `reco pseudo-label --config ...` first")
+                                 "run `reco pseudo-label --config ...` first")
+    if config["train"].get("min_confidence", 0) > 0:
+        missing = [item.confidence for item in items if not item.confidence.is_file()]
+        if missing:
+            raise InputNotFoundError(f"train.min_confidence needs the teacher's confidence maps; {len(missing)} are "
+                                     f"missing (e.g. {missing[0]}): run `reco pseudo-label --config ...` again")
+    if labelled:
+        truth = open_dataset(config["labelled_dataset"])
+        if list(truth.class_names) != list(dataset.class_names):
+            raise InvalidInputError(f"labelled_dataset has other classes ({', '.join(truth.class_names[:3])}, ...) "
+                                    f"than train_dataset ({', '.join(dataset.class_names[:3])}, ...)")
+        absent = [label for _, _, label in truth.files if not label.is_file()]
+        if absent:
+            raise InputNotFoundError(f"{len(absent)} labels of labelled_dataset are missing (e.g. {absent[0]})")
+        weight = config["train"].get("labelled_weight", 1.0)
+        items += [TrainItem(image, label, None, truth, weight) for _, image, label in truth.files]
     return items, list(dataset.class_names)
 
 
@@ -102,6 +154,14 @@ def check_label_values(paths: list[Path], num_classes: int) -> None:
         if bad.size:
             raise InvalidInputError(f"{path}: pseudo-label value {int(bad[0])} is not a class index (0..{num_classes - 1}) "
                                     "nor 255 (ignored)")
+
+
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Pixel cross-entropy averaged with each sample's weight over the pixels not ignored (255):
+    with equal weights, the plain mean over those pixels."""
+    loss = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    w = weight.view(-1, 1, 1) * (target != 255)
+    return (loss * w).sum() / w.sum().clamp_min(1e-12)
 
 
 def initial_model(config: dict, num_classes: int, pretrained: bool = True):
@@ -178,7 +238,7 @@ def _train(config: dict, *, resume: bool = False, device: str | None = None, pro
                          f"train_dataset ({len(class_names)}: {', '.join(class_names[:3])}, ...)")
     if t["batch_size"] % world:
         raise InvalidInputError(f"batch size {t['batch_size']} is not divisible by the {world} processes")
-    check_label_values([label for _, label in items], len(class_names))
+    check_label_values([item.label for item in items if item.ground_truth is None], len(class_names))
     last = out / "last.pt"
     if last.is_file() and not resume:
         raise InvalidInputError(f"{last} exists: pass --resume to continue it, or choose another --set out=DIR")
@@ -207,7 +267,8 @@ def _train(config: dict, *, resume: bool = False, device: str | None = None, pro
         scaler.load_state_dict(state["scaler"])
         start, best = state["iteration"], state["best_miou"]
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    data = PseudoLabelSet(items, t["resize"], t["crop"], PairAugment(crop=t["random_crop"], blur_p=t["blur_p"]))
+    data = TrainingSet(items, t["resize"], t["crop"], PairAugment(crop=t["random_crop"], blur_p=t["blur_p"]),
+                       t["min_confidence"])
     per_rank = t["batch_size"] // world
     keys = [batch_keys(len(items), t["batch_size"], t["seed"], it)[rank * per_rank:(rank + 1) * per_rank]
             for it in range(start, iterations)]
@@ -217,11 +278,11 @@ def _train(config: dict, *, resume: bool = False, device: str | None = None, pro
     meta = {"arch": m["arch"], "class_names": class_names, "config": config}
     loss_value = float("nan")
     net.train()
-    for it, (x, y) in zip(range(start, iterations),
+    for it, (x, y, weight) in zip(range(start, iterations),
                           tqdm(loader, total=iterations - start, initial=0, desc="train", disable=True if rank or not progress else None)):
         torch.manual_seed(_mix(t["seed"], it, 1 << 20))
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
-            loss = torch.nn.functional.cross_entropy(net(x.to(dev)), y.to(dev), ignore_index=255)
+            loss = weighted_cross_entropy(net(x.to(dev)), y.to(dev), weight.to(dev))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
