@@ -120,3 +120,14 @@ def test_an_eval_refused_for_a_missing_dataset_leaves_no_run_folder(tmp_path, ca
     path = _config(tmp_path, "name: missing\nmodels: {encoder: tiny-vit, clip: null}\n")
     assert main(["eval", "--config", str(path)]) == 2
     assert "is missing" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("source", ["labelled", "exemplars"])
+def test_a_refused_bank_build_leaves_nothing_beside_its_out(tmp_path, source, capsys, monkeypatch):
+    """Issue 40, item 9: no ``.bank.safetensors.lock`` nor ``.bank.safetensors.partial/``."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    given = {"labelled": ["--labelled", f"folder:root={tmp_path / 'missing'}"], "exemplars": ["--exemplars", "empty"]}
+    assert main(["concepts", "build", "--encoder", "tiny-vit", *given[source], "--out", "bank.safetensors"]) == 2
+    assert capsys.readouterr().err.startswith("reco: error:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]

@@ -457,3 +457,28 @@ def test_drawings_never_write_a_bank_given_nor_another_servers_drawings(demo_ban
     _, two = second.add_drawing("mine", np.asarray(image), (~mask).astype(np.uint8) * 255, "grass")
     assert _sha(mine) == before and one != two
     assert ConceptBank.load(one).names[-1] == "quokka" and ConceptBank.load(two).names[-1] == "grass"
+
+
+NOT_UPLOADED = {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}
+
+
+@pytest.mark.parametrize("what, route, data", [
+    ("segment photo", "on_segment", [[NOT_UPLOADED], "demo", ""]),
+    ("drawing photo", "on_add", [{"background": NOT_UPLOADED, "layers": [], "composite": None}, None, "demo", "x"]),
+    ("paint layer", "on_add", [{"background": None, "layers": [NOT_UPLOADED], "composite": None}, None, "demo", "x"]),
+    ("mask file", "on_add", [{"background": None, "layers": [], "composite": None}, NOT_UPLOADED, "demo", "x"]),
+])
+def test_a_raw_api_call_naming_a_file_never_uploaded_is_refused_with_a_message(fresh_app, what, route, data):
+    """Through the real HTTP API (issue 40, item 1): Gradio's refusal holds, the client reads why,
+    and the server logs no traceback."""
+    url, folder = fresh_app
+    request = urllib.request.Request(url + f"gradio_api/call/{route}", data=json.dumps({"data": data}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        event = json.load(response)["event_id"]
+    with urllib.request.urlopen(url + f"gradio_api/call/{route}/{event}", timeout=120) as response:
+        stream = response.read().decode()
+    assert "event: error" in stream and "never uploaded to this server" in stream, (what, stream)
+    assert "root:" not in stream  # nothing of the file was read
+    log = (folder / "web.log").read_text()
+    assert "Traceback" not in log and "InvalidPathError" not in log, log[-3000:]

@@ -120,6 +120,26 @@ def limit_editor_pixels(editor, max_pixels: int):
     return editor
 
 
+def refuse_files_not_uploaded(app):
+    """``app`` (a ``gr.Blocks``) answering a raw API call that names a server file it never
+    received (``{"path": "/etc/passwd"}``) with one clear message instead of a traceback in the
+    log and ``{"error": null}`` to the client; Gradio's refusal itself is kept."""
+    import gradio as gr
+    from gradio.exceptions import InvalidPathError
+
+    preprocess = app.preprocess_data
+
+    async def checked(*args, **kwargs):
+        try:
+            return await preprocess(*args, **kwargs)
+        except InvalidPathError:
+            raise gr.Error("a file in this request was never uploaded to this server: upload it first "
+                           "(POST /gradio_api/upload) and send the path that returns", print_exception=False) from None
+
+    app.preprocess_data = checked  # this app only
+    return app
+
+
 def settings_line(settings) -> str:
     """What the page segments with, as one line (the defaults of ``reco segment`` too)."""
     from ..segment.settings import DEFAULT_SIZE
@@ -235,4 +255,4 @@ def build_app(service):
         bank.change(on_source, [bank], [grid_concept, grid_status])
         app.load(on_source, [bank], [grid_concept, grid_status])
         show_grid.click(on_grid, [bank, grid_concept], [grid, grid_status])
-    return app
+    return refuse_files_not_uploaded(app)

@@ -134,7 +134,9 @@ def build_and_save(args: argparse.Namespace) -> None:
                                       context_bank=context, quiet=True, batch_size=args.batch_size,
                                       checkpoint=checkpoint)
         except BaseException as e:
-            if checkpoint.started and not isinstance(e, RecoError):  # a user error stays one line
+            if checkpoint.started and not checkpoint.holds_work():  # refused or stopped before any work: no trace
+                checkpoint.remove()
+            elif checkpoint.started and not isinstance(e, RecoError):  # a user error stays one line
                 print(f"the finished part of the build is kept in {checkpoint.folder}: run the same command "
                       "again to resume", file=sys.stderr)
             raise

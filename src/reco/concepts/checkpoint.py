@@ -99,5 +99,9 @@ class BuildCheckpoint:
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         atomic_write_bytes(self.folder / f"{key}.safetensors", save(tensors))
 
+    def holds_work(self) -> bool:
+        """True when a finished part of the build is kept (more than the job's description)."""
+        return self.folder.is_dir() and any(p.name != JOB_FILE for p in self.folder.iterdir())
+
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

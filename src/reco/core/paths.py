@@ -67,8 +67,9 @@ def atomic_path(path: str | Path):
 @contextlib.contextmanager
 def exclusive(path: str | Path, *, folder: bool = True, what: str = "writing"):
     """Hold a lock while writing ``path``: a folder (created if missing) is locked by its own
-    ``.reco.lock``, a file (a bank) by ``.<name>.lock`` beside it. A second reco process is
-    refused at once with one line instead of racing this one."""
+    ``.reco.lock``, a file (a bank) by ``.<name>.lock`` beside it, removed again (while still
+    held) when this process made it. A second reco process is refused at once with one line
+    instead of racing this one."""
     from filelock import FileLock, Timeout
 
     from .errors import BusyError
@@ -77,6 +78,7 @@ def exclusive(path: str | Path, *, folder: bool = True, what: str = "writing"):
     lock_path = output_folder(path) / ".reco.lock" if folder else path.with_name(f".{path.name}.lock")
     if not folder:
         output_folder(lock_path.parent)
+    made = not folder and not lock_path.exists()
     lock = FileLock(str(lock_path), timeout=0)
     try:
         lock.acquire()
@@ -86,6 +88,8 @@ def exclusive(path: str | Path, *, folder: bool = True, what: str = "writing"):
     try:
         yield path
     finally:
+        if made:  # nothing beside a user's file outlives the command
+            lock_path.unlink(missing_ok=True)
         lock.release()
 
 
