@@ -131,3 +131,15 @@ def test_a_refused_bank_build_leaves_nothing_beside_its_out(tmp_path, source, ca
     assert main(["concepts", "build", "--encoder", "tiny-vit", *given[source], "--out", "bank.safetensors"]) == 2
     assert capsys.readouterr().err.startswith("reco: error:")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+@pytest.mark.parametrize("doc", ["photo.jpg", "folder"])
+def test_eval_report_refuses_a_doc_that_is_not_a_text_page(tmp_path, doc, capsys):
+    """Issue 40, item 16: ``reco eval --report --doc photo.jpg`` (or a folder) is one line."""
+    from PIL import Image
+
+    Image.new("RGB", (10, 10)).save(tmp_path / "photo.jpg")
+    (tmp_path / "folder").mkdir()
+    before = (tmp_path / "photo.jpg").read_bytes()
+    assert main(["eval", "--report", "--doc", str(tmp_path / doc), "--configs", str(tmp_path)]) == 2
+    assert "is not a" in capsys.readouterr().err and (tmp_path / "photo.jpg").read_bytes() == before

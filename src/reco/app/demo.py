@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..core.paths import OutputLedger, output_folder
+from ..core.paths import OutputLedger, check_writable
 from ..segment.settings import DEFAULT_SIZE, SegmentSettings
 
 DEMO_ENCODER = "dinov2-vits14"
@@ -102,7 +102,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, device: str | None = None,
     out = Path(out_dir)
     ledger = OutputLedger(out, "demo")
     ledger.check(overwrite)
-    output_folder(out)
+    check_writable(out)  # a full disk or a read-only folder: said before a model is loaded
     dev = pick_device(device)
     clip_model = _load_clip(clip, clip_weights, dev)
     enc = create_model(encoder, weights=encoder_weights, device=dev)

@@ -57,6 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `reco concepts list BANK | head -1`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # a full disk or a folder that cannot be written, met outside reco's own writers
+        from ..core.paths import write_failure
+
+        failure = write_failure(e, e.filename or getattr(args, "out", None) or "an output")
+        if failure is None or debug:
+            raise
+        print(f"reco: error: {failure}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("reco: interrupted", file=sys.stderr)
         return 130

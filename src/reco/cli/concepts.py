@@ -106,7 +106,7 @@ def build_and_save(args: argparse.Namespace) -> None:
     from ..core.device import pick_device
     from ..core.errors import ConfigError, InvalidInputError, RecoError
     from ..models import create_model
-    from ..core.paths import exclusive, refuse_to_replace
+    from ..core.paths import check_writable, exclusive, refuse_to_replace
 
     out = Path(args.out)
     if out.is_dir():
@@ -121,6 +121,7 @@ def build_and_save(args: argparse.Namespace) -> None:
     settings = settings_from(args, SETTING_OPTIONS)
     if args.names is not None:  # the preset's concept settings are for concepts from names
         settings = {**preset.get("concepts", {}), **settings}
+    check_writable(out.parent)  # a full disk or a read-only folder: said before a model is loaded
     device = pick_device(args.device)
     encoder = create_model(encoder_name, weights=args.encoder_weights, device=device)
     clip = create_model(clip_name, weights=args.clip_weights, device=device) if args.names is not None else None
@@ -185,7 +186,7 @@ def show(args: argparse.Namespace) -> int:
 
     from ..concepts.bank import ConceptBank
     from ..core.errors import InvalidInputError
-    from ..core.paths import refuse_to_replace
+    from ..core.paths import atomic_path, check_writable, refuse_to_replace
     from ..core.device import pick_device
     from ..models import create_model
     from ..concepts.grid import concept_grid
@@ -194,13 +195,14 @@ def show(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in Image.registered_extensions():
         raise InvalidInputError(f"--out {out}: give an image file name (e.g. {out.with_suffix('.png').name})")
     refuse_to_replace(out, args.overwrite)
+    check_writable(out.parent)  # before a model is loaded
     bank = ConceptBank.load(args.bank)
     bank[args.name]  # an unknown name fails here, before a model is loaded
     encoder = create_model(bank.provenance["encoder"]["name"], weights=args.encoder_weights,
                            device=pick_device(args.device))
     bank.check_models(encoder)
     grid = concept_grid(bank, args.name, encoder, max_images=args.max_images)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(out)
+    with atomic_path(out) as tmp:
+        grid.save(tmp, format=Image.registered_extensions()[out.suffix.lower()])
     print(f"wrote {out}")
     return 0

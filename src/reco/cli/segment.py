@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.errors import InvalidInputError
     from ..segment.output_plan import plan_outputs
     from ..segment.outputs import save_prediction
-    from ..core.paths import exclusive
+    from ..core.paths import check_writable, exclusive
     from ..core.viz import check_label_concepts
 
     names = _names(args.concepts)
@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             from ..segment.prediction import select_concepts
 
             check_label_concepts(len(select_concepts(names, ConceptBank.load(args.bank).names)))
+    check_writable(args.out)  # a full disk or a read-only folder: said before a model is loaded
     predictor = _predictor(args, choices)
     check_label_concepts(len(names or predictor.concepts))  # ReCo+ classes, a bank built from --concepts
     if not ready:

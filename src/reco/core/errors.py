@@ -56,3 +56,7 @@ class MissingDependencyError(RecoError, ImportError):
 
 class BusyError(RecoError):
     """Another reco process is writing the same index, bank or folder."""
+
+
+class OutputWriteError(RecoError, OSError):
+    """An output could not be written: a full disk, a read-only or forbidden folder."""

@@ -4,6 +4,7 @@ writes: atomically, under a lock, never over a file it did not write unless told
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from pathlib import Path
@@ -39,6 +40,31 @@ def output_folder(path: str | Path) -> Path:
     return path
 
 
+#: errno values that mean "this output cannot be written here" (not a bug, not bad input).
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def write_failure(error: OSError, target: str | Path):
+    """The one-line :class:`~reco.core.errors.OutputWriteError` for ``error`` met writing
+    ``target``, or None when ``error`` is not about the output's place (disk, permissions)."""
+    from .errors import OutputWriteError
+
+    if error.errno not in WRITE_ERRNOS:
+        return None
+    return OutputWriteError(f"cannot write {target}: {error.strerror or os.strerror(error.errno)}; free space or "
+                            "choose a writable folder, then run the same command again (finished work is kept)")
+
+
+def check_writable(folder: str | Path) -> Path:
+    """``folder`` created if missing and proven writable by writing and removing a small file
+    there, before any work whose result would go there."""
+    folder = output_folder(folder)
+    probe = folder / f".reco-write-check-{os.getpid()}"
+    atomic_write_bytes(probe, b"reco")
+    probe.unlink()
+    return folder
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (a folder at ``path``,
     or a file where its folder should be, is an InvalidInputError)."""
@@ -49,19 +75,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """A temporary path beside ``path`` to write to (e.g. by a library that takes a file name);
-    renamed to ``path`` when the block ends without an exception, removed otherwise."""
+    renamed to ``path`` when the block ends without an exception, removed otherwise. A full
+    disk or a folder that cannot be written is one :class:`~reco.core.errors.OutputWriteError`."""
     from .errors import InvalidInputError
 
     path = Path(path)
     if path.is_dir():
         raise InvalidInputError(f"{path} is a folder: give a file name to write")
-    output_folder(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        output_folder(path.parent)
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        failure = write_failure(e, path)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a folder that cannot be written holds no temporary file
+            pass
 
 
 @contextlib.contextmanager
@@ -85,6 +120,11 @@ def exclusive(path: str | Path, *, folder: bool = True, what: str = "writing"):
     except Timeout:
         raise BusyError(f"another reco process is {what} {path} (it holds {lock_path}); wait for it to "
                         "finish") from None
+    except OSError as e:
+        failure = write_failure(e, lock_path.parent)
+        if failure is None:
+            raise
+        raise failure from None
     try:
         yield path
     finally:

@@ -12,7 +12,7 @@ from ..concepts.settings import BankSettings
 from ..core.config import bounded, check_run_name, schema_defaults, validate
 from ..segment.crf import CRF_VARIANTS
 from ..core.errors import ConfigError
-from ..core.paths import output_folder
+from ..core.paths import atomic_write_bytes, output_folder
 
 @dataclass(kw_only=True)
 class ProtocolSchema:
@@ -193,5 +193,5 @@ def prepare_run(config: dict) -> Path:
         if differ:
             raise ConfigError(f"{out} holds a run of another config (differs in {', '.join(differ)}); "
                              f"choose another folder with --set out=DIR")
-    saved.write_text(yaml.safe_dump(config, sort_keys=False))
+    atomic_write_bytes(saved, yaml.safe_dump(config, sort_keys=False).encode())
     return out

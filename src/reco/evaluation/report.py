@@ -9,6 +9,7 @@ import numpy as np
 import yaml
 
 from ..core.errors import InvalidInputError
+from ..core.paths import atomic_path, atomic_write_bytes
 
 
 def write_overview(results: dict, count: int = 4, path: str | Path | None = None) -> Path:
@@ -32,7 +33,8 @@ def write_overview(results: dict, count: int = 4, path: str | Path | None = None
             label = centre_crop_label(label, protocol["resize"], protocol["crop"])
         rows.append((image, label.numpy(), read_label_png(predictions / f"{name}.png").numpy()))
     path = Path(path or Path(config["out"]) / "overview.png")
-    comparison_panel(rows, dataset.class_names, dataset.colours()).save(path)
+    with atomic_path(path) as tmp:
+        comparison_panel(rows, dataset.class_names, dataset.colours()).save(tmp, format="PNG")
     return path
 
 
@@ -94,10 +96,16 @@ def report_table(config_dir: str | Path) -> str:
 def write_report(doc: str | Path, config_dir: str | Path) -> Path:
     """Replace the table between the report markers of ``doc`` with :func:`report_table`."""
     doc = Path(doc)
-    text = doc.read_text() if doc.is_file() else f"# Reproducing the paper\n\n{REPORT_START}\n{REPORT_END}\n"
+    if doc.exists() and not doc.is_file():
+        raise InvalidInputError(f"--doc {doc} is not a file: give the Markdown page to fill")
+    try:
+        text = doc.read_text() if doc.is_file() else f"# Reproducing the paper\n\n{REPORT_START}\n{REPORT_END}\n"
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"--doc {doc} is not a text file (a UTF-8 Markdown page with the report markers)") \
+            from None
     if REPORT_START not in text or REPORT_END not in text:
         raise InvalidInputError(f"{doc} has no report markers ({REPORT_START} ... {REPORT_END})")
     head, rest = text.split(REPORT_START, 1)
     _, tail = rest.split(REPORT_END, 1)
-    doc.write_text(f"{head}{REPORT_START}\n{report_table(config_dir)}\n{REPORT_END}{tail}")
+    atomic_write_bytes(doc, f"{head}{REPORT_START}\n{report_table(config_dir)}\n{REPORT_END}{tail}".encode())
     return doc

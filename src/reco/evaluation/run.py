@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..core.errors import ImageLoadError, InvalidInputError
-from ..core.paths import exclusive
+from ..core.paths import atomic_write_bytes, exclusive
 from .config import concept_settings, prepare_run, refuse_foreign_folder, segment_settings
 from .report import results_markdown
 
@@ -195,6 +195,6 @@ def _run_eval(config: dict, dataset, dev, *, limit: int | None, progress: bool, 
         "reco_version": __version__,
         "config": config,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(results_markdown(results))
+    atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
+    atomic_write_bytes(out / "results.md", results_markdown(results).encode())
     return results

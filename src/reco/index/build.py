@@ -10,7 +10,7 @@ import torch
 
 from .. import __version__
 from ..core.errors import InvalidInputError, ModelMismatchError
-from ..core.paths import exclusive
+from ..core.paths import check_writable, exclusive
 from . import store
 from .items import ITEM_OFFSETS, write_item_lookup
 from .shards import ItemDataset, ShardWriter, collate, embed_rows, shard_batches, unfinished_shards
@@ -79,11 +79,12 @@ def build_index(
     if shard_size < 1 or batch_size < 1:
         raise InvalidInputError("shard size and batch size must be positive")
     out = Path(out)
+    refuse_foreign_folder(out)
+    check_writable(out)  # a full disk or a read-only folder: said before a model is loaded
     if isinstance(model, str):
         model = create_model(model, weights=weights, device=pick_device(device))
     if model.spec.kind != "clip":
         raise InvalidInputError(f"{model.name} is not a CLIP model: an index needs a CLIP image tower")
-    refuse_foreign_folder(out)
     items = list_source(source)
     with exclusive(out, what="building an index in"):
         _build(out, model, source, items, index_type, engine, batch_size, num_workers, shard_size, progress)
