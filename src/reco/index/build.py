@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -12,7 +13,8 @@ from .. import __version__
 from ..core.errors import InvalidInputError, ModelMismatchError
 from ..core.paths import check_writable, exclusive
 from . import store
-from .items import ITEM_OFFSETS, write_item_lookup
+from .check import damaged_shards, index_damage, read_meta_or_none
+from .items import ITEM_OFFSETS, ITEM_STRINGS, write_item_lookup
 from .shards import ItemDataset, ShardWriter, collate, embed_rows, shard_batches, unfinished_shards
 from .sources import SourceItem, list_source
 
@@ -36,7 +38,12 @@ def new_meta(model, source, items: list[SourceItem], shard_size: int, index_type
 def prepare(out: Path, meta: dict, model) -> dict:
     """Start or resume a build in ``out``: refuse a folder that holds another build."""
     meta = json.loads(json.dumps(meta))  # compare as stored (tuples become lists)
-    old = store.read_meta(out)
+    try:
+        old = read_meta_or_none(out)
+    except InvalidInputError as e:  # nothing can be trusted without it: the build starts over
+        print(f"{e.args[0].split('; rebuild')[0]}: building it again from the start", file=sys.stderr)
+        remove_index_files(out)
+        old = None
     if old is None:
         store.write_meta(out, meta)
         return meta
@@ -103,8 +110,34 @@ def refuse_foreign_folder(out: Path) -> None:
                                 "or new folder")
 
 
+def remove_index_files(out: Path) -> None:
+    """Remove what a build writes into ``out`` (its own files only: the folder holds no others)."""
+    import shutil
+
+    for name in ("meta.json", "items.parquet", "skipped.parquet", ITEM_OFFSETS, ITEM_STRINGS, "rerank.codes.npy",
+                 "rerank.faiss", "ivfpq.faiss", "ivfpq.ivfdata"):
+        (out / name).unlink(missing_ok=True)
+    for folder in ("shards", "ivfpq"):
+        shutil.rmtree(out / folder, ignore_errors=True)
+
+
+def repair(out: Path, meta: dict) -> dict:
+    """``meta`` of a build into ``out`` made ready to repair what is damaged: damaged shards are
+    removed (embedded again), and a complete index that is not whole is finished again."""
+    for shard, problem in damaged_shards(out, meta).items():
+        print(f"{out}: {problem}: embedding that shard again", file=sys.stderr)
+        for path in store.shard_paths(out, shard):
+            path.unlink(missing_ok=True)
+        meta.pop("ivfpq", None)  # trained on the shards: made again from the repaired ones
+    problem = index_damage(out, meta) if meta["status"] == "complete" else None
+    if problem is not None:
+        print(f"{out}: {problem}: finishing the index again", file=sys.stderr)
+        meta["status"] = "building"
+    return meta
+
+
 def _build(out: Path, model, source, items, index_type, engine, batch_size, num_workers, shard_size, progress) -> None:
-    meta = prepare(out, new_meta(model, source, items, shard_size, index_type), model)
+    meta = repair(out, prepare(out, new_meta(model, source, items, shard_size, index_type), model))
     n_shards = math.ceil(len(items) / shard_size)
     if meta["status"] != "complete":
         if engine == "ray":

@@ -59,8 +59,10 @@ class ImageIndex:
     def open(cls, root: str | Path, clip=None) -> "ImageIndex":
         """Open a built index: its metadata, memory-mapped embedding shards and the item table's
         layout; no embedding or item is read until a search needs it."""
+        from .check import read_meta_or_none, refuse_damaged
+
         root = Path(root)
-        meta = store.read_meta(root)
+        meta = read_meta_or_none(root)
         if meta is None or not str(meta.get("format", "")).startswith("reco.image_index/"):
             raise InputNotFoundError(f"{root}: not a reco image index (no meta.json); build one with `reco index build`")
         if meta["format"] not in store.READABLE_FORMATS:
@@ -68,6 +70,7 @@ class ImageIndex:
                                     f"({', '.join(store.READABLE_FORMATS)}); upgrade reco")
         if meta.get("status") != "complete":
             raise InvalidInputError(f"{root}: the build is not complete; run `reco index build` again to resume it")
+        refuse_damaged(root, meta)
         index = cls(root, meta)
         return index if clip is None else index.use_clip(clip)
 
