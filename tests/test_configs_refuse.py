@@ -40,7 +40,7 @@ def test_a_run_name_is_one_folder_name(tmp_path, name, capsys):
 
 
 def test_an_unknown_dataset_spec_key_names_the_known_ones(tmp_path, capsys):
-    with pytest.raises(InvalidInputError, match=r"unknown key 'incude'; folder knows root, split, include, exclude"):
+    with pytest.raises(InvalidInputError, match=r"unknown key 'incude'; folder knows root, split, ignore, include, exclude"):
         open_dataset(f"folder:root={tmp_path}:incude=f0")
     assert main(["concepts", "build", "--labelled", f"folder:root={tmp_path}:incude=f0", "--encoder", "tiny-vit",
                  "--out", str(tmp_path / "b.safetensors")]) == 2
@@ -143,3 +143,29 @@ def test_eval_report_refuses_a_doc_that_is_not_a_text_page(tmp_path, doc, capsys
     before = (tmp_path / "photo.jpg").read_bytes()
     assert main(["eval", "--report", "--doc", str(tmp_path / doc), "--configs", str(tmp_path)]) == 2
     assert "is not a" in capsys.readouterr().err and (tmp_path / "photo.jpg").read_bytes() == before
+
+
+def test_a_label_value_outside_the_classes_is_refused_naming_the_file_unless_ignored(tmp_path, capsys):
+    """Issue 40, item 18: a ground-truth 7 in a 2-class dataset; CamVid's 11 stays ignored when the
+    spec says so (``:ignore=11``)."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "x.png")
+    label = np.zeros((8, 8), np.uint8)
+    label[0, 0], label[1, 1], label[2, 2] = 1, 255, 7
+    Image.fromarray(label).save(tmp_path / "labels" / "x.png")
+    with pytest.raises(InvalidInputError, match=r"x.png: label value 7 is not a class index \(0..1\).*:ignore=7"):
+        open_dataset(f"folder:root={tmp_path}").label(0)
+    values = open_dataset(f"folder:root={tmp_path}:ignore=7").label(0)
+    assert values[0, 0] == 1 and values[1, 1] == 255 and values[2, 2] == 255 and values[3, 3] == 0
+    with pytest.raises(InvalidInputError, match="ignore='x'"):
+        open_dataset(f"folder:root={tmp_path}:ignore=x")
+    (tmp_path / "c.yaml").write_text(f"dataset: folder:root={tmp_path}\nlabelled: folder:root={tmp_path}\n"
+                                     "models: {encoder: tiny-vit, clip: null}\nconcepts: {image_size: 28}\n"
+                                     f"out: {tmp_path / 'run'}\n")
+    assert main(["eval", "--config", str(tmp_path / "c.yaml"), "--no-progress"]) == 2
+    assert "label value 7 is not a class index" in capsys.readouterr().err

@@ -22,7 +22,7 @@ CLASSES = ["sky", "boat", "road", "car"]  # boat: in the class list, never in a 
 
 def _labelled_folder(root, n=5, size=(60, 40)):
     """Images whose top third is sky, bottom rows road, a car block in images 1 and 3; label
-    value 7 (not a class) in a corner of every label."""
+    value 7 (not a class: the spec says ignore=7) in a corner of every label."""
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
@@ -36,7 +36,7 @@ def _labelled_folder(root, n=5, size=(60, 40)):
         label[:4, :4] = 7
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"im{i}.png")
         Image.fromarray(label, mode="L").save(root / "labels" / f"im{i}.png")
-    return f"folder:root={root}"
+    return f"folder:root={root}:ignore=7"
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_labelled_bank_equals_an_independent_recomputation(tmp_path, encoder):
         assert bank[name].prototypes is None and bank[name].source == "labelled"
 
 
-def test_labels_outside_the_class_list_are_ignored(tmp_path):
+def test_label_values_the_spec_ignores_are_ignored(tmp_path):
     dataset = open_dataset(_labelled_folder(tmp_path / "ds", n=1))
     label = dataset.label(0)
     assert (label[:4, :4] == 255).all() and set(label.unique().tolist()) == {0, 2, 255}

@@ -76,8 +76,8 @@ def run(quick: bool = False, device: str | None = None) -> dict:
 
     root, dev = camvid_root(), pick_device(device)
     encoder = create_model(ENCODER, device=dev)
-    train = open_dataset(f"folder:root={root}:split=train")
-    val = open_dataset(f"folder:root={root}:split=val")
+    train = open_dataset(f"folder:root={root}:split=train:ignore=11")
+    val = open_dataset(f"folder:root={root}:split=val:ignore=11")
     n_val, per_class = (20, 5) if quick else (len(val), 10)
     val.files = val.files[:n_val]
 

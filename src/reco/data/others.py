@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputNotFoundError, InvalidInputError
-from .base import SegmentationDataset, lookup_table, missing_layout, read_list
+from .base import IGNORE, SegmentationDataset, lookup_table, missing_layout, read_list
 from .cityscapes import CLASSES_19, PALETTE_19
 from .voc import devkit_folder
 
@@ -106,14 +106,17 @@ class ADE20K(SegmentationDataset):
 
 class FolderDataset(SegmentationDataset):
     """Your own labelled images: ROOT/classes.txt (one name per line), ROOT/images/<name>.{png,jpg},
-    ROOT/labels/<name>.png (class indices, 255 = ignore)."""
+    ROOT/labels/<name>.png (class indices). 255 marks unlabelled pixels, as do the values of
+    ``ignore`` (comma-separated, e.g. CamVid's 11); any other value that is not a class index is
+    refused, naming the file, rather than silently ignored."""
 
-    def __init__(self, root: str | Path, split: str | None = None):
+    def __init__(self, root: str | Path, split: str | None = None, ignore: str = ""):
         super().__init__()
         base = Path(root) / split if split else Path(root)
         layout = "ROOT/classes.txt, ROOT/images/<name>.{png,jpg}, ROOT/labels/<name>.png"
         self.class_names = read_list(base / "classes.txt", layout)
         self.lut = lookup_table({i: i for i in range(min(len(self.class_names), 255))})
+        self.ignored = _ignore_values(str(ignore)) | {IGNORE}
         images = base / "images"
         if not images.is_dir():
             raise missing_layout(images, layout)
@@ -121,3 +124,24 @@ class FolderDataset(SegmentationDataset):
             self.files.append((path.stem, path, base / "labels" / f"{path.stem}.png"))
         if not self.files:
             raise InputNotFoundError(f"{images} holds no images")
+
+    def read_values(self, path: Path) -> np.ndarray:
+        values = super().read_values(path)
+        present = np.flatnonzero(np.bincount(values.ravel(), minlength=256))
+        stray = [int(v) for v in present if v >= len(self.class_names) and v not in self.ignored]
+        if stray:
+            raise InvalidInputError(f"{path}: label value {stray[0]} is not a class index (0..{len(self.class_names) - 1}) "
+                                    f"nor ignored ({', '.join(map(str, sorted(self.ignored)))}); if it marks "
+                                    f"unlabelled pixels, add :ignore={stray[0]} to the dataset spec")
+        return values
+
+
+def _ignore_values(text: str) -> set[int]:
+    """'11, 12' -> {11, 12}; '' -> set(); anything else than 8-bit values is an InvalidInputError."""
+    try:
+        values = {int(v) for v in text.split(",") if v.strip()}
+    except ValueError:
+        values = {-1}
+    if not all(0 <= v <= 255 for v in values):
+        raise InvalidInputError(f"ignore={text!r}: give label values 0..255, comma-separated (e.g. ignore=11)")
+    return values

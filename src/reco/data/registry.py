@@ -1,7 +1,7 @@
 """``open_dataset("cityscapes27:root=/data/cityscapes:split=val")``.
 
 Every dataset also takes ``include=`` and ``exclude=``: comma-separated prefixes of item names
-(CamVid's names start with their drive: ``folder:root=camvid:split=train:exclude=0016E5``).
+(CamVid's names start with their drive: ``folder:root=camvid:split=train:ignore=11:exclude=0016E5``).
 """
 
 from __future__ import annotations
