@@ -532,7 +532,7 @@ def test_a_second_writer_is_refused_with_one_line(tmp_path, capsys):
 
 
 def test_the_web_app_serves_several_requests_at_once_and_stays_quiet(bank_path, capsys):
-    from reco.app.web import serve
+    from reco.app.server import serve
 
     app = serve([str(bank_path)], port=0 or _free_port(), block=False, concurrency=3)
     try:

@@ -81,7 +81,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(demo_bank, tmp_path_factory, monkeypatch_module):
-    from reco.app.web import serve
+    from reco.app.server import serve
 
     monkeypatch_module.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
     port = _free_port()

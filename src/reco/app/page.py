@@ -44,13 +44,15 @@ def _message(error: Exception, path=None, action: str = "segment") -> str:
 
 
 class RequestFolders:
-    """A fresh folder per request under one temporary root; folders older than ``max_age``
-    seconds are removed when a new one is made, and the root when the process exits."""
+    """A fresh folder per request under ``root`` (default: a new temporary ``reco-web-*``);
+    folders older than ``max_age`` seconds are removed when a new one is made, and the root when
+    the process exits."""
 
-    def __init__(self, max_age: float = 3600.0):
+    def __init__(self, root: str | Path | None = None, max_age: float = 3600.0):
         import atexit
 
-        self.root, self.max_age = Path(tempfile.mkdtemp(prefix="reco-web-")), max_age
+        self.root, self.max_age = Path(root or tempfile.mkdtemp(prefix="reco-web-")), max_age
+        self.root.mkdir(parents=True, exist_ok=True)
         atexit.register(self.close)
 
     def new(self) -> Path:
@@ -149,12 +151,13 @@ def settings_line(settings) -> str:
             f"{'on' if settings.crf else 'off'} (the defaults of `reco segment`, so both give the same shares).")
 
 
-def build_app(service):
-    """The Gradio Blocks page around ``service``."""
+def build_app(service, scratch: str | Path | None = None):
+    """The Gradio Blocks page around ``service``; each request's files go to a folder under
+    ``scratch`` (default: a new temporary ``reco-web-*``), removed when the process exits."""
     import gradio as gr
 
     sources = service.sources
-    folders = RequestFolders()
+    folders = RequestFolders(scratch)
 
     def on_photos(paths):
         return list(paths or [])

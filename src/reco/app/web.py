@@ -1,7 +1,8 @@
 """``reco demo --web``: a Gradio app to segment an uploaded image into the concepts of a saved bank.
 
 :class:`SegmentationService` holds the logic (banks, models, limits, messages) and is usable
-without Gradio; :func:`build_app` lays it out as a page; :func:`serve` binds it to localhost.
+without Gradio; :func:`~reco.app.page.build_app` lays it out as a page; :func:`~reco.app.server.serve`
+binds it to localhost.
 Only files the app writes itself are served: no ``allowed_paths`` are granted.
 """
 
@@ -14,12 +15,10 @@ import time
 from pathlib import Path
 
 from ..segment.settings import DEFAULT_SIZE, SegmentSettings
-from .hosts import check_port
 from ..core.errors import (
     EmptyInputError,
     InputNotFoundError,
     InvalidInputError,
-    MissingDependencyError,
     RecoError,
     UnknownConceptError,
 )
@@ -319,30 +318,3 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
-
-
-def serve(banks=("outputs/demo",), *, models=(), host: str = "127.0.0.1", port: int = 7860,
-          device: str | None = None, index: str | Path | None = None, max_file_mb: float = WEB_MAX_FILE_MB,
-          max_pixels: int = WEB_MAX_PIXELS, concurrency: int | None = None, drawn_dir: str | Path = "outputs/web",
-          block: bool = True):
-    """Start the app on ``host:port`` (localhost by default); returns the Gradio app when not ``block``.
-    ``models``: ReCo+ checkpoints offered beside the banks; ``concurrency``: requests served at
-    once (default: up to 4, one per CPU core; the others wait in Gradio's queue); ``drawn_dir``:
-    where the banks with concepts drawn in the app are saved."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError("the web app needs Gradio: pip install 'reco[web]'") from None
-    check_port(host, port)
-    service = SegmentationService(find_banks(banks), models=find_models(models), device=device, index=index,
-                                  max_pixels=max_pixels, drawn_dir=drawn_dir)
-    from .page import build_app
-
-    app = build_app(service)
-    app.queue(default_concurrency_limit=concurrency or max(1, min(4, os.cpu_count() or 1)))
-    if block:  # Gradio's own banner suggests share=True, which a CLI user cannot (and should not) act on
-        print(f"reco: serving the web app on http://{host}:{port} (Ctrl+C to stop)", flush=True)
-    app.launch(server_name=host, server_port=port, max_file_size=int(max_file_mb * 1024 * 1024),
-               prevent_thread_lock=not block, quiet=True, allowed_paths=[], footer_links=[])
-    return app

@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     if args.web:
         from pathlib import Path
 
-        from ..app.web import check_port, find_models, serve
+        from ..app.hosts import check_port
+        from ..app.server import serve
+        from ..app.web import find_models
 
         check_port(args.host, args.port)  # before minutes of work, not after
         find_models(args.models)
