@@ -93,6 +93,18 @@ def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], channels: int = 
     return labels
 
 
+@runtime_checkable
+class Predictor(Protocol):
+    """Anything that segments a PIL image into named concepts (see :func:`reco.load_predictor`)."""
+
+    @property
+    def concepts(self) -> list[str]:
+        """Every concept (or class) it can predict, in its own order."""
+
+    def predict_image(self, image: Image.Image, concepts: list[str] | None = None) -> Prediction:
+        """Labels index ``concepts`` (default: all of them), at the image's own size."""
+
+
 def select_concepts(requested: list[str] | None, available: list[str], what: str = "the bank") -> list[str]:
     """``requested`` (default: all of ``available``), refusing names ``available`` lacks."""
     names = list(requested or available)
