@@ -8,7 +8,7 @@ segment the first 20 val photos (drive 0016E5) at two scales, encoded once for b
 - cross-drive (``configs/camvid-cross-drive.yaml`` at K=5): exemplars only from drives 0001TP
   and 0006R0, which the val frames never show. Measured: mIoU 32.9, pixel accuracy 69.3.
 - the fitted head (``prototypes: linear``) from the same cross-drive photos, same embeddings:
-  measured mIoU HEAD_MIOU, pixel accuracy HEAD_ACC, above the memory bank of the same photos.
+  measured mIoU 42.7, pixel accuracy 86.5, 9.8 above the memory bank of the same photos.
 
 The floors sit below the measurements by a margin for float differences between machines, and
 above what a broken mechanism gives.
@@ -31,8 +31,8 @@ pytestmark = pytest.mark.real_weights
 N_VAL = 20
 SAME_DRIVE_FLOORS = (28.5, 50.0)  # mIoU, pixel accuracy
 CROSS_DRIVE_FLOORS = (31.0, 66.0)
-HEAD_FLOORS = (100.0, 100.0)
-HEAD_MARGIN = 0.0
+HEAD_FLOORS = (40.5, 84.0)
+HEAD_MARGIN = 5.0  # measured: 9.8 above the memory bank's 32.9
 
 
 def _bank(dinov2, spec, prototypes="memory"):

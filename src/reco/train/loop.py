@@ -1,4 +1,4 @@
-"""``reco train``: DeepLabv3+ on ReCo's pseudo-labels, resumable bit for bit.
+"""``reco train``: DeepLabv3+ on ReCo's pseudo-labels (and labelled photos' ground truth), resumable bit for bit.
 
 Every random choice of iteration ``t`` is a function of (seed, t): the batch (a fixed
 permutation per epoch), each sample's augmentation (its own generator) and the global RNG
