@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import RecoError
+from ..core.protocol import PAPER_SIZE
 
 #: What a drawing's brush looks like (one colour: only where it painted matters).
 BRUSH_COLOUR = "#ff3030"
@@ -224,7 +225,7 @@ def build_app(service, scratch: str | Path | None = None):
             with gr.Column():
                 overlay = gr.Image(label="Overlay", type="pil", format="png", interactive=False, elem_id="overlay")
                 legend = gr.HTML(elem_id="legend")
-        overlays = gr.Gallery(label="Every photo: overlay and legend", columns=3, height=320, object_fit="contain",
+        overlays = gr.Gallery(label="Every photo: overlay and legend", columns=3, height=PAPER_SIZE, object_fit="contain",
                               visible=False, elem_id="overlays")
         downloads = gr.File(label="Downloads: label maps (<photo>.png) and overlays", file_count="multiple",
                             interactive=False, elem_id="downloads")

@@ -22,9 +22,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from ..core.protocol import WORKING_SIZE
 
 ENCODER = "dinov2-vits14"
-SIZE = 448
+SIZE = WORKING_SIZE
 SCALES = (0.75, 1.0)
 SELF_SUPPORT = 0.5
 CONTEXT = ("tree", "sky", "building", "road")

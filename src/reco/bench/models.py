@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import median_time, model_or_random
+from ..core.protocol import WORKING_SIZE
 
 MODELS = ("tiny-vit", "tiny-clip", "dinov2-vits14", "clip-vit-b16")
 
@@ -13,7 +14,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
     from ..core.device import pick_device
 
     dev = pick_device(device)
-    sizes = (224,) if quick else (224, 448)
+    sizes = (224,) if quick else (224, WORKING_SIZE)
     batch = 1 if quick else 4
     repeats = 2 if quick else 5
     rows = []

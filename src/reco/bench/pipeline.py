@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from . import median_time, model_or_random
+from ..core.protocol import PAPER_SIZE
 
 ENCODER = "dinov2-vits14"
 CLIP = "clip-rn50x16"
-SIDE = 322  # the paper's 320 protocol, at a multiple of the encoder's 14-pixel patches
+SIDE = PAPER_SIZE + 2  # the paper's protocol, at a multiple of the encoder's 14-pixel patches
 BATCH = 8
 N_CONCEPTS = 8
 CRF_IMAGES = 40

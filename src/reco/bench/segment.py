@@ -1,10 +1,11 @@
-"""Per-image segmentation time on a 320x320 image: encoder, fusion (+ upsampling), DenseCRF."""
+"""Per-image segmentation time on a square image at the paper's size: encoder, fusion (+ upsampling), DenseCRF."""
 
 from __future__ import annotations
 
 import torch
 
 from . import median_time, model_or_random
+from ..core.protocol import PAPER_SIZE
 
 N_CONCEPTS = 27
 ENCODER = "dinov2-vits14"
@@ -22,15 +23,15 @@ def run(quick: bool = False, device: str | None = None) -> dict:
     g = torch.Generator().manual_seed(0)
     concepts = [Concept(f"c{i}", torch.randn(encoder.embed_dim, generator=g), "exemplars") for i in range(N_CONCEPTS)]
     bank = ConceptBank({"encoder": encoder.record(), "clip": None}, concepts)
-    image = load_image(sample_path("quokka")).resize((320, 320))
+    image = load_image(sample_path("quokka")).resize((PAPER_SIZE, PAPER_SIZE))
     repeats = 3 if quick else 10
-    seg = Segmenter(bank, encoder, size=320, crf=False)
+    seg = Segmenter(bank, encoder, size=PAPER_SIZE, crf=False)
     embedding = seg.encode(image)
     encode_s = median_time(lambda: seg.encode(image), repeats)
     fusion_s = median_time(lambda: seg.predict_embedding(embedding), repeats)
-    crf_seg = Segmenter(bank, encoder, size=320, crf=True)
+    crf_seg = Segmenter(bank, encoder, size=PAPER_SIZE, crf=True)
     crf_total = median_time(lambda: crf_seg.predict_embedding(embedding), max(2, repeats // 3))
-    return {"device": str(dev), "encoder": ENCODER, "weights": weights, "image": "320x320", "concepts": N_CONCEPTS,
+    return {"device": str(dev), "encoder": ENCODER, "weights": weights, "image": f"{PAPER_SIZE}x{PAPER_SIZE}", "concepts": N_CONCEPTS,
             "encoder_seconds": encode_s, "fusion_seconds": fusion_s, "crf_seconds": crf_total - fusion_s,
             "fusion_over_encoder": fusion_s / encode_s}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..core.protocol import PAPER_SIZE, WORKING_SIZE
 from .common import (
     device_options,
     json_option,
@@ -72,8 +73,8 @@ def register(sub) -> None:
     b.add_argument("--context-bank", metavar="BANK", help="use this bank's concepts for context elimination")
     b.add_argument("--n-seeds", type=positive_int, help="seed pixels per image (default 1)")
     b.add_argument("--image-size", type=positive_int,
-                   help="square side of the archive images (default 320); with --labelled the shorter side of "
-                        "the whole images (default 448, the segmenter's)")
+                   help=f"square side of the archive images (default {PAPER_SIZE}); with --labelled the shorter side of "
+                        f"the whole images (default {WORKING_SIZE}, the segmenter's)")
     b.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
                    help="images encoded together (default 8); with --names across all the archives, "
                         "an image retrieved for several concepts encoded once")

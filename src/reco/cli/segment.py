@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 import sys
 
+from ..core.protocol import PAPER_SIZE, WORKING_SIZE
 from .common import (
     EXIT_USAGE,
     preset_models,
@@ -43,7 +44,8 @@ def register(sub) -> None:
                    help="DenseCRF refinement (default off, as in the web app and the library; +~1 s per photo)")
     p.add_argument("--no-language-guidance", action="store_true", help="skip the dense-CLIP factor")
     p.add_argument("--size", type=positive_int,
-                   help="shorter side of the working image (default 448; with --model the training size, 320)")
+                   help=f"shorter side of the working image (default {WORKING_SIZE}; with --model the training size, "
+                        f"{PAPER_SIZE})")
     p.add_argument("--scales", type=positive_float, nargs="+", metavar="F",
                    help="also encode at these factors of --size and average (e.g. 0.75 1; default 1: one scale)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from ..core.errors import InvalidInputError
+from ..core.protocol import PAPER_SIZE
 
 
 def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 5, tile: int = 224,
@@ -24,7 +25,7 @@ def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 
     paths = concept.archive_paths[:max_images]
     if not paths:
         raise InvalidInputError(f"concept {name!r} has no archive images to show")
-    size = bank.provenance.get("image_size", 320)
+    size = bank.provenance.get("image_size", PAPER_SIZE)
     images = [load_image(p) for p in paths]
     with torch.no_grad():
         feats = torch.cat([encoder.dense_features(square_input(encoder, im, size)[None].to(encoder.device)) for im in images])

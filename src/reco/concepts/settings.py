@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ..core.errors import ConfigError
+from ..core.protocol import PAPER_SIZE, WORKING_SIZE
 
 #: Models used when none is named: the dense encoder with weights that ship offline, and the
 #: paper's dense CLIP.
@@ -41,7 +42,7 @@ PROTOTYPE_METHODS = ("mean", "kmeans", "memory", "seeds", "linear")
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
     "names": {},
     "exemplars": {"language_guidance": False, "context_elimination": False, "prototypes": "memory"},
-    "labelled": {"language_guidance": False, "context_elimination": False, "prototypes": "linear", "image_size": 448,
+    "labelled": {"language_guidance": False, "context_elimination": False, "prototypes": "linear", "image_size": WORKING_SIZE,
                  "per_class": "all"},
 }
 
@@ -66,7 +67,7 @@ class BankSettings:
 
     n_seeds: int = 1
     archive_size: int = 50
-    image_size: int = 320
+    image_size: int = PAPER_SIZE
     language_guidance: bool = True
     context_elimination: bool = True
     context: tuple[str, ...] = DEFAULT_CONTEXT

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 #: Longer side / shorter side above which images are refused: resizing the shorter side to a
-#: working size would make the longer one (and memory) explode (a 2x2000 image at 448 is
-#: 448x448000). Wide panoramas (up to about 10:1) pass.
+#: working size would make the longer one (and memory) explode (a 2x2000 image at a working
+#: size s is s x 1000s). Wide panoramas (up to about 10:1) pass.
 MAX_ASPECT_RATIO = 12
 #: Pixels of a working image (after the shorter side is resized) above which segmenting is refused.
 MAX_WORKING_PIXELS = 24_000_000

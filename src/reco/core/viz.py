@@ -7,9 +7,10 @@ import numpy as np
 from PIL import Image
 
 from .errors import InvalidInputError
+from .protocol import PAPER_SIZE
 
 
-def side_by_side(images: list[Image.Image], height: int = 320) -> Image.Image:
+def side_by_side(images: list[Image.Image], height: int = PAPER_SIZE) -> Image.Image:
     """Resize each image to ``height`` and paste them left to right."""
     resized = [im.resize((max(1, round(im.width * height / im.height)), height)) for im in images]
     canvas = Image.new("RGB", (sum(im.width for im in resized), height), "white")

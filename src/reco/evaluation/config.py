@@ -13,6 +13,7 @@ from ..core.config import bounded, check_run_name, schema_defaults, validate
 from ..segment.crf import CRF_VARIANTS
 from ..core.errors import ConfigError
 from ..core.paths import atomic_write_bytes, output_folder
+from ..core.protocol import PAPER_SIZE
 
 @dataclass(kw_only=True)
 class ProtocolSchema:
@@ -41,13 +42,13 @@ class ModelsSchema:
 @dataclass(kw_only=True)
 class EvalSchema:
     """The keys of an eval config, their types, ranges and defaults (``concepts`` is checked by
-    BankSettings; ``protocol`` defaults to the paper's: shorter side 320, centre crop 320)."""
+    BankSettings; ``protocol`` defaults to the paper's: shorter side and centre crop ``PAPER_SIZE``)."""
 
     name: str | None = None
     reproduces: str | None = None
     paper: dict = field(default_factory=dict)
     dataset: str = None  # required: load_config names it when missing
-    protocol: ProtocolSchema = field(default_factory=lambda: {"resize": 320, "crop": 320})
+    protocol: ProtocolSchema = field(default_factory=lambda: {"resize": PAPER_SIZE, "crop": PAPER_SIZE})
     index: str | None = None
     bank: str | None = None
     labelled: str | None = None

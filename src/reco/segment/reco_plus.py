@@ -21,6 +21,7 @@ from .prediction import (
     working_image,
 )
 from .settings import SegmentSettings
+from ..core.protocol import PAPER_SIZE
 
 
 def load_trained(path: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
@@ -73,7 +74,7 @@ class ReCoPlusSegmenter:
     """
 
     def __init__(self, model, class_names: list[str], *, settings: SegmentSettings | None = None,
-                 trained_size: int = 320, **overrides):
+                 trained_size: int = PAPER_SIZE, **overrides):
         settings = (settings or SegmentSettings()).with_overrides(**overrides)
         if settings.reco_only_changes():
             raise ConfigError(f"{', '.join(settings.reco_only_changes())}: settings of ReCo's concept banks, not of "
@@ -87,7 +88,7 @@ class ReCoPlusSegmenter:
                         **overrides) -> "ReCoPlusSegmenter":
         """The network of a ``reco train`` checkpoint, at its training size unless told otherwise."""
         model, meta = load_trained(path, device)
-        trained_size = (meta["config"].get("train") or {}).get("resize", 320)
+        trained_size = (meta["config"].get("train") or {}).get("resize", PAPER_SIZE)
         segmenter = cls(model, meta["class_names"], settings=settings, trained_size=trained_size, **overrides)
         segmenter.record = {"checkpoint": str(path), "sha256": meta["sha256"], "arch": meta["arch"],
                             "iteration": meta["iteration"]}

@@ -12,9 +12,10 @@ import math
 from dataclasses import dataclass, fields, replace
 
 from ..core.errors import ConfigError
+from ..core.protocol import WORKING_SIZE
 
 #: Shorter side of ReCo's working image when none is given (ReCo+: the size it was trained at).
-DEFAULT_SIZE = 448
+DEFAULT_SIZE = WORKING_SIZE
 #: How an image that is not a multiple of the patch size is framed (``"pad"``: reco's, with
 #: padded patches masked out; ``"truncate"``: the published code's, which drops the remainder).
 FRAMINGS = ("pad", "truncate")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from ..core.protocol import PAPER_SIZE
 
 IGNORE = 255
 
@@ -29,7 +30,7 @@ def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
 
 @dataclass(frozen=True)
 class PairAugment:
-    crop: int = 320
+    crop: int = PAPER_SIZE
     scale: tuple[float, float] = (0.5, 2.0)
     hflip_p: float = 0.5
     jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.2)

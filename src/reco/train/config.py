@@ -7,15 +7,16 @@ from pathlib import Path
 
 from ..core.config import bounded, schema_defaults, validate
 from ..core.errors import ConfigError
+from ..core.protocol import PAPER_SIZE
 
 
 @dataclass(kw_only=True)
 class TrainSection:
     iterations: int = bounded(1, default=20000)
     batch_size: int = bounded(1, default=8)
-    resize: int = bounded(1, default=320)
-    crop: int | None = bounded(1, default=320)
-    random_crop: int = bounded(1, default=320)
+    resize: int = bounded(1, default=PAPER_SIZE)
+    crop: int | None = bounded(1, default=PAPER_SIZE)
+    random_crop: int = bounded(1, default=PAPER_SIZE)
     lr_head: float = bounded(above=0, default=5e-4)
     lr_backbone: float = bounded(0, default=5e-5)
     weight_decay: float = bounded(0, default=2e-4)
