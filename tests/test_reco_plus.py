@@ -274,7 +274,7 @@ def test_existing_run_needs_resume(data, capsys):
     capsys.readouterr()
     assert main(["train", "--config", str(path), "--resume", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{last}: not a readable checkpoint" in err[0]
+    assert len(err) == 1 and f"{last}: not a readable PyTorch checkpoint" in err[0]
 
 
 # ---- the whole ReCo+ pipeline: pseudo-label -> train -> eval -> segment ---------------------------

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import InvalidInputError
+from ..core.errors import InputNotFoundError, InvalidInputError
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 #: DeepLabv3+ name -> (smp encoder, decoder channels). "tiny-deeplabv3plus" is for tests and CPU smoke runs.
 #: A DeepLabv3+'s output stride: its training crops must be multiples of it.
@@ -27,7 +28,7 @@ FROZEN_ARCHS = {
     "tiny-vit-light": ("tiny-vit", 16),
 }
 ARCHS = (*DEEPLAB_ARCHS, *FROZEN_ARCHS)
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD  # the student's input normalisation
 
 
 def _conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> torch.nn.Sequential:
@@ -134,3 +135,18 @@ def save_checkpoint(path: Path, state: dict) -> None:
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
+
+
+def read_checkpoint(path: Path, fix: str = "") -> dict:
+    """The state of a checkpoint ``reco train`` wrote, or one line saying why it cannot be read
+    (``fix``: what to do about an unreadable one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: torch's message is many lines
+        raise InvalidInputError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}){fix}") from None
+    if not isinstance(state, dict) or "reco_plus" not in state or "model" not in state:
+        raise InvalidInputError(f"{path}: not a ReCo+ checkpoint (written by `reco train`)")
+    return state

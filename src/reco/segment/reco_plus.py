@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..core.errors import ConfigError, InputNotFoundError, InvalidInputError
+from ..core.errors import ConfigError
 from ..core.imageio import to_rgb
 from .prediction import (
     Prediction,
@@ -28,17 +28,9 @@ def load_trained(path: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]
     """The network of a ``reco train`` checkpoint (``best.pt`` or ``last.pt``) in eval mode, and
     its metadata: ``arch``, ``class_names``, ``config``, ``iteration`` and ``sha256`` of the file."""
     from ..models.weights import file_sha256
-    from ..models.reco_plus import build_reco_plus
+    from ..models.reco_plus import build_reco_plus, read_checkpoint
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputNotFoundError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: torch's message is many lines
-        raise InvalidInputError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or "reco_plus" not in state or "model" not in state:
-        raise InvalidInputError(f"{path}: not a ReCo+ checkpoint (written by `reco train`)")
+    state = read_checkpoint(path)
     meta = dict(state["reco_plus"], iteration=state.get("iteration"), sha256=file_sha256(path))
     model = build_reco_plus(meta["arch"], len(meta["class_names"]))
     model.load_state_dict(state["model"])

@@ -225,7 +225,7 @@ def _train(config: dict, *, resume: bool = False, device: str | None = None, pro
     from ..core.device import pick_device
     from ..core.processes import bound_to_this_process
     from .augment import PairAugment
-    from ..models.reco_plus import save_checkpoint
+    from ..models.reco_plus import read_checkpoint, save_checkpoint
 
     t, m = config["train"], config["model"]
     rank, world = _distributed()
@@ -256,11 +256,7 @@ def _train(config: dict, *, resume: bool = False, device: str | None = None, pro
     if resume:
         if not last.is_file():
             raise InputNotFoundError(f"--resume: no checkpoint at {last}")
-        try:
-            state = torch.load(last, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated or foreign: torch's own message does not name the file
-            raise InvalidInputError(f"{last}: not a readable checkpoint ({type(e).__name__}); "
-                                    "delete it to start again, or restore it") from None
+        state = read_checkpoint(last, "; delete it to start again, or restore it")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
