@@ -72,8 +72,7 @@ class ReCoPlusSegmenter:
             raise ConfigError(f"{', '.join(settings.reco_only_changes())}: settings of ReCo's concept banks, not of "
                               "ReCo+ checkpoints")
         self.model, self.class_names, self.settings, self.record = model, list(class_names), settings, None
-        self.size, self.window, self.stride = settings.working_size(trained_size), settings.window, settings.stride
-        self.crf, self.amp = settings.crf, settings.amp
+        self.size = settings.working_size(trained_size)  # the settings' "auto" made this network's size
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device="cpu", settings: SegmentSettings | None = None,
@@ -97,8 +96,8 @@ class ReCoPlusSegmenter:
         names = select_concepts(concepts, self.class_names, "the model")
         image = as_pil_image(image)
         work = working_image(image, self.size, Image.BILINEAR)
-        boxes = window_boxes(work.height, work.width, self.window, self.stride)
-        maps = (class_probabilities(self.model, work.crop((left, top, left + w, top + h)), self.amp)
+        boxes = window_boxes(work.height, work.width, self.settings.window, self.settings.stride)
+        maps = (class_probabilities(self.model, work.crop((left, top, left + w, top + h)), self.settings.amp)
                 for top, left, h, w in boxes)
         probs = average_windows(boxes, maps, len(self.class_names), (work.height, work.width))
         return Unfinished(probs, np.asarray(work), (image.height, image.width), names,
@@ -106,4 +105,4 @@ class ReCoPlusSegmenter:
 
     def predict_image(self, image: Image.Image, concepts: list[str] | None = None) -> Prediction:
         """Labels (indices into ``concepts``, default every class) and probabilities at the image's size."""
-        return self.unfinished(image, concepts).finish(crf=self.crf)
+        return self.unfinished(image, concepts).finish(crf=self.settings.crf)

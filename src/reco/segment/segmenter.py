@@ -103,11 +103,6 @@ class Segmenter:
                               "a fitted head (prototypes: linear): set self_support to 0")
         self.settings, self.progress = settings, progress
         self.bank, self.encoder, self.clip = bank, encoder, clip
-        self.size = settings.working_size(DEFAULT_SIZE)
-        self.window, self.stride, self.scales, self.self_support = (settings.window, settings.stride, settings.scales,
-                                                                    settings.self_support)
-        self.language_guidance, self.crf, self.crf_variant = settings.language_guidance, settings.crf, settings.crf_variant
-        self.framing, self.amp = settings.framing, settings.amp
         self.clip_normalisation = _clip_normalisation(bank)
         self._embedding: ImageEmbedding | None = None
 
@@ -115,6 +110,11 @@ class Segmenter:
     def concepts(self) -> list[str]:
         """The bank's concepts, in bank order."""
         return self.bank.names
+
+    @property
+    def size(self) -> int | None:
+        """The shorter side of the working image (None: each image's own)."""
+        return self.settings.working_size(DEFAULT_SIZE)
 
     # ---- stateless core ----------------------------------------------------------------------
     def working_image(self, image: Image.Image, scale: float = 1.0) -> Image.Image:
@@ -124,7 +124,7 @@ class Segmenter:
         """Run the encoder (and dense CLIP) over every window of ``image`` (a PIL image, a uint8
         array or a path) once per scale."""
         image = as_pil_image(image)
-        order = sorted(self.scales, reverse=True)  # the largest scale is the working size
+        order = sorted(self.settings.scales, reverse=True)  # the largest scale is the working size
         first, *others = [self._encode_at(image, scale) for scale in order]
         if self.settings.flip:
             mirror = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -137,20 +137,20 @@ class Segmenter:
         share a working size, fit one window and the segmenter uses one scale; otherwise one by
         one. The features equal :meth:`encode`'s up to float rounding."""
         images = [as_pil_image(image) for image in images]
-        if len(images) < 2 or len(self.scales) != 1 or self.settings.flip:
+        if len(images) < 2 or len(self.settings.scales) != 1 or self.settings.flip:
             return [self.encode(image) for image in images]
         works = [self.working_image(image) for image in images]
         h, w = works[0].height, works[0].width
         if (any(x.size != works[0].size for x in works)
-                or len(window_boxes(h, w, self.window, self.stride)) != 1):
+                or len(window_boxes(h, w, self.settings.window, self.settings.stride)) != 1):
             return [self.encode(image) for image in images]
         feats = _window_features(self.encoder, torch.stack([unresized_input(self.encoder, x) for x in works]),
-                                 self.framing, self.amp)
+                                 self.settings.framing, self.settings.amp)
         clips = [None] * len(works)
         if self._uses_clip():
             norm = self.clip_normalisation
             clips = list(_window_features(self.clip, torch.stack([unresized_input(self.clip, x, norm) for x in works]),
-                                          self.framing, self.amp))
+                                          self.settings.framing, self.settings.amp))
         return [ImageEmbedding([(0, 0, h, w)], [f], [g], (h, w), (image.height, image.width), np.asarray(work))
                 for f, g, image, work in zip(feats, clips, images, works)]
 
@@ -158,19 +158,19 @@ class Segmenter:
         work = self.working_image(image, scale)
         arr = np.asarray(work)
         h, w = arr.shape[:2]
-        boxes = window_boxes(h, w, self.window, self.stride)
+        boxes = window_boxes(h, w, self.settings.window, self.settings.stride)
 
         x_enc = unresized_input(self.encoder, work)
         x_clip = unresized_input(self.clip, work, self.clip_normalisation) if self._uses_clip() else None
         feats, clips = [], []
         for top, left, bh, bw in boxes:
-            feats.append(_window_features(self.encoder, x_enc[:, top:top + bh, left:left + bw], self.framing, self.amp))
+            feats.append(_window_features(self.encoder, x_enc[:, top:top + bh, left:left + bw], self.settings.framing, self.settings.amp))
             clips.append(None if x_clip is None else
-                         _window_features(self.clip, x_clip[:, top:top + bh, left:left + bw], self.framing, self.amp))
+                         _window_features(self.clip, x_clip[:, top:top + bh, left:left + bw], self.settings.framing, self.settings.amp))
         return ImageEmbedding(boxes, feats, clips, (h, w), (image.height, image.width), arr)
 
     def _uses_clip(self) -> bool:
-        return self.language_guidance and self.clip is not None and any(
+        return self.settings.language_guidance and self.clip is not None and any(
             c.text_embedding is not None for c in self.bank.concepts.values())
 
     def probabilities(self, embedding: ImageEmbedding, concepts: list[str] | None = None, bank=None) -> torch.Tensor:
@@ -190,21 +190,21 @@ class Segmenter:
     def _scale_probabilities(self, embedding: ImageEmbedding, names: list[str], bank) -> torch.Tensor:
         prototypes = bank.prototypes(names)
         texts = [bank[n].text_embedding for n in names]
-        guided = [i for i, t in enumerate(texts) if t is not None] if self.language_guidance else []
+        guided = [i for i, t in enumerate(texts) if t is not None] if self.settings.language_guidance else []
         text_matrix = torch.stack([texts[i].float() for i in guided]) if guided else None
 
         def encoder_probabilities(f, size):
             if bank.head is not None:  # a fitted head: its logits, upsampled, softmax over the concepts
-                return _upsample(bank.head.logits(f, names), self.encoder.patch_size, size, self.framing).softmax(0)
-            sims = self_support(f, concept_similarity(f, prototypes), self.self_support)
-            return _upsample(similarity_probability(sims), self.encoder.patch_size, size, self.framing)
+                return _upsample(bank.head.logits(f, names), self.encoder.patch_size, size, self.settings.framing).softmax(0)
+            sims = self_support(f, concept_similarity(f, prototypes), self.settings.self_support)
+            return _upsample(similarity_probability(sims), self.encoder.patch_size, size, self.settings.framing)
 
         def window_probabilities(box, f, g):
             _, _, bh, bw = box
             p = encoder_probabilities(f, (bh, bw))
             if g is not None and text_matrix is not None:
                 scores = language_scores(g[None], text_matrix)[0]
-                p[guided] = p[guided] * _upsample(scores, self.clip.patch_size, (bh, bw), self.framing)
+                p[guided] = p[guided] * _upsample(scores, self.clip.patch_size, (bh, bw), self.settings.framing)
             return p
 
         maps = (window_probabilities(*window) for window in
@@ -216,7 +216,8 @@ class Segmenter:
         bank = self.bank  # one snapshot: a server may swap in a grown bank meanwhile
         names = select_concepts(concepts, bank.names)
         probs = self.probabilities(embedding, names, bank)
-        return finish(probs, embedding.image, embedding.original_size, names, crf=self.crf, crf_variant=self.crf_variant)
+        return finish(probs, embedding.image, embedding.original_size, names, crf=self.settings.crf,
+                      crf_variant=self.settings.crf_variant)
 
     def predict_image(self, image: Image.Image, concepts: list[str] | None = None) -> Prediction:
         """Encode ``image`` and predict ``concepts`` (the :class:`~reco.segment.prediction.Predictor` protocol)."""
