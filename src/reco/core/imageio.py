@@ -10,6 +10,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError
 
+#: File name endings read as images (folders of photos, index sources).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
 #: Images with more pixels than this are refused (PIL's own bomb guard is 89M and only warns).
 MAX_IMAGE_PIXELS = 178_956_970
 

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import EmptyInputError, InputNotFoundError, InvalidInputError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+from ..core.imageio import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

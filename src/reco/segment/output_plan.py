@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import InputNotFoundError, InvalidInputError
+from ..core.imageio import IMAGE_SUFFIXES
 
 MANIFEST = ".reco-segment.jsonl"
 
@@ -78,8 +79,6 @@ def read_manifest(out: Path) -> list[dict]:
 
 
 def _images_under(folder: Path, exclude: Path | None, skipped: list) -> list[Path]:
-    from ..index.sources import IMAGE_SUFFIXES
-
     from ..core.paths import with_utf8_names
 
     files = []
