@@ -11,7 +11,7 @@ pytest.importorskip("segmentation_models_pytorch", reason="the train extra is no
 
 
 def _folder(root, n, classes=("background", "thing"), offset=0):
-    """n 16x16 photos with labels 0, 1 and 11 (not a class here: ignored)."""
+    """n 16x16 photos with labels 0, 1 and 11 (not a class here: ignored, as the specs say)."""
     rng = np.random.default_rng(offset)
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
@@ -25,9 +25,9 @@ def _folder(root, n, classes=("background", "thing"), offset=0):
 
 
 def _config(tmp_path, **extra):
-    cfg = {"name": "mixed", "train_dataset": f"folder:root={tmp_path / 'photos'}",
-           "val_dataset": f"folder:root={tmp_path / 'photos'}",
-           "labelled_dataset": f"folder:root={tmp_path / 'photos'}:include=000,001",
+    cfg = {"name": "mixed", "train_dataset": f"folder:root={tmp_path / 'photos'}:ignore=11",
+           "val_dataset": f"folder:root={tmp_path / 'photos'}:ignore=11",
+           "labelled_dataset": f"folder:root={tmp_path / 'photos'}:ignore=11:include=000,001",
            "pseudo_labels": str(tmp_path / "pseudo"), "model": {"arch": "tiny-deeplabv3plus"},
            "train": {"iterations": 2, "batch_size": 2, "resize": 16, "crop": 16, "random_crop": 16, "num_workers": 0,
                      **extra.pop("train", {})},
@@ -99,7 +99,7 @@ def test_a_labelled_dataset_of_other_classes_is_refused(tmp_path):
     _folder(tmp_path / "other", 2, classes=("sky", "road"))
     (tmp_path / "pseudo").mkdir()
     Image.fromarray(np.ones((16, 16), np.uint8)).save(tmp_path / "pseudo" / "002.png")
-    config = load_train_config(_config(tmp_path, labelled_dataset=f"folder:root={tmp_path / 'other'}"))
+    config = load_train_config(_config(tmp_path, labelled_dataset=f"folder:root={tmp_path / 'other'}:ignore=11"))
     with pytest.raises(InvalidInputError, match="labelled_dataset has other classes"):
         training_items(config)
 
@@ -111,8 +111,8 @@ def test_pseudo_labelling_leaves_the_labelled_photos_to_their_truth_and_training
 
     _folder(tmp_path / "photos", 4)
     teacher = tmp_path / "teacher.yaml"
-    teacher.write_text(yaml.safe_dump({"name": "t", "dataset": f"folder:root={tmp_path / 'photos'}",
-                                       "labelled": f"folder:root={tmp_path / 'photos'}:include=000,001",
+    teacher.write_text(yaml.safe_dump({"name": "t", "dataset": f"folder:root={tmp_path / 'photos'}:ignore=11",
+                                       "labelled": f"folder:root={tmp_path / 'photos'}:ignore=11:include=000,001",
                                        "models": {"encoder": "tiny-vit", "clip": None},
                                        "concepts": {"prototypes": "linear", "per_class": "all", "image_size": 16},
                                        "protocol": {"resize": 16}, "out": str(tmp_path / "teacher-run")}))

@@ -27,6 +27,7 @@ def full_resolution_finish(probabilities, image, original_size, concepts, **_):
 
 def _case(method: str, n_concepts: int, photo: tuple[int, int], queue) -> None:
     import resource
+    import time
 
     import torch
     from PIL import Image
@@ -48,10 +49,13 @@ def _case(method: str, n_concepts: int, photo: tuple[int, int], queue) -> None:
         segmenter_module.finish = full_resolution_finish
     seg = segmenter_module.Segmenter(bank, encoder, crf=False)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
     labels = seg.predict_image(image).labels
+    seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put({"method": method, "concepts": n_concepts, "weights": weights, "labels": list(labels.shape),
-               "peak_mb_before": round(before), "peak_mb": round(peak), "added_mb": round(peak - before)})
+               "peak_mb_before": round(before), "peak_mb": round(peak), "added_mb": round(peak - before),
+               "seconds": round(seconds, 2)})
 
 
 def measure(method: str, n_concepts: int, photo: tuple[int, int]) -> dict:
@@ -77,11 +81,11 @@ def run(quick: bool = False, device: str | None = None) -> dict:
 def table(result: dict) -> str:
     lines = [f"peak memory of one {result['photo']} photo, {result['encoder']} on {result['device']} "
              f"(must stay under {result['limit_mb']} MB at 500 concepts)",
-             "  method    concepts  peak MB  (after load)  added by predicting"]
+             "  method    concepts  peak MB  (after load)  added by predicting  seconds (encoder included)"]
     for r in result["rows"]:
         if "error" in r:
             lines.append(f"  {r['method']:8s}  {r['concepts']:8d}  {r['error']}")
         else:
             lines.append(f"  {r['method']:8s}  {r['concepts']:8d}  {r['peak_mb']:7d}  ({r['peak_mb_before']:7d})  "
-                         f"{r['added_mb']:7d}")
+                         f"{r['added_mb']:7d}              {r['seconds']:6.1f}")
     return "\n".join(lines)
