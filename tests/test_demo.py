@@ -48,11 +48,11 @@ def test_demo_takes_the_zero_shot_path_when_clip_loads(tmp_path, capsys):
 @pytest.mark.real_weights
 def test_web_on_a_fresh_checkout_builds_the_demo_bank_first(tmp_path, monkeypatch, capsys):
     require_offline_weights()
-    import reco.app.web
+    import reco.app.server
     from reco.cli import main
 
     served = []
-    monkeypatch.setattr(reco.app.web, "serve", lambda **kwargs: served.append(kwargs))
+    monkeypatch.setattr(reco.app.server, "serve", lambda **kwargs: served.append(kwargs))
     out = tmp_path / "demo"
     assert main(["demo", "--web", "--out", str(out), "--port", "7999"]) == 0
     assert "no demo bank in" in capsys.readouterr().out

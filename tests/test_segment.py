@@ -279,5 +279,5 @@ def test_segment_settings_are_one_checked_record_that_segmenters_and_load_predic
     bank.save(tmp_path / "bank.safetensors")
     given = reco.load_predictor(tmp_path / "bank.safetensors", SegmentSettings(size=64, window=32, stride=16))
     keywords = reco.load_predictor(tmp_path / "bank.safetensors", size=64, window=32, stride=16)
-    assert given.settings == keywords.settings and (given.size, given.window, given.stride) == (64, 32, 16)
+    assert given.settings == keywords.settings and (given.size, given.settings.window, given.settings.stride) == (64, 32, 16)
     assert Segmenter(bank, encoder).size == DEFAULT_SIZE  # the working size lives in one place
