@@ -69,8 +69,7 @@ def bank_path(tmp_path):
     return bank.save(tmp_path / "bank.safetensors")
 
 
-@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "No space left"), (errno.EROFS, "Read-only")])
-def test_segment_stops_with_one_line_and_a_rerun_resumes(tmp_path, bank_path, monkeypatch, capsys, code, words):
+def test_segment_stops_with_one_line_and_a_rerun_resumes(tmp_path, bank_path, monkeypatch, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("a", "b"):
@@ -78,20 +77,22 @@ def test_segment_stops_with_one_line_and_a_rerun_resumes(tmp_path, bank_path, mo
     out = tmp_path / "out"
     command = ["segment", str(photos), "--bank", str(bank_path), "--out", str(out)]
     with monkeypatch.context() as m:
-        _fill(m, out, only=lambda path: path.name == "b.png", code=code)
+        _fill(m, out, only=lambda path: path.name == "b.png")
         assert main(command) == 2
-    _one_error_line(capsys, "cannot write", str(out / "b.png"), words)
+    _one_error_line(capsys, "cannot write", str(out / "b.png"), "No space left")
     assert (out / "a.png").is_file() and not (out / "b.png").exists()
     assert main(command) == 0
     assert "1 done by an earlier run" in capsys.readouterr().out and (out / "b.png").is_file()
 
 
-def test_segment_into_a_full_folder_says_so_before_loading_a_model(tmp_path, bank_path, monkeypatch, capsys):
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "No space left"), (errno.EROFS, "Read-only")])
+def test_segment_into_a_full_or_read_only_folder_says_so_before_loading_a_model(tmp_path, bank_path, monkeypatch,
+                                                                               capsys, code, words):
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(tmp_path / "p.png")
-    _fill(monkeypatch, tmp_path / "out")
+    _fill(monkeypatch, tmp_path / "out", code=code)
     monkeypatch.setattr("reco.cli.segment._predictor", lambda *a: pytest.fail("a model was loaded"))
     assert main(["segment", str(tmp_path / "p.png"), "--bank", str(bank_path), "--out", str(tmp_path / "out")]) == 2
-    _one_error_line(capsys, "cannot write", str(tmp_path / "out"))
+    _one_error_line(capsys, "cannot write", str(tmp_path / "out"), words)
 
 
 def test_concepts_build_keeps_its_finished_work_and_resumes(tmp_path, monkeypatch, capsys):
