@@ -113,12 +113,13 @@ def training_items(config: dict) -> tuple[list[TrainItem], list[str]]:
     pseudo-labels (less the images ``reco pseudo-label`` could not read, and those of
     ``labelled_dataset``), then the ``labelled_dataset``'s photos with their ground truth."""
     from ..data import open_dataset
-    from ..data.pseudo_labels import labelled_names, read_skipped
+    from ..data.pseudo_labels import read_skipped
 
     dataset = open_dataset(config["train_dataset"])
     labels = Path(config["pseudo_labels"])
     unreadable = read_skipped(labels)
-    labelled = labelled_names(config)
+    truth = open_dataset(config["labelled_dataset"]) if config.get("labelled_dataset") else None
+    labelled = {name for name, _, _ in truth.files} if truth else set()
     items = [TrainItem(image, labels / f"{name}.png", labels / "confidence" / f"{name}.png")
              for name, image, _ in dataset.files if name not in unreadable and name not in labelled]
     missing = [item.label for item in items if not item.label.is_file()]
@@ -130,8 +131,7 @@ def training_items(config: dict) -> tuple[list[TrainItem], list[str]]:
         if missing:
             raise InputNotFoundError(f"train.min_confidence needs the teacher's confidence maps; {len(missing)} are "
                                      f"missing (e.g. {missing[0]}): run `reco pseudo-label --config ...` again")
-    if labelled:
-        truth = open_dataset(config["labelled_dataset"])
+    if truth is not None:
         if list(truth.class_names) != list(dataset.class_names):
             raise InvalidInputError(f"labelled_dataset has other classes ({', '.join(truth.class_names[:3])}, ...) "
                                     f"than train_dataset ({', '.join(dataset.class_names[:3])}, ...)")
