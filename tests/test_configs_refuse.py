@@ -54,7 +54,7 @@ def test_eval_refuses_a_folder_with_results_it_did_not_write(tmp_path, capsys):
     spec = _labelled_folder(tmp_path / "ds", n=2)
     path = tmp_path / "c.yaml"
     path.write_text(f"dataset: {spec}\nlabelled: {spec}\nmodels: {{encoder: tiny-vit, clip: null}}\n"
-                    "protocol: {resize: 48}\ncrf: false\n")
+                    "protocol: {resize: 48}\nsegment: {crf: false}\n")
     out = tmp_path / "mine"
     out.mkdir()
     (out / "results.md").write_text("my notes")

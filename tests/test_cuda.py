@@ -33,7 +33,7 @@ def parts(tmp_path_factory):
 
 def test_models_are_placed_and_predictions_match_the_cpu(parts):
     from reco.core.imageio import load_image
-    from reco.segment.predictor import load_predictor
+    from reco.segment.load import load_predictor
 
     bank, photos = parts
     cpu = load_predictor(bank, device="cpu", size=48, amp=False)
@@ -47,7 +47,7 @@ def test_models_are_placed_and_predictions_match_the_cpu(parts):
 
 def test_amp_matches_float32_within_tolerance(parts):
     from reco.core.imageio import load_image
-    from reco.segment.predictor import load_predictor
+    from reco.segment.load import load_predictor
 
     bank, photos = parts
     full = load_predictor(bank, device="cuda", size=48, amp=False)
@@ -61,7 +61,7 @@ def test_amp_matches_float32_within_tolerance(parts):
 def test_batched_engine_on_the_gpu_and_its_peak_memory(parts):
     from reco.segment.engine import predict_files
     from reco.core.imageio import load_image
-    from reco.segment.predictor import load_predictor
+    from reco.segment.load import load_predictor
 
     bank, photos = parts
     segmenter = load_predictor(bank, device="cuda", size=48, amp=False)

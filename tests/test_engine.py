@@ -158,7 +158,7 @@ def test_eval_killed_mid_run_resumes_to_the_same_results(tiny_segmenter_parts, t
         path.write_text(yaml.safe_dump({"dataset": f"folder:root={data}:split=val", "bank": str(bank_path),
                                         "models": {"encoder": "tiny-vit", "clip": None},
                                         "concepts": {"language_guidance": False}, "protocol": {"resize": 480},
-                                        "crf": False, "out": str(tmp_path / out)}))
+                                        "segment": {"crf": False}, "out": str(tmp_path / out)}))
         return path
 
     command = [sys.executable, "-m", "reco.cli", "eval", "--no-progress", "--batch-size", "2", "--workers", "1"]

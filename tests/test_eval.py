@@ -45,7 +45,7 @@ def setup(tmp_path_factory):
         "index": str(index),
         "models": {"encoder": "tiny-vit", "clip": "tiny-clip"},
         "concepts": {"archive_size": 3, "image_size": 32, "context": ["sky"], "rephrase": "cityscapes"},
-        "crf": False,
+        "segment": {"crf": False},
         "out": str(root / "run"),
     }
     path = root / "tiny.yaml"
@@ -212,7 +212,7 @@ def test_config_defaults_come_from_their_schemas_and_pass_their_own_checks():
 
     with pytest.raises(TypeError, match="Undeclared.size declares no default"):
         schema_defaults(Undeclared)
-    assert DEFAULTS["protocol"] == {"resize": 320, "crop": 320} and DEFAULTS["crf"] is True
+    assert DEFAULTS["protocol"] == {"resize": 320, "crop": 320} and DEFAULTS["segment"]["crf"] is True
     assert DEFAULTS["models"]["encoder"] == "deit-s16-sin" and TRAIN_DEFAULTS["train"]["iterations"] == 20000
     validate({**DEFAULTS, "dataset": "voc:root=/data"}, EvalSchema)
     validate({**TRAIN_DEFAULTS, "train_dataset": "a", "val_dataset": "b"}, TrainSchema)
@@ -225,4 +225,4 @@ def test_eval_configs_segment_in_float32_unless_amp_is_asked_for(tmp_path, monke
     monkeypatch.setenv("RECO_INDEX", "/indexes")
     repo = Path(__file__).resolve().parents[1]
     assert segment_settings(load_config(repo / "configs" / "reco-cityscapes27.yaml")).amp is False  # as published
-    assert segment_settings(load_config(repo / "configs" / "reco-cityscapes27.yaml", ["amp=true"])).amp is True
+    assert segment_settings(load_config(repo / "configs" / "reco-cityscapes27.yaml", ["segment.amp=true"])).amp is True

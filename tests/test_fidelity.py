@@ -181,7 +181,7 @@ def _cityscapes_miniature(root, width=64, height=48):
     return root
 
 
-def _recording_eval(tmp_path, monkeypatch, protocol, **extra):
+def _recording_eval(tmp_path, monkeypatch, protocol, **segment):
     """Run an eval whose predictor records the images it is given and the predictor options."""
     import yaml
 
@@ -220,7 +220,7 @@ def _recording_eval(tmp_path, monkeypatch, protocol, **extra):
     built.save(bank)
     config = {"dataset": f"cityscapes27:root={data}:split=val", "protocol": protocol, "bank": str(bank),
               "models": {"encoder": "tiny-vit", "clip": None}, "concepts": {"language_guidance": False},
-              "crf": False, "out": str(tmp_path / "run"), **extra}
+              "segment": {"crf": False, **segment}, "out": str(tmp_path / "run")}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     run_eval(load_config(tmp_path / "c.yaml"), progress=False)
     return data, images, options
@@ -241,8 +241,8 @@ def test_eval_resizes_images_as_the_protocol_says(tmp_path, monkeypatch, resampl
 
 
 def test_full_resolution_protocol_predicts_whole_frames(tmp_path, monkeypatch):
-    data, images, options = _recording_eval(tmp_path, monkeypatch, {"resize": None, "framing": "truncate"},
-                                            crf_variant="published")
+    data, images, options = _recording_eval(tmp_path, monkeypatch, {"resize": None},
+                                            framing="truncate", crf_variant="published")
     assert [im.shape for im in images] == [(48, 64, 3)] * 2  # no resize, no crop
     assert options["size"] is None and options["framing"] == "truncate" and options["crf_variant"] == "published"
     from reco.segment.outputs import read_label_png
@@ -254,7 +254,7 @@ def test_full_resolution_protocol_predicts_whole_frames(tmp_path, monkeypatch):
     ({"resize": None, "crop": 32}, "needs a resize at least as large"),
     ({"resize": 32, "image_resample": "nearest"}, "optionally with image_resample"),
     ({"resize": 32, "crop": 32, "image_resample": "bicubic"}, "one of bilinear, nearest"),
-    ({"resize": 32, "framing": "stretch"}, "one of pad, truncate"),
+    ({"resize": 32, "framing": "truncate"}, "config key protocol.framing is now segment.framing"),
 ])
 def test_bad_protocols_are_one_line_errors(tmp_path, protocol, message):
     import yaml
@@ -478,7 +478,7 @@ def test_coco_fine_to_coarse_table_is_the_fixed_published_one():
 CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
 PUBLISHED = {"protocol.image_resample": "nearest", "concepts.image_size": 224, "concepts.archive_resample": "bilinear",
              "concepts.clip_normalisation": "imagenet", "concepts.published_code_compat": True,
-             "crf_variant": "published", "models.encoder": "deit-s16-sin"}
+             "segment.crf_variant": "published", "models.encoder": "deit-s16-sin"}
 
 
 def _get(config, dotted):
@@ -503,14 +503,14 @@ def test_dry_run_prints_the_published_settings_and_the_corrected_ones(name, caps
         expected["protocol.image_resample"] = "bilinear"  # PASCAL-Context is resized bilinearly there
     if name == "kitti-step":
         expected.pop("protocol.image_resample")
-        assert published["protocol"] == {"resize": None, "framing": "truncate"}
-        assert corrected["protocol"] == {"resize": None}
+        assert published["protocol"] == corrected["protocol"] == {"resize": None}
+        assert (published["segment"]["framing"], corrected["segment"]["framing"]) == ("truncate", "pad")
     if name == "cocostuff27":
         assert published["dataset"].endswith(":image_list=Coco164kFull_Stuff_Coarse.txt")
         assert "image_list" not in corrected["dataset"]
     assert {k: _get(published, k) for k in expected} == expected
     assert published["out"] == "/tmp/x" and "$RECO_DATA" in published["dataset"]  # nothing expanded or read
-    assert corrected["name"] == f"reco-{name}-corrected" and corrected["crf_variant"] == "reco"
+    assert corrected["name"] == f"reco-{name}-corrected" and corrected["segment"]["crf_variant"] == "reco"
     assert (_get(corrected, "concepts.image_size"), _get(corrected, "concepts.published_code_compat"),
             _get(corrected, "concepts.clip_normalisation"), _get(corrected, "concepts.archive_resample")) == (
         320, False, "clip", "bicubic")
@@ -532,8 +532,9 @@ def test_extends_merges_the_parent_and_refuses_loops(tmp_path):
 
 
 def test_a_run_folder_from_before_the_new_settings_is_still_used(tmp_path):
-    """A run saved before crf_variant and the archive settings existed resumes (they take their
-    defaults); one saved with another value is refused."""
+    """A run saved before crf_variant and the archive settings existed, with the segmentation
+    settings at the top level where reco kept them before ``segment:``, resumes (the new ones take
+    their defaults); one saved with another value is refused."""
     import yaml
 
     from reco.core.errors import ConfigError
@@ -543,11 +544,14 @@ def test_a_run_folder_from_before_the_new_settings_is_still_used(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"dataset": "folder:root=x", "bank": "b",
                                                      "out": str(tmp_path / "run")}))
     config = load_config(tmp_path / "c.yaml")
-    old = {k: v for k, v in config.items() if k != "crf_variant"}
+    old = {k: v for k, v in config.items() if k != "segment"}
+    old.update({k: v for k, v in config["segment"].items() if k not in ("crf_variant", "window", "stride", "scales",
+                                                                         "framing")})
+    old["protocol"] = {**config["protocol"], "framing": "pad"}
     old["concepts"] = {k: v for k, v in config["concepts"].items() if k not in ("archive_resample", "clip_normalisation")}
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(old))
     assert prepare_run(config) == tmp_path / "run"
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({**old, "crf_variant": "published"}))
-    with pytest.raises(ConfigError, match="differs in crf_variant"):
+    with pytest.raises(ConfigError, match="differs in segment"):
         prepare_run(config)

@@ -286,7 +286,7 @@ def test_retrieval_needs_1000_folders_for_imagenet_names(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_retrieval_on_a_full_imagenet_style_tree_excludes_the_ambiguous_classes(tmp_path):
-    from reco.index.retrieval_eval import AMBIGUOUS, evaluate_retrieval, imagenet_class_names
+    from reco.evaluation.retrieval import AMBIGUOUS, evaluate_retrieval, imagenet_class_names
 
     names = imagenet_class_names()
     # torchvision already tells them apart ("crane bird", "maillot tank suit"); the paper's originals did not

@@ -164,7 +164,7 @@ def test_eval_of_a_labelled_config_maps_bank_concepts_to_dataset_classes(tmp_pat
               "models": {"encoder": "tiny-vit", "clip": None},
               "concepts": {"per_class": 3, "image_size": 48, "prototypes": "kmeans", "n_prototypes": 4,
                            "language_guidance": False, "context_elimination": False},
-              "protocol": {"resize": 48, "scales": [0.5, 1.0]}, "crf": False, "out": str(tmp_path / "run")}
+              "protocol": {"resize": 48}, "segment": {"scales": [0.5, 1.0], "crf": False}, "out": str(tmp_path / "run")}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -22,8 +22,7 @@ DOCUMENTED = {"encoder": "dinov2-vitb14", "clip": "clip-vit-b16+naclip", "n_seed
 
 def test_reco_v2_is_what_the_docs_say():
     preset = get_preset("reco-v2")
-    got = {**preset["models"], **preset["concepts"], **preset["segment"],
-           "self_support": preset["self_support"], "crf": preset["crf"]}
+    got = {**preset["models"], **preset["concepts"], **preset["segment"]}
     assert got == DOCUMENTED
     doc = (REPO / "docs" / "reco_v2.md").read_text()
     for key, value in DOCUMENTED.items():
@@ -47,7 +46,8 @@ def test_v2_configs_are_their_benchmark_with_the_preset(benchmark, monkeypatch):
         k: DOCUMENTED[k] for k in ("n_seeds", "prototypes", "n_prototypes")}
     assert {k: v2["concepts"][k] for k in ("archive_size", "context", "language_guidance", "context_elimination")} == {
         k: base["concepts"][k] for k in ("archive_size", "context", "language_guidance", "context_elimination")}
-    assert (v2["crf"], v2["self_support"], v2["preset"]) == (False, 0.5, "reco-v2")
+    assert (v2["segment"]["crf"], v2["segment"]["self_support"], v2["preset"]) == (False, 0.5, "reco-v2")
+    assert (v2["segment"]["window"], v2["segment"]["stride"]) == (base["segment"]["window"], base["segment"]["stride"])
     assert set(v2["reference"]) == {"ReCo (run by Trident)", "ClearCLIP", "NACLIP", "Trident", "CorrCLIPv2"}
     assert all(v2["reference"][k] is not None for k in ("NACLIP", "Trident", "CorrCLIPv2"))
     assert base["preset"] is None and base["reference"] == {}
@@ -60,7 +60,7 @@ def test_a_config_value_beats_its_preset(tmp_path):
     config = load_config(tmp_path / "c.yaml")
     assert config["models"] == {**config["models"], "encoder": "dinov2-vitb14", "clip": "clip-vit-b16+clearclip"}
     assert (config["concepts"]["n_seeds"], config["concepts"]["prototypes"]) == (2, "seeds")
-    assert eval_layer("reco-v2").keys() == {"models", "concepts", "self_support", "crf"}
+    assert eval_layer("reco-v2")["segment"] == {"self_support": 0.5, "crf": False}  # the protocol's windows stay
 
 
 def test_report_shows_the_references(tmp_path):
@@ -98,7 +98,7 @@ def test_segment_with_the_preset(tmp_path):
     from reco.segment.output_plan import MANIFEST
 
     run = json.loads((out / MANIFEST).read_text().splitlines()[0])["run"]
-    assert (run["size"], run["window"], run["stride"], run["self_support"], run["no_crf"]) == (336, 32, None, 0.5, True)
+    assert (run["size"], run["window"], run["stride"], run["self_support"], run["crf"]) == (336, 32, None, 0.5, False)
     assert ConceptBank.load(tmp_path / "b.safetensors").provenance["prototypes"] == "seeds"
     again = tmp_path / "again"
     assert main(["segment", str(photo), "--preset", "reco-v2", "--bank", str(tmp_path / "b.safetensors"),

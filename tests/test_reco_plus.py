@@ -192,18 +192,20 @@ def test_whole_frame_pseudo_labels_keep_the_teachers_protocol_and_must_match_the
     from reco.train.augment import PairAugment
     from reco.train.config import load_train_config
     from reco.train.loop import TrainingSet
-    from reco.evaluation.pseudo_labels import reco_config_for
+    from reco.evaluation.teacher_labels import reco_config_for
 
     teacher = tmp_path / "teacher.yaml"
     teacher.write_text(yaml.safe_dump({"name": "t", "dataset": f"folder:root={data / 'val'}",
                                        "labelled": f"folder:root={data / 'train'}",
                                        "models": {"encoder": "tiny-vit", "clip": None},
-                                       "protocol": {"resize": 48, "scales": [0.75, 1.0]}}))
+                                       "protocol": {"resize": 48}, "segment": {"scales": [0.75, 1.0]}}))
     path = _config(data, 4, arch="tiny-vit-light", resize=48, crop=None, random_crop=40)
     config = load_train_config(path)
     config["reco"] = str(teacher)
-    assert reco_config_for(config)["protocol"] == {"resize": 48, "scales": [0.75, 1.0]}
-    teacher.write_text(teacher.read_text().replace("  scales:\n  - 0.75\n  - 1.0\n", "  crop: 48\n"))
+    teacher_config = reco_config_for(config)
+    assert (teacher_config["protocol"], teacher_config["segment"]["scales"]) == ({"resize": 48}, [0.75, 1.0])
+    teacher.write_text(teacher.read_text().replace("  scales:\n  - 0.75\n  - 1.0\n", "  scales: [1.0]\n")
+                       .replace("  resize: 48\n", "  resize: 48\n  crop: 48\n"))
     assert reco_config_for(config)["protocol"] == {"resize": 48}  # a teacher's crop dropped: labels at image size
     assert reco_plus_eval_config(config)["protocol"] == {"resize": 48}
     images = sorted((data / "train" / "images").glob("*.png"))
@@ -293,7 +295,7 @@ def pipeline(tmp_path_factory):
     (configs / "tiny-reco.yaml").write_text(yaml.safe_dump({
         "name": "tiny-reco", "reproduces": "a test", "dataset": f"folder:root={root / 'val'}",
         "protocol": {"resize": 64, "crop": 64}, "index": str(index), "models": {"encoder": "tiny-vit", "clip": "tiny-clip"},
-        "concepts": {"archive_size": 3, "image_size": 32, "context": ["sky"]}, "crf": True, "out": str(root / "reco-run")}))
+        "concepts": {"archive_size": 3, "image_size": 32, "context": ["sky"]}, "segment": {"crf": True}, "out": str(root / "reco-run")}))
     plus = configs / "tiny-plus.yaml"
     plus.write_text(yaml.safe_dump({
         "name": "tiny-plus", "paper": {"pixel_accuracy": 54.1, "miou": 32.6}, "reco": "tiny-reco.yaml",
@@ -362,7 +364,7 @@ def test_pseudo_labels_are_recos_crf_predictions_and_resume(pipeline, monkeypatc
     changed.write_text(text.replace("crf: true", "crf: false"))
     try:
         assert main(["pseudo-label", "--config", str(plus), "--no-progress"]) == 2
-        assert "holds a run of another config (differs in crf)" in capsys.readouterr().err
+        assert "holds a run of another config (differs in segment)" in capsys.readouterr().err
     finally:
         changed.write_text(text)
     assert len(list(labels.glob("*.png"))) == 6

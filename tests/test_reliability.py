@@ -404,9 +404,10 @@ def _eval_config(tmp_path, **concepts):
 
 @pytest.mark.parametrize("override, message", [
     ("concepts.archive_size=twenty", "archive_size must be an integer >= 1, got 'twenty'"),
-    ("crf=yes please", "config key crf: expected true or false, got 'yes please'"),
+    ("segment.crf=yes please", "segment: crf must be true or false, got 'yes please'"),
     ("protocol={resize: 100, crop: 200}", "crop 200 needs a resize at least as large, got 100"),
-    ("self_support=2", "config key self_support: expected a number in [0, 1], got 2"),
+    ("segment.self_support=2", "segment: self_support must lie in [0, 1], got 2"),
+    ("crf=false", "config key crf is now segment.crf"),
     ("models.encoder=3", "config key models.encoder: expected a string, got 3"),
     ("protocol={resize: 0}", "config key protocol.resize: expected an integer >= 1 or null, got 0"),
 ])
@@ -705,7 +706,7 @@ def _one_photo_eval(tmp_path, bank_path, label_size=(40, 30), **config) -> Path:
     _noise(40, 30).save(data / "images" / "a.png")
     Image.fromarray(np.zeros(label_size[::-1], np.uint8)).save(data / "labels" / "a.png")
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"dataset": f"folder:root={data}", "bank": str(bank_path), "crf": False,
+    path.write_text(yaml.safe_dump({"dataset": f"folder:root={data}", "bank": str(bank_path), "segment": {"crf": False},
                                     "models": {"encoder": "tiny-vit", "clip": None},
                                     "concepts": {"language_guidance": False}, "out": str(tmp_path / "run"), **config}))
     return path

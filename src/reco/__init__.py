@@ -23,7 +23,7 @@ _EXPORTS = {
     "SegmentSettings": "reco.segment.settings",
     "Prediction": "reco.segment.prediction",
     "Predictor": "reco.segment.prediction",
-    "load_predictor": "reco.segment.predictor",
+    "load_predictor": "reco.segment.load",
     "save_prediction": "reco.segment.outputs",
     "ImageIndex": "reco.index.image_index",
     "build_index": "reco.index.build",

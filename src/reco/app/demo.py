@@ -148,7 +148,7 @@ def _exemplar(out: Path, ledger, encoder, progress: bool) -> DemoResult:
 
 def _segment_and_draw(out: Path, ledger, bank, encoder, clip, targets, path_name: str) -> DemoResult:
     from ..core.imageio import load_image
-    from ..segment.predictor import load_predictor
+    from ..segment.load import load_predictor
     from ..core.samples import sample_path
     from ..concepts.grid import concept_grid
     from ..core.viz import overlay_with_legend, side_by_side

@@ -121,7 +121,7 @@ class SegmentationService:
         """The predictor of source ``bank_name`` (loaded on first use): a bank's Segmenter, or a
         ReCo+ model's."""
         from ..concepts.bank import ConceptBank
-        from ..segment.predictor import load_predictor
+        from ..segment.load import load_predictor
 
         with self._lock:
             if bank_name in self._segmenters:
@@ -268,7 +268,7 @@ class SegmentationService:
             path = grown.save(_drawn_path(self.drawn_dir, bank_name, self.session, self.banks.values()))  # atomic
             drawn[name] = pool
             if segmenter is None:
-                from ..segment.predictor import load_predictor
+                from ..segment.load import load_predictor
 
                 self._segmenters[bank_name] = load_predictor(grown, self.settings, encoder=encoder, device=self.device)
             else:

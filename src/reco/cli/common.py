@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+
+from ..core.argtypes import (  # noqa: F401 (the CLI modules import the argparse types from here)
+    non_negative_float,
+    non_negative_int,
+    per_class_count,
+    port,
+    positive_float,
+    positive_int,
+    unit_float,
+)
 
 EXIT_USAGE = 2
 
@@ -47,78 +56,6 @@ def config_options(example: str = "") -> argparse.ArgumentParser:
                    help=f"override a config value{example} (repeatable)")
     p.add_argument("--no-progress", action="store_true")
     return p
-
-
-def settings_from(args: argparse.Namespace, names) -> dict:
-    """``{name: value}`` of the options the user gave (argparse defaults are None), for
-    :class:`~reco.concepts.settings.BankSettings` overrides."""
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    return _int_at_least(text, 1)
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return _int_at_least(text, 0)
-
-
-def per_class_count(text: str) -> int | str:
-    """argparse type: images per class, an integer >= 1 or ``all``."""
-    return "all" if text.strip().lower() == "all" else _int_at_least(text, 1)
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def port(text: str) -> int:
-    """argparse type: a TCP port, 1-65535."""
-    value = _int_at_least(text, 1)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
-    return value
-
-
-def unit_float(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0 (``nan`` and ``inf`` refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
-
-
-def _int_at_least(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-    return value
 
 
 def engine_options(parser) -> None:

@@ -5,29 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core.protocol import PAPER_SIZE, WORKING_SIZE
-from .common import (
-    device_options,
-    json_option,
-    non_negative_float,
-    non_negative_int,
-    per_class_count,
-    positive_int,
-    preset_option,
-    print_json,
-    preset_models,
-    settings_from,
-    weight_options,
-)
-
-#: Options of ``concepts build`` that are BankSettings fields (None when not given).
-SETTING_OPTIONS = ("archive_size", "n_seeds", "image_size", "language_guidance", "context_elimination", "context",
-                   "rephrase", "published_code_compat", "prototypes", "n_prototypes", "seed", "per_class",
-                   "head_balance")
+from ..concepts.settings import BankSettings
+from ..core.fields import add_setting_options, given_settings
+from .common import device_options, json_option, positive_int, preset_option, preset_models, print_json, weight_options
 
 
 def register(sub) -> None:
-    from ..concepts.settings import DEFAULT_CLIP, DEFAULT_CONTEXT, PROTOTYPE_METHODS, SOURCE_DEFAULTS
+    from ..concepts.settings import DEFAULT_CLIP
 
     p = sub.add_parser("concepts", help="build, list and inspect concept banks")
     csub = p.add_subparsers(dest="concepts_command", metavar="ACTION", required=True)
@@ -38,32 +22,11 @@ def register(sub) -> None:
     b.add_argument("--index", metavar="DIR", help="with --names: the image index to retrieve archives from")
     b.add_argument("--clip", help=f"with --names: dense CLIP for language guidance and text embeddings "
                                   f"(default {DEFAULT_CLIP}, or the preset's)")
-    b.add_argument("-k", dest="archive_size", type=positive_int, metavar="K", help="with --names: archive size (default 50)")
-    b.add_argument("--no-language-guidance", dest="language_guidance", action="store_const", const=False,
-                   help="with --names: no dense-CLIP pixel weights")
-    b.add_argument("--no-context-elimination", dest="context_elimination", action="store_const", const=False,
-                   help="with --names: no context elimination")
-    b.add_argument("--context", metavar="'A,B'",
-                   help=f"with --names: context concepts (default {','.join(DEFAULT_CONTEXT)})")
-    b.add_argument("--rephrase", metavar="NAME|YAML",
-                   help="with --names: rephrasing map (cityscapes, kitti-step, their -published variants, "
-                        "or a YAML file)")
     b.add_argument("--exemplars", metavar="DIR",
                    help="one folder per concept; IMAGE.mask.png beside an image restricts it to the mask")
     b.add_argument("--labelled", metavar="SPEC",
                    help="a labelled dataset spec (e.g. folder:root=DIR:split=train): a concept per class "
                         "from --per-class images")
-    b.add_argument("--per-class", type=per_class_count, metavar="K|all",
-                   help="with --labelled: images per class (default all: every labelled image)")
-    b.add_argument("--prototypes", choices=PROTOTYPE_METHODS,
-                   help=f"how a concept's prototypes are made, or 'linear': one head fitted over all the concepts "
-                        f"(default: mean for --names, the paper's single reference; "
-                        f"{SOURCE_DEFAULTS['exemplars']['prototypes']} for --exemplars; "
-                        f"{SOURCE_DEFAULTS['labelled']['prototypes']} for --labelled)")
-    b.add_argument("--head-balance", type=non_negative_float, metavar="B",
-                   help="with --prototypes linear: weight of a concept ~ 1 / its share ** B (default 0.5)")
-    b.add_argument("--n-prototypes", type=positive_int, help="prototypes per concept for kmeans/memory/seeds (default 256)")
-    b.add_argument("--seed", type=non_negative_int, help="seed of exemplar sampling and k-means (default 0)")
     b.add_argument("--encoder", help="dense encoder, e.g. dinov2-vits14 (see `reco models`); required without --preset")
     preset_option(b)
     b.add_argument("--out", required=True, metavar="BANK", help="the bank file to write (.safetensors)")
@@ -71,15 +34,10 @@ def register(sub) -> None:
                    help="add the concepts to the existing bank at --out (with the settings it records)")
     b.add_argument("--overwrite", action="store_true", help="replace the file at --out if there is one")
     b.add_argument("--context-bank", metavar="BANK", help="use this bank's concepts for context elimination")
-    b.add_argument("--n-seeds", type=positive_int, help="seed pixels per image (default 1)")
-    b.add_argument("--image-size", type=positive_int,
-                   help=f"square side of the archive images (default {PAPER_SIZE}); with --labelled the shorter side of "
-                        f"the whole images (default {WORKING_SIZE}, the segmenter's)")
     b.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
                    help="images encoded together (default 8); with --names across all the archives, "
                         "an image retrieved for several concepts encoded once")
-    b.add_argument("--published-code-compat", action="store_const", const=True,
-                   help="reproduce the published code's co-segmentation slicing (off: the paper's formula)")
+    add_setting_options(b, BankSettings)
     b.set_defaults(func=build)
 
     ls = csub.add_parser("list", help="list the concepts of a bank, in bank order",
@@ -119,9 +77,8 @@ def build_and_save(args: argparse.Namespace) -> None:
     preset, encoder_name, clip_name = preset_models(args)
     if args.encoder is None and not args.preset:
         raise ConfigError("give --encoder (e.g. dinov2-vits14) or --preset")
-    settings = settings_from(args, SETTING_OPTIONS)
-    if args.names is not None:  # the preset's concept settings are for concepts from names
-        settings = {**preset.get("concepts", {}), **settings}
+    settings = given_settings(args, BankSettings)
+    preset_settings = preset.get("concepts") if args.names is not None else None  # for concepts from names
     check_writable(out.parent)  # a full disk or a read-only folder: said before a model is loaded
     device = pick_device(args.device)
     encoder = create_model(encoder_name, weights=args.encoder_weights, device=device)
@@ -132,7 +89,8 @@ def build_and_save(args: argparse.Namespace) -> None:
         checkpoint = BuildCheckpoint(checkpoint_folder(out), note=lambda line: print(line, file=sys.stderr, flush=True))
         try:
             bank, report = build_bank(encoder=encoder, clip=clip, names=args.names, index=args.index,
-                                      exemplars=args.exemplars, labelled=args.labelled, settings=settings, bank=bank,
+                                      exemplars=args.exemplars, labelled=args.labelled, settings=settings,
+                                      preset=preset_settings, bank=bank,
                                       context_bank=context, quiet=True, batch_size=args.batch_size,
                                       checkpoint=checkpoint)
         except BaseException as e:

@@ -94,7 +94,7 @@ def retrieval(args: argparse.Namespace) -> int:
 
     from ..core.errors import ConfigError, InputNotFoundError
     from ..index import ImageIndex, build_index
-    from ..index.retrieval_eval import evaluate_retrieval, wnid_folders
+    from ..evaluation.retrieval import evaluate_retrieval, wnid_folders
     from ..core.paths import atomic_write_bytes
 
     root = Path(args.imagenet)

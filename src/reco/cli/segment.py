@@ -6,17 +6,15 @@ import argparse
 from dataclasses import dataclass
 import sys
 
-from ..core.protocol import PAPER_SIZE, WORKING_SIZE
+from ..core.fields import add_setting_options, given_settings, resolve_settings
+from ..segment.settings import SegmentSettings
 from .common import (
     EXIT_USAGE,
     preset_models,
     device_options,
     engine_options,
     engine_settings,
-    positive_float,
-    positive_int,
     preset_option,
-    unit_float,
     weight_options,
 )
 
@@ -40,25 +38,11 @@ def register(sub) -> None:
     p.add_argument("--encoder", help=f"with --index: dense encoder (default {DEFAULT_ENCODER}, or the preset's)")
     p.add_argument("--clip", help=f"with --index: dense CLIP (default {DEFAULT_CLIP}, or the preset's)")
     preset_option(p)
-    p.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None,
-                   help="DenseCRF refinement (default off, as in the web app and the library; +~1 s per photo)")
-    p.add_argument("--no-language-guidance", action="store_true", help="skip the dense-CLIP factor")
-    p.add_argument("--size", type=positive_int,
-                   help=f"shorter side of the working image (default {WORKING_SIZE}; with --model the training size, "
-                        f"{PAPER_SIZE})")
-    p.add_argument("--scales", type=positive_float, nargs="+", metavar="F",
-                   help="also encode at these factors of --size and average (e.g. 0.75 1; default 1: one scale)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="average with the mirrored photo (twice the encoding; default off)")
-    p.add_argument("--self-support", type=unit_float, metavar="W",
-                   help="blend in each photo's own concept prototypes with weight W (e.g. 0.5; default 0: the paper)")
-    p.add_argument("--window", type=positive_int, help="sliding-window side in pixels for large images")
-    p.add_argument("--stride", type=positive_int, help="sliding-window stride (default window/2)")
+    add_setting_options(p, SegmentSettings)
     p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_probabilities.safetensors")
     p.add_argument("--overwrite", action="store_true",
                    help="segment again the images an earlier run into --out did, replacing its outputs (never "
                         "files reco did not write)")
-    p.add_argument("--no-amp", action="store_true", help="no float16 autocast on CUDA")
     engine_options(p)
     p.set_defaults(func=run)
 
@@ -80,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     choices = _choices(args)
 
     def make_plan():
-        return plan_outputs(args.inputs, args.out, _run_record(args, names, choices.options),
+        return plan_outputs(args.inputs, args.out, _run_record(args, names, choices.settings),
                             overwrite=args.overwrite, probabilities=args.save_probabilities)
 
     source = args.model or args.bank
@@ -129,32 +113,20 @@ class _Choices:
 
     encoder: str
     clip: str
-    settings: "SegmentSettings"  # how to segment
+    settings: SegmentSettings  # how to segment
     bank_settings: dict  # for a bank built from --concepts
-    options: dict  # the effective options, as the run record keeps them
 
 
 def _choices(args: argparse.Namespace) -> _Choices:
-    from ..segment.settings import SegmentSettings
-
     preset, encoder, clip = preset_models(args)
-    segment = preset.get("segment", {})
-    windows = (args.window, args.stride)
-    if windows == (None, None):  # windows as a pair: --window alone strides by half
-        windows = (segment.get("window"), segment.get("stride"))
-    options = {"size": args.size or segment.get("size"), "scales": args.scales, "flip": args.flip,
-               "self_support": preset.get("self_support") if args.self_support is None else args.self_support,
-               "window": windows[0], "stride": windows[1],
-               "no_crf": not (args.crf if args.crf is not None else preset.get("crf", SegmentSettings().crf)),
-               "no_language_guidance": args.no_language_guidance}
-    given = {k: options[k] for k in ("size", "window", "stride", "scales", "flip", "self_support")
-             if options[k] is not None}
-    settings = SegmentSettings(language_guidance=not args.no_language_guidance, crf=not options["no_crf"],
-                               amp=not args.no_amp).with_overrides(**given)
-    return _Choices(encoder, clip, settings, preset.get("concepts", {}), options)
+    command_line = given_settings(args, SegmentSettings)
+    if "window" in command_line and "stride" not in command_line:  # --window alone strides by half, not the preset's
+        command_line["stride"] = None
+    settings = resolve_settings(SegmentSettings, preset=preset.get("segment"), command_line=command_line)
+    return _Choices(encoder, clip, settings, preset.get("concepts", {}))
 
 
-def _run_record(args: argparse.Namespace, names, options: dict) -> dict:
+def _run_record(args: argparse.Namespace, names, settings: SegmentSettings) -> dict:
     """What makes the outputs: a rerun with the same record skips the images already done."""
     from pathlib import Path
 
@@ -162,7 +134,7 @@ def _run_record(args: argparse.Namespace, names, options: dict) -> dict:
 
     source = Path(args.model or args.bank)
     return {"source": str(source.resolve()), "sha256": file_sha256(source), "concepts": names,
-            **options}
+            **settings.record()}
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -177,7 +149,7 @@ def _predictor(args: argparse.Namespace, choices: _Choices):
 
     from ..core.device import pick_device
     from ..core.errors import ConfigError
-    from ..segment.predictor import load_predictor
+    from ..segment.load import load_predictor
 
     if args.model is not None and (args.bank is not None or args.index is not None):
         raise ConfigError("give either --bank (ReCo's concepts) or --model (a ReCo+ checkpoint), not both")
@@ -202,7 +174,7 @@ def _build_bank(args: argparse.Namespace, device, choices: _Choices) -> dict:
         raise ConfigError("--index needs --concepts 'A,B' to build the bank from names")
     encoder = create_model(choices.encoder, weights=args.encoder_weights, device=device)
     clip = create_model(choices.clip, weights=args.clip_weights, device=device)
-    settings = {**choices.bank_settings, **({"language_guidance": False} if args.no_language_guidance else {})}
+    settings = {**choices.bank_settings, **({} if choices.settings.language_guidance else {"language_guidance": False})}
     bank, report = build_bank(encoder=encoder, clip=clip, names=args.concepts, index=args.index, settings=settings,
                               quiet=True)
     bank.save(args.bank)

@@ -41,7 +41,7 @@ def pseudo_label(args: argparse.Namespace) -> int:
 
     from ..train.config import load_train_config
     from ..data.pseudo_labels import SKIPPED
-    from ..evaluation.pseudo_labels import make_pseudo_labels
+    from ..evaluation.teacher_labels import make_pseudo_labels
 
     config = load_train_config(args.config, args.set)
     r = make_pseudo_labels(config, out=args.out, limit=args.limit, confidence=args.confidence, device=args.device,

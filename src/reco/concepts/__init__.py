@@ -9,7 +9,7 @@ its defaults while building its parser, before torch is imported).
 import importlib
 
 _EXPORTS = {
-    "build_bank": "build",
+    "build_bank": "sources",
     "Concept": "bank", "ConceptBank": "bank",
     "BuildReport": "builder", "ConceptBankBuilder": "builder", "MASK_SUFFIX": "builder",
     "parse_concept_names": "builder",

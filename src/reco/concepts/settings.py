@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from ..core.argtypes import non_negative_float, non_negative_int, per_class_count, positive_int, unit_float
 from ..core.errors import ConfigError
+from ..core.fields import resolve_settings, setting
 from ..core.protocol import PAPER_SIZE, WORKING_SIZE
 
 #: Models used when none is named: the dense encoder with weights that ship offline, and the
@@ -65,24 +67,40 @@ class BankSettings:
     labelled dataset (``"all"``: every image).
     """
 
-    n_seeds: int = 1
-    archive_size: int = 50
-    image_size: int = PAPER_SIZE
-    language_guidance: bool = True
-    context_elimination: bool = True
-    context: tuple[str, ...] = DEFAULT_CONTEXT
-    rephrase: Any = None
-    published_code_compat: bool = False
-    archive_resample: str = "bicubic"
-    clip_normalisation: str = "clip"
-    prototypes: str = "mean"
-    n_prototypes: int = 256
-    seed: int = 0
-    per_class: int | str = 10
-    head_balance: float = HEAD_BALANCE
-    head_weight_decay: float = HEAD_WEIGHT_DECAY
-    head_centre: float = HEAD_CENTRE
-    head_max_patches: int = HEAD_MAX_PATCHES
+    n_seeds: int = setting(1, "seed pixels per archive image", parse=positive_int, metavar="N")
+    archive_size: int = setting(50, "with --names: images retrieved per concept", parse=positive_int, metavar="K",
+                                flags=("-k",))
+    image_size: int = setting(PAPER_SIZE, f"square side of the archive images; a labelled dataset's whole frames are "
+                              f"resized to this shorter side ({WORKING_SIZE} by default there, the segmenter's)",
+                              parse=positive_int, metavar="PX")
+    language_guidance: bool = setting(True, "with --names: dense-CLIP pixel weights (exemplars, labelled: off)")
+    context_elimination: bool = setting(True, "with --names: context elimination (exemplars, labelled: off)")
+    context: tuple[str, ...] = setting(DEFAULT_CONTEXT, "with --names: the context concepts, built first",
+                                       metavar="'A,B'")
+    rephrase: Any = setting(None, "with --names: rephrasing map (cityscapes, kitti-step, their -published variants, "
+                            "or a YAML file)", metavar="NAME|YAML")
+    published_code_compat: bool = setting(False, "the published code's co-segmentation slicing (off: the paper's "
+                                          "formula)")
+    archive_resample: str = setting("bicubic", "how archive images are resized (bilinear: the published code's)",
+                                    choices=ARCHIVE_RESAMPLES)
+    clip_normalisation: str = setting("clip", "what the dense CLIP's inputs are normalised with (imagenet: the "
+                                      "published code's)", choices=CLIP_NORMALISATIONS)
+    prototypes: str = setting("mean", "how a concept's prototypes are made (mean: the paper's single reference), or "
+                              "linear: one head fitted over all the concepts (exemplars: memory; labelled: linear)",
+                              choices=PROTOTYPE_METHODS)
+    n_prototypes: int = setting(256, "prototypes per concept for kmeans, memory and seeds", parse=positive_int,
+                                metavar="N")
+    seed: int = setting(0, "seed of exemplar sampling and k-means", parse=non_negative_int, metavar="N")
+    per_class: int | str = setting(10, "with --labelled: images per class, or all (labelled: all)",
+                                   parse=per_class_count, metavar="K|all")
+    head_balance: float = setting(HEAD_BALANCE, "with --prototypes linear: weight of a concept ~ 1 / its share ** B",
+                                  parse=non_negative_float, metavar="B")
+    head_weight_decay: float = setting(HEAD_WEIGHT_DECAY, "with --prototypes linear: the head's L2 penalty",
+                                       parse=non_negative_float, metavar="L2")
+    head_centre: float = setting(HEAD_CENTRE, "with --prototypes linear: share of each photo's mean feature taken "
+                                 "out", parse=unit_float, metavar="S")
+    head_max_patches: int = setting(HEAD_MAX_PATCHES, "with --prototypes linear: patches kept per concept",
+                                    parse=positive_int, metavar="N")
 
     def __post_init__(self):
         from .rephrase import load_rephrase
@@ -113,10 +131,11 @@ class BankSettings:
     @classmethod
     def for_source(cls, source: str, **overrides) -> "BankSettings":
         """The defaults of ``source`` ("names", "exemplars" or "labelled") with ``overrides``
-        (None values are ignored, so unset command-line options keep the defaults)."""
+        (None values are ignored, so unset options keep the defaults)."""
         if source not in SOURCE_DEFAULTS:
             raise ConfigError(f"unknown concept source {source!r}; choose one of {', '.join(SOURCE_DEFAULTS)}")
-        return cls(**SOURCE_DEFAULTS[source]).with_overrides(**overrides)
+        return resolve_settings(cls, base=SOURCE_DEFAULTS[source],
+                                command_line={k: v for k, v in overrides.items() if v is not None})
 
     @classmethod
     def from_provenance(cls, provenance: dict) -> "BankSettings":

@@ -45,22 +45,34 @@ def apply_overrides(config: dict, overrides) -> dict:
     return config
 
 
-def read_config(path: str | Path, defaults: dict, overrides=None, presets=None) -> dict:
+def read_config(path: str | Path, defaults: dict, overrides=None, presets=None, moved=None) -> dict:
     """The YAML mapping at ``path`` over ``defaults``, then ``overrides``; name defaults to the stem.
 
     ``extends: OTHER.yaml`` (relative to the file) starts from another config: its values, then
     this file's over them (mappings key by key, ``paper`` and ``protocol`` whole); ``name`` is
     never inherited. ``presets``: a function from a ``preset:`` value to the mapping it stands
-    for, laid under the file that names it (over what that file extends)."""
+    for, laid under the file that names it (over what that file extends). ``moved``: ``{old key:
+    new key}`` (dotted) of keys an earlier reco spelt elsewhere, refused naming the new one."""
     *ancestors, own = _config_chain(Path(path))
     config = defaults
     for data in [*ancestors, own]:
+        _refuse_moved(path, data, moved or {})
         if presets is not None and data.get("preset") is not None:
             config = merge(config, presets(data["preset"]))
         config = merge(config, {k: v for k, v in data.items() if k != "name"} if data is not own else data)
     config = apply_overrides(config, overrides)
     config["name"] = config["name"] or Path(path).stem
     return config
+
+
+def _refuse_moved(path, data: dict, moved: dict) -> None:
+    for old, new in moved.items():
+        holder = data
+        *within, key = old.split(".")
+        for part in within:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and key in holder:
+            raise ConfigError(f"{path}: config key {old} is now {new}: move it there")
 
 
 def check_run_name(path, name) -> None:

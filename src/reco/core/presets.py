@@ -7,8 +7,11 @@ work since 2022 found to help: DINOv2 features for co-segmentation and the final
 NACLIP's dense CLIP for language guidance and the final product, a concept kept as the features
 at all its seed pixels (several prototypes) rather than their mean, each photo's own prototypes
 blended in (self-support), and sliding windows; no DenseCRF (the open-vocabulary benchmarks
-report methods without post-processing). A config layer: eval configs keep their benchmark's
-protocol; ``reco segment`` takes the ``segment`` entries as its working size and windows.
+report methods without post-processing). A preset is a partial ``{models, concepts, segment}``
+of the settings' own shape (:class:`~reco.concepts.settings.BankSettings`,
+:class:`~reco.segment.settings.SegmentSettings`), one layer of
+:func:`reco.core.fields.resolve_settings`; eval configs keep their benchmark's protocol (the
+preset's working size and windows are for ``reco segment``).
 """
 
 from __future__ import annotations
@@ -21,9 +24,7 @@ PRESETS: dict[str, dict] = {
     "reco-v2": {
         "models": {"encoder": "dinov2-vitb14", "clip": "clip-vit-b16+naclip"},
         "concepts": {"n_seeds": 5, "prototypes": "seeds", "n_prototypes": 256},
-        "self_support": 0.5,
-        "crf": False,
-        "segment": {"size": 336, "window": 224, "stride": 112},
+        "segment": {"self_support": 0.5, "crf": False, "size": 336, "window": 224, "stride": 112},
     },
 }
 
@@ -35,8 +36,12 @@ def get_preset(name: str) -> dict:
     return copy.deepcopy(PRESETS[name])
 
 
+#: Segmentation settings an eval config's protocol decides (a preset's are for ``reco segment``).
+PROTOCOL_SETTINGS = ("size", "window", "stride")
+
+
 def eval_layer(name: str) -> dict:
-    """What preset ``name`` sets in an eval config (everything but ``segment``)."""
+    """What preset ``name`` sets in an eval config (all but :data:`PROTOCOL_SETTINGS`)."""
     preset = get_preset(name)
-    preset.pop("segment")
+    preset["segment"] = {k: v for k, v in preset.get("segment", {}).items() if k not in PROTOCOL_SETTINGS}
     return preset

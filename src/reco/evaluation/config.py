@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -10,25 +11,22 @@ import yaml
 
 from ..concepts.settings import BankSettings
 from ..core.config import bounded, check_run_name, schema_defaults, validate
-from ..segment.crf import CRF_VARIANTS
+from ..core.fields import resolve_settings
+from ..segment.settings import SegmentSettings
 from ..core.errors import ConfigError
 from ..core.paths import atomic_write_bytes, output_folder
-from ..core.protocol import PAPER_SIZE
+from ..core.protocol import PAPER_SEGMENT, PAPER_SIZE
 
 @dataclass(kw_only=True)
 class ProtocolSchema:
-    """``resize``: shorter side (null: full resolution); ``crop``: centre crop after it (the
-    paper's); ``window``/``stride``: sliding windows; ``scales``: multi-scale factors;
-    ``image_resample``: how the crop protocol resizes images (labels: always nearest);
-    ``framing``: how windows map to patch grids (:data:`reco.segment.settings.FRAMINGS`)."""
+    """How a dataset's images are prepared: ``resize``: shorter side (null: full resolution);
+    ``crop``: centre crop after it (the paper's); ``image_resample``: how the crop protocol
+    resizes images (labels: always nearest). Windows, scales and framing are ``segment:``
+    settings."""
 
     resize: int | None = bounded(1)
     crop: int | None = bounded(1)
-    window: int | None = bounded(1)
-    stride: int | None = bounded(1)
-    scales: list[float] | None = bounded(above=0)
     image_resample: Literal["bilinear", "nearest"] | None = None
-    framing: Literal["pad", "truncate"] | None = None
 
 
 @dataclass(kw_only=True)
@@ -41,8 +39,9 @@ class ModelsSchema:
 
 @dataclass(kw_only=True)
 class EvalSchema:
-    """The keys of an eval config, their types, ranges and defaults (``concepts`` is checked by
-    BankSettings; ``protocol`` defaults to the paper's: shorter side and centre crop ``PAPER_SIZE``)."""
+    """The keys of an eval config, their types, ranges and defaults (``concepts`` and ``segment``
+    are checked by BankSettings and SegmentSettings, whose fields they are; ``protocol`` defaults
+    to the paper's: shorter side and centre crop ``PAPER_SIZE``, DenseCRF, float32)."""
 
     name: str | None = None
     reproduces: str | None = None
@@ -54,31 +53,26 @@ class EvalSchema:
     labelled: str | None = None
     models: ModelsSchema
     concepts: dict = field(default_factory=lambda: {**BankSettings().provenance(), "rephrase": None})
-    crf: bool = True
-    crf_variant: Literal[CRF_VARIANTS] = "reco"
-    self_support: float = bounded(0, 1, default=0.0)
-    flip: bool = False  # average with the mirrored photo
-    amp: bool = False  # float32, as the published code ran; true: float16 autocast on a GPU
+    segment: dict = field(default_factory=lambda: resolve_settings(SegmentSettings, base=PAPER_SEGMENT).section())
     checkpoint: str | None = None
     preset: str | None = None
     reference: dict | None = field(default_factory=dict)
     out: str | None = None
 
 
-#: An eval config's defaults (from :class:`EvalSchema`).
+#: An eval config's defaults (from :class:`EvalSchema`: its concepts and segment sections from the settings).
 DEFAULTS = schema_defaults(EvalSchema)
 
 
-def _check_protocol(path, protocol: dict) -> None:
-    """One of the protocol shapes, each optionally with ``framing``: {resize, crop} (the paper's,
-    optionally with ``image_resample``), {resize, window, stride} or {resize}, the last two
-    optionally with ``scales``; resize null (full resolution) only without a crop."""
-    shape = set(protocol) - {"scales", "framing", "image_resample"}
-    if shape not in ({"resize", "crop"}, {"resize", "window", "stride"}, {"resize"}) or (
-            "crop" in protocol and "scales" in protocol) or ("image_resample" in protocol and "crop" not in protocol):
-        raise ConfigError(f"{path}: protocol is {{resize, crop}} (the paper's, optionally with image_resample), "
-                          f"{{resize, window, stride}} (sliding windows) or {{resize}}, the last two optionally with "
-                          f"scales, any of them with framing; got {protocol}")
+def _check_protocol(path, protocol: dict, segment: SegmentSettings) -> None:
+    """{resize, crop} (the paper's, optionally with ``image_resample``, one whole crop at one
+    scale) or {resize}; resize null (full resolution) only without a crop."""
+    if set(protocol) not in ({"resize", "crop"}, {"resize", "crop", "image_resample"}, {"resize"}):
+        raise ConfigError(f"{path}: protocol is {{resize, crop}} (the paper's, optionally with image_resample) or "
+                          f"{{resize}}; got {protocol}")
+    if "crop" in protocol and (segment.window or segment.stride or segment.scales != (1.0,)):
+        raise ConfigError(f"{path}: the crop protocol segments the whole crop at one scale: segment.window, "
+                          "segment.stride and segment.scales need protocol {resize} (no crop)")
     if "crop" in protocol and (protocol["resize"] is None or protocol["crop"] > protocol["resize"]):
         raise ConfigError(f"{path}: protocol crop {protocol['crop']} needs a resize at least as large, "
                           f"got {protocol['resize']}")
@@ -89,20 +83,17 @@ def concept_settings(config: dict) -> BankSettings:
     return BankSettings(**{**config["concepts"], "context": config["concepts"]["context"] or []})
 
 
-def segment_settings(config: dict, language_guidance: bool = True):
-    """How ``config`` segments (its protocol, CRF and self-support) as
-    :class:`~reco.segment.settings.SegmentSettings`."""
-    from ..segment.settings import SegmentSettings
-
+def segment_settings(config: dict, language_guidance: bool = True) -> SegmentSettings:
+    """How ``config`` segments: its ``segment`` section at its protocol's working size."""
     protocol = config["protocol"]
-    return SegmentSettings(size=None if "crop" in protocol else protocol["resize"], window=protocol.get("window"),
-                           stride=protocol.get("stride"), scales=tuple(protocol.get("scales") or (1.0,)),
-                           self_support=config.get("self_support") or 0.0, flip=bool(config.get("flip")),
-                           crf=config["crf"],
-                           crf_variant=config.get("crf_variant") or "reco", framing=protocol.get("framing") or "pad",
-                           amp=bool(config.get("amp")), language_guidance=language_guidance)
+    return SegmentSettings(size=None if "crop" in protocol else protocol["resize"],
+                           language_guidance=language_guidance, **config["segment"])
 
 
+#: Keys an earlier reco spelt elsewhere: a config using them is refused naming the new key; a run
+#: folder's saved config is read with them moved.
+MOVED_KEYS = {**{k: f"segment.{k}" for k in ("crf", "crf_variant", "self_support", "flip", "amp")},
+              **{f"protocol.{k}": f"segment.{k}" for k in ("window", "stride", "scales", "framing")}}
 #: Files an eval run writes into its folder, beside config.yaml.
 RUN_OUTPUTS = ("results.json", "results.md", "overview.png", "predictions")
 #: Keys that may change between runs into the same folder (they do not change any prediction).
@@ -119,15 +110,19 @@ def load_config(path: str | Path, overrides=None, strict_paths: bool = True) -> 
         raise ConfigError(f"{path} is a ReCo+ config: evaluate it with `reco eval --config {path}` (or pass "
                           "reco.train.config.load_train_config's result to reco_plus_eval_config)")
 
-    config = read_config(path, DEFAULTS, overrides, presets=eval_layer)
+    config = read_config(path, DEFAULTS, overrides, presets=eval_layer, moved=MOVED_KEYS)
     check_run_name(path, config["name"])
     config["out"] = config["out"] or f"runs/{config['name']}"
     if not config["dataset"]:
         raise ConfigError(f"{path}: the config needs a dataset spec (e.g. cityscapes27:root=$RECO_DATA/cityscapes)")
     validate(config, EvalSchema)
     concept_settings(config)  # BankSettings' own checks
+    try:
+        segment = segment_settings(config)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: segment: {e}") from None
     config = expand_paths(config, ("dataset", "index", "bank", "labelled", "checkpoint", "out"), strict_paths)
-    _check_protocol(path, config["protocol"])
+    _check_protocol(path, config["protocol"], segment)
     if all(config[k] is None for k in ("bank", "index", "labelled", "checkpoint")):
         raise ConfigError(f"{path}: give an index to build the concepts from (or a labelled dataset, a saved bank, "
                          f"or a ReCo+ checkpoint)")
@@ -152,7 +147,7 @@ def reco_plus_eval_config(plus: dict) -> dict:
     return merge(DEFAULTS, {
         "name": plus["name"], "reproduces": plus["reproduces"], "paper": plus["paper"], "dataset": plus["val_dataset"],
         "protocol": {"resize": t["resize"]} if t["crop"] is None else {"resize": t["resize"], "crop": t["crop"]},
-        "crf": t["val_crf"],
+        "segment": plus["segment"],
         "checkpoint": plus["eval_checkpoint"] or f"{plus['out']}/best.pt", "out": f"{plus['out']}/eval"})
 
 
@@ -161,10 +156,26 @@ def _with_defaults(saved: dict) -> dict:
     run folder stays usable after an upgrade that adds settings)."""
     from ..core.config import merge
 
+    saved = _moved_to_segment(saved)
     try:
         return merge(DEFAULTS, saved)
     except ConfigError:  # keys reco no longer has: compare as saved (they will differ)
         return saved
+
+
+def _moved_to_segment(saved: dict) -> dict:
+    """A run folder's saved config with the keys an earlier reco spelt elsewhere (:data:`MOVED_KEYS`)
+    where they live now."""
+    saved = copy.deepcopy(saved)
+    protocol = saved["protocol"] if isinstance(saved.get("protocol"), dict) else {}
+    moved = {}
+    for old, new in MOVED_KEYS.items():
+        holder, key = (protocol, old.split(".")[1]) if old.startswith("protocol.") else (saved, old)
+        if key in holder:
+            moved[new.split(".")[1]] = holder.pop(key)
+    if moved and isinstance(saved.setdefault("segment", {}), dict):
+        saved["segment"].update(moved)
+    return saved
 
 
 def refuse_foreign_folder(out: Path) -> None:

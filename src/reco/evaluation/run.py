@@ -67,7 +67,7 @@ def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = Tr
     :class:`DatasetPredictor` whose labels are ``dataset``'s class indices, and the records of
     the models used."""
     from ..models import create_model
-    from ..segment.predictor import load_predictor
+    from ..segment.load import load_predictor
 
     m, c = config["models"], config["concepts"]
     encoder = create_model(m["encoder"], weights=m["encoder_weights"], device=device)
@@ -106,7 +106,7 @@ def _bank(config: dict, names: list[str], encoder, clip, out: Path, progress: bo
 
 def checkpoint_predictor(config: dict, dataset, device):
     """A trained ReCo+ network (``config["checkpoint"]``) as :func:`reco_predictor` gives ReCo."""
-    from ..segment.predictor import load_predictor
+    from ..segment.load import load_predictor
 
     segmenter = load_predictor(config["checkpoint"], segment_settings(config), device=device)
     names = segmenter.class_names

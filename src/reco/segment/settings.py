@@ -3,16 +3,19 @@ default (the twin of :class:`~reco.concepts.settings.BankSettings`).
 
 The CLI, presets, eval configs, the web app and the demo build a :class:`SegmentSettings`;
 :class:`~reco.segment.segmenter.Segmenter`, ReCo+'s segmenter and
-:func:`~reco.segment.predictor.load_predictor` take it.
+:func:`~reco.segment.load.load_predictor` take it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
+from ..core.argtypes import positive_float, positive_int, unit_float
 from ..core.errors import ConfigError
+from ..core.fields import setting
 from ..core.protocol import WORKING_SIZE
+from .crf import CRF_VARIANTS
 
 #: Shorter side of ReCo's working image when none is given (ReCo+: the size it was trained at).
 DEFAULT_SIZE = WORKING_SIZE
@@ -21,6 +24,9 @@ DEFAULT_SIZE = WORKING_SIZE
 FRAMINGS = ("pad", "truncate")
 #: Settings that only ReCo's concept banks have (a ReCo+ network is fixed).
 RECO_ONLY = ("scales", "flip", "self_support", "crf_variant", "framing")
+#: Settings a config's protocol decides instead of its ``segment:`` section (the working size)
+#: or its concepts (language guidance).
+DECIDED_ELSEWHERE = ("size", "language_guidance")
 
 
 @dataclass(frozen=True)
@@ -38,21 +44,26 @@ class SegmentSettings:
     (:data:`FRAMINGS`); ``amp``: fp16 autocast on a GPU.
     """
 
-    size: int | str | None = "auto"
-    window: int | None = None
-    stride: int | None = None
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    self_support: float = 0.0
-    language_guidance: bool = True
-    crf: bool = False
-    crf_variant: str = "reco"
-    framing: str = "pad"
-    amp: bool = True
+    size: int | str | None = setting(
+        "auto", f"shorter side of the working image in pixels (auto: {DEFAULT_SIZE}; a ReCo+ model: its training size)",
+        parse=positive_int, metavar="PX")
+    window: int | None = setting(None, "sliding-window side in pixels for large images (none: the whole image at once)",
+                                 parse=positive_int, metavar="PX")
+    stride: int | None = setting(None, "sliding-window stride in pixels (none: half the window)", parse=positive_int,
+                                 metavar="PX")
+    scales: tuple[float, ...] = setting((1.0,), "also encode at these factors of the working size and average them "
+                                        "(e.g. 0.75 1)", parse=positive_float, metavar="F", many=True)
+    flip: bool = setting(False, "average with the mirrored photo's probabilities (twice the encoding)")
+    self_support: float = setting(0.0, "blend in each photo's own concept prototypes with this weight (0: the paper)",
+                                  parse=unit_float, metavar="W")
+    language_guidance: bool = setting(True, "weight by the dense CLIP when the bank has one")
+    crf: bool = setting(False, "DenseCRF refinement (about 1 s more per photo)")
+    crf_variant: str = setting("reco", "DenseCRF parameters: reco's or the published code's", choices=CRF_VARIANTS)
+    framing: str = setting("pad", "how an image that is not a multiple of the patch size is framed: pad (masked "
+                           "padding) or truncate (the published code's)", choices=FRAMINGS)
+    amp: bool = setting(True, "float16 autocast on a GPU")
 
     def __post_init__(self):
-        from .crf import CRF_VARIANTS
-
         if not (self.size is None or self.size == "auto" or _positive_int(self.size)):
             raise ConfigError(f"size must be a positive integer, None or 'auto', got {self.size!r}")
         for name in ("window", "stride"):
@@ -81,6 +92,16 @@ class SegmentSettings:
         if unknown:
             raise ConfigError(f"unknown segmentation settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return replace(self, **overrides) if overrides else self
+
+    def record(self) -> dict:
+        """The settings as a run record keeps them (JSON- and YAML-ready: scales as a list)."""
+        return {**asdict(self), "scales": list(self.scales)}
+
+    def section(self, reco_plus: bool = False) -> dict:
+        """The ``segment:`` section of an eval config (``reco_plus``: of a ReCo+ config, without
+        :data:`RECO_ONLY`) holding these settings: all but :data:`DECIDED_ELSEWHERE`."""
+        left_out = DECIDED_ELSEWHERE + (RECO_ONLY if reco_plus else ())
+        return {k: v for k, v in self.record().items() if k not in left_out}
 
     def working_size(self, auto: int) -> int | None:
         """The working size, with ``"auto"`` read as ``auto``."""

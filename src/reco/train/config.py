@@ -7,7 +7,9 @@ from pathlib import Path
 
 from ..core.config import bounded, schema_defaults, validate
 from ..core.errors import ConfigError
-from ..core.protocol import PAPER_SIZE
+from ..core.fields import resolve_settings
+from ..core.protocol import PAPER_SEGMENT, PAPER_SIZE
+from ..segment.settings import SegmentSettings
 
 
 @dataclass(kw_only=True)
@@ -28,7 +30,6 @@ class TrainSection:
     num_workers: int = bounded(0, default=4)
     amp: bool = True
     blur_p: float = bounded(0, 1, default=0.5)
-    val_crf: bool = True
     labelled_weight: float = bounded(0, default=1.0)  # a ground-truth pixel's loss weight (a pseudo-label's: 1)
     min_confidence: float = bounded(0, 1, default=0.0)  # pseudo-label pixels the teacher is less sure of: ignored
 
@@ -53,6 +54,9 @@ class TrainSchema:
     pseudo_labels: str | None = None
     model: ModelSection
     train: TrainSection
+    # how validation photos are segmented (during training and by `reco eval`): SegmentSettings fields
+    segment: dict = field(default_factory=lambda: resolve_settings(SegmentSettings, base=PAPER_SEGMENT).section(
+        reco_plus=True))
     eval_checkpoint: str | None = None
     out: str | None = None
 
@@ -65,7 +69,7 @@ def load_train_config(path, overrides=None) -> dict:
     """A ReCo+ config over :data:`TRAIN_DEFAULTS` (``--set`` overrides, $VARIABLES expanded)."""
     from ..core.config import check_run_name, expand_paths, read_config
 
-    config = read_config(path, TRAIN_DEFAULTS, overrides)
+    config = read_config(path, TRAIN_DEFAULTS, overrides, moved={"train.val_crf": "segment.crf"})
     check_run_name(path, config["name"])
     config["out"] = config["out"] or f"runs/{config['name']}"
     config["pseudo_labels"] = config["pseudo_labels"] or f"{config['out']}/pseudo_labels"
@@ -73,6 +77,10 @@ def load_train_config(path, overrides=None) -> dict:
         if not config[key]:
             raise ConfigError(f"{path}: the config needs {key} (a dataset spec)")
     validate(config, TrainSchema)
+    try:
+        SegmentSettings(**config["segment"])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: segment: {e}") from None
     t = config["train"]
     crop = t["resize"] if t["crop"] is None else t["crop"]  # null: whole frames at shorter side `resize`
     if not t["random_crop"] <= crop <= t["resize"]:

@@ -185,18 +185,19 @@ def _distributed() -> tuple[int, int]:
 
 @torch.no_grad()
 def validate(model, config: dict, limit: int | None = None) -> float:
-    """mIoU (%) of ``model`` on the validation split under the paper's protocol (with DenseCRF
-    when ``train.val_crf``, as the published code selects its best checkpoint)."""
+    """mIoU (%) of ``model`` on the validation split under the paper's protocol, segmented as the
+    config's ``segment:`` says (DenseCRF by default, as the published code selects its best checkpoint)."""
     from ..data import open_dataset
     from ..core.geometry import centre_crop, centre_crop_label
     from ..core.metrics import MeanIoU
     from ..segment.reco_plus import ReCoPlusSegmenter
+    from ..segment.settings import SegmentSettings
 
     dataset = open_dataset(config["val_dataset"])
     t = config["train"]
     whole = t["crop"] is None  # whole frames at shorter side `resize`, scored at their own size
-    segmenter = ReCoPlusSegmenter(model, dataset.class_names, size=t["resize"] if whole else None,
-                                  crf=t["val_crf"], amp=False)
+    settings = SegmentSettings(size=t["resize"] if whole else None, **config["segment"])
+    segmenter = ReCoPlusSegmenter(model, dataset.class_names, settings=settings)
     metric = MeanIoU(dataset.num_classes)
     was_training = model.training
     model.eval()

@@ -9,11 +9,12 @@ from pathlib import Path
 from .bank import ConceptBank
 from ..core.errors import ConfigError, InvalidInputError
 from .builder import BuildReport, ConceptBankBuilder
-from .settings import BankSettings
+from ..core.fields import resolve_settings
+from .settings import SOURCE_DEFAULTS, BankSettings
 
 
 def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None, clip=None,
-               settings: BankSettings | dict | None = None, bank: ConceptBank | None = None,
+               settings: BankSettings | dict | None = None, preset: dict | None = None, bank: ConceptBank | None = None,
                context_bank: ConceptBank | None = None, progress: bool = True,
                quiet: bool = False, batch_size: int = 8, checkpoint=None) -> tuple[ConceptBank, BuildReport]:
     """Build the concepts of exactly one source and return the bank and what was skipped.
@@ -24,7 +25,8 @@ def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None
     ``bank``: add the new concepts to a copy of it, built with its recorded settings (the bank
     given is never changed, so readers of it see it whole). ``settings``: a BankSettings, or a
     dict of the fields to change (None values ignored) on top of the bank's recorded settings
-    or the source's defaults (:meth:`BankSettings.for_source`). ``context_bank``: its concepts
+    or the source's defaults (:meth:`BankSettings.for_source`); ``preset``: a preset's concept
+    settings, laid under the dict (:func:`reco.core.fields.resolve_settings`). ``context_bank``: its concepts
     serve as context references (turning context elimination on unless set). ``quiet``:
     skipped files are only reported, not warned about. ``batch_size``: images encoded together
     (from names: across the archives of all the concepts, each distinct image once).
@@ -37,7 +39,7 @@ def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None
     if len(given) != 1:
         raise ConfigError("give exactly one concept source: names (with an index), exemplars or labelled")
     source = given[0]
-    settings = _settings(source, settings, bank, context_bank)
+    settings = _settings(source, settings, preset, bank, context_bank)
     if source == "names" and index is None:
         raise ConfigError("concepts from names need an image index (build one with `reco index build`)")
     if bank is not None and context_bank is not None:
@@ -65,15 +67,14 @@ def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None
         return bank, builder.add_exemplars(bank, exemplars)
 
 
-def _settings(source: str, settings, bank: ConceptBank | None, context_bank) -> BankSettings:
+def _settings(source: str, settings, preset, bank: ConceptBank | None, context_bank) -> BankSettings:
     if isinstance(settings, BankSettings):
         return settings
-    overrides = dict(settings or {})
-    if bank is not None:
-        return BankSettings.from_provenance(bank.provenance).with_overrides(**overrides)
-    if context_bank is not None and overrides.get("context_elimination") is None:
-        overrides["context_elimination"] = True
-    return BankSettings.for_source(source, **overrides)
+    command_line = {k: v for k, v in (settings or {}).items() if v is not None}
+    if context_bank is not None and "context_elimination" not in command_line:
+        command_line["context_elimination"] = True
+    base = BankSettings.from_provenance(bank.provenance).provenance() if bank is not None else SOURCE_DEFAULTS[source]
+    return resolve_settings(BankSettings, base=base, preset=preset, command_line=command_line)
 
 
 def _open_index(index, clip):

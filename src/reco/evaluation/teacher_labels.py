@@ -28,7 +28,7 @@ def confidence_map(prediction) -> np.ndarray:
 def reco_config_for(config: dict, out: str | Path | None = None) -> dict:
     """The ReCo config named by a ReCo+ config's ``reco`` key, turned to its training images
     under its training protocol (the pseudo-labels must match the crops ``reco train`` reads)."""
-    from .config import load_config
+    from .config import DEFAULTS, load_config
 
     if not config["reco"]:
         raise InvalidInputError(f"{config['name']}: the config needs `reco:` (the ReCo config whose concepts make the "
@@ -39,10 +39,12 @@ def reco_config_for(config: dict, out: str | Path | None = None) -> dict:
     t = config["train"]
     if t["crop"] is None:  # whole frames: labels at each image's size, under the ReCo config's own protocol
         protocol = {k: v for k, v in reco["protocol"].items() if k not in ("crop", "image_resample")}
-    else:
+    else:  # the training crops, each segmented whole at one scale
         protocol = {"resize": t["resize"], "crop": t["crop"]}
         if reco["protocol"].get("image_resample"):  # the ReCo config's way of resizing images
             protocol["image_resample"] = reco["protocol"]["image_resample"]
+        whole = ("window", "stride", "scales", "framing")
+        reco["segment"] = {**reco["segment"], **{k: v for k, v in DEFAULTS["segment"].items() if k in whole}}
     reco.update(dataset=config["train_dataset"], protocol=protocol, out=str(out or config["pseudo_labels"]))
     return reco
 
