@@ -18,6 +18,11 @@ from PIL import Image
 
 from ..core.paths import OutputLedger, check_writable
 from ..segment.settings import DEFAULT_SIZE, SegmentSettings
+from ..core.errors import WeightsNotFoundError
+from ..core.imageio import load_image
+from ..core.samples import available_samples, quokka_mask, sample_path
+from ..core.viz import overlay_with_legend, side_by_side
+from ..segment.load import load_predictor
 
 DEMO_ENCODER = "dinov2-vits14"
 DEMO_CLIP = "clip-vit-b16"
@@ -47,9 +52,8 @@ class DemoResult:
 
 def write_exemplar_folders(root: Path) -> Path:
     """Materialise :data:`EXEMPLARS` as ``root/<concept>/<sample>.png`` (+ ``.mask.png``) folders."""
+    # imported when needed: they load torch, tqdm
     from ..concepts import MASK_SUFFIX
-    from ..core.imageio import load_image
-    from ..core.samples import quokka_mask, sample_path
 
     for concept, members in EXEMPLARS.items():
         folder = root / concept
@@ -68,8 +72,6 @@ def write_exemplar_folders(root: Path) -> Path:
 
 def write_collection(root: Path, samples) -> Path:
     """Copy the sample photos into ``root`` (the zero-shot path's image collection)."""
-    from ..core.samples import sample_path
-
     root.mkdir(parents=True, exist_ok=True)
     for name in samples:
         src = sample_path(name)
@@ -79,7 +81,7 @@ def write_collection(root: Path, samples) -> Path:
 
 def _load_clip(name: str, weights: str | None, device):
     """The CLIP model, or None with the reason printed in one line when its weights cannot be had."""
-    from ..core.errors import WeightsNotFoundError
+    # imported when needed: they load torch, tqdm
     from ..models import create_model
 
     try:
@@ -96,6 +98,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, device: str | None = None,
     """Run the zero-shot pipeline if ``clip``'s weights load, else the exemplar path; write
     overlays, co-segmentation grids and the concept bank under ``out_dir``. A folder holding
     files that the demo did not write is refused unless ``overwrite``; its own it replaces."""
+    # imported when needed: they load torch, tqdm
     from ..core.device import pick_device
     from ..models import create_model
 
@@ -120,10 +123,10 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, device: str | None = None,
 
 
 def _zero_shot(out: Path, ledger, encoder, clip, concepts, progress: bool) -> DemoResult:
+    # imported when needed: they load torch, tqdm
     from ..concepts import build_bank
     from ..index.build import build_index
     from ..index.image_index import ImageIndex
-    from ..core.samples import available_samples
 
     samples = available_samples()
     index_dir = build_index(write_collection(ledger.claim(out / "collection"), samples), clip, ledger.claim(out / "index"),
@@ -137,6 +140,7 @@ def _zero_shot(out: Path, ledger, encoder, clip, concepts, progress: bool) -> De
 
 
 def _exemplar(out: Path, ledger, encoder, progress: bool) -> DemoResult:
+    # imported when needed: they load torch, tqdm
     from ..concepts import build_bank
 
     root = write_exemplar_folders(ledger.claim(out / "exemplars"))
@@ -147,11 +151,8 @@ def _exemplar(out: Path, ledger, encoder, progress: bool) -> DemoResult:
 
 
 def _segment_and_draw(out: Path, ledger, bank, encoder, clip, targets, path_name: str) -> DemoResult:
-    from ..core.imageio import load_image
-    from ..segment.load import load_predictor
-    from ..core.samples import sample_path
+    # imported when needed: they load torch, tqdm
     from ..concepts.grid import concept_grid
-    from ..core.viz import overlay_with_legend, side_by_side
 
     result = DemoResult(path_name, bank.save(ledger.claim(out / "concepts.safetensors")))
     segmenter = load_predictor(bank, SegmentSettings(), encoder=encoder, clip=clip)  # reco's defaults

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import RecoError
+from ..core.errors import InvalidInputError, RecoError
 from ..core.protocol import PAPER_SIZE
+from ..segment.settings import DEFAULT_SIZE
 
 #: What a drawing's brush looks like (one colour: only where it painted matters).
 BRUSH_COLOUR = "#ff3030"
@@ -82,7 +83,7 @@ def _editor_parts(editor, mask_file, max_pixels: int):
     """(photo array or None, paint array or None) from the image editor's value and an optional
     uploaded mask file (which, when given, replaces the brush layer; its size is checked against
     ``max_pixels`` from its header, before it is decoded)."""
-    from ..core.errors import InvalidInputError
+    # imported when needed: they load Pillow, torch, tqdm
     from ..core.geometry import MAX_ASPECT_RATIO
     from ..core.imageio import load_image
 
@@ -104,6 +105,7 @@ def limit_editor_pixels(editor, max_pixels: int):
     """``editor`` (a ``gr.ImageEditor``) with its photo, paint layer and composite refused (one
     line in the page) when they have more than ``max_pixels`` pixels, read from the file's
     header before Gradio decodes them."""
+    # imported when needed: they load Pillow
     import gradio as gr
 
     from ..core.imageio import check_image_file
@@ -145,8 +147,6 @@ def refuse_files_not_uploaded(app):
 
 def settings_line(settings) -> str:
     """What the page segments with, as one line (the defaults of ``reco segment`` too)."""
-    from ..segment.settings import DEFAULT_SIZE
-
     size = settings.working_size(DEFAULT_SIZE)
     return (f"Segmentation: shorter side {size if size else 'as uploaded'} px, DenseCRF "
             f"{'on' if settings.crf else 'off'} (the defaults of `reco segment`, so both give the same shares).")

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..core.errors import MissingDependencyError
 from .hosts import check_port
 from .web import WEB_MAX_FILE_MB, WEB_MAX_PIXELS, SegmentationService, find_banks, find_models
+from .page import build_app
 
 
 def serve(banks=("outputs/demo",), *, models=(), host: str = "127.0.0.1", port: int = 7860,
@@ -34,7 +35,6 @@ def serve(banks=("outputs/demo",), *, models=(), host: str = "127.0.0.1", port: 
     atexit.register(shutil.rmtree, scratch, True)
     if not os.environ.get("GRADIO_TEMP_DIR"):  # before Gradio is imported: some of it reads it then
         os.environ["GRADIO_TEMP_DIR"] = str(scratch / "uploads")
-    from .page import build_app
 
     app = build_app(service, scratch / "requests")
     app.queue(default_concurrency_limit=concurrency or max(1, min(4, os.cpu_count() or 1)))

@@ -22,6 +22,8 @@ from ..core.errors import (
     RecoError,
     UnknownConceptError,
 )
+from ..concepts.settings import BankSettings, DEFAULT_ENCODER
+from ..segment.load import load_predictor
 
 #: Uploads with more pixels than this are refused with a message (the CLI's limit is higher).
 WEB_MAX_PIXELS = 40_000_000
@@ -86,6 +88,7 @@ class SegmentationService:
     def __init__(self, banks: dict[str, Path], *, models: dict[str, Path] | None = None, device: str | None = None,
                  index: str | Path | None = None, max_pixels: int = WEB_MAX_PIXELS, settings=None,
                  drawn_dir: str | Path = "outputs/web"):
+        # imported when needed: they load torch, tqdm
         from ..core.device import pick_device
 
         if index is not None and not Path(index).is_dir():
@@ -111,6 +114,7 @@ class SegmentationService:
 
     # ---- loading -------------------------------------------------------------------------------
     def _model(self, name: str):
+        # imported when needed: they load Pillow, torch, tqdm
         from ..models import create_model
 
         if name not in self._models:
@@ -120,8 +124,8 @@ class SegmentationService:
     def segmenter(self, bank_name: str):
         """The predictor of source ``bank_name`` (loaded on first use): a bank's Segmenter, or a
         ReCo+ model's."""
+        # imported when needed: they load torch, tqdm
         from ..concepts.bank import ConceptBank
-        from ..segment.load import load_predictor
 
         with self._lock:
             if bank_name in self._segmenters:
@@ -145,6 +149,7 @@ class SegmentationService:
         return list(self.segmenter(bank_name).concepts)
 
     def _resolve_concepts(self, segmenter, text: str) -> list[str]:
+        # imported when needed: they load Pillow, torch, tqdm
         from ..concepts import parse_concept_names
 
         bank = getattr(segmenter, "bank", None)
@@ -168,6 +173,7 @@ class SegmentationService:
     def _build_from_names(self, segmenter, names: list[str]) -> None:
         """Build ``names`` into a grown copy of the segmenter's bank, then swap it in: requests
         running meanwhile keep reading the bank they started with."""
+        # imported when needed: they load Pillow, torch, tqdm
         from ..concepts import build_bank
         from ..index.image_index import ImageIndex
 
@@ -197,6 +203,7 @@ class SegmentationService:
             raise
 
     def _segment(self, path: str | Path, bank_name: str, concepts_text: str):
+        # imported when needed: they load Pillow, torch, tqdm
         from ..core.geometry import MAX_ASPECT_RATIO
         from ..core.imageio import load_image
         from ..core.viz import blend_labels, label_shares, palette
@@ -219,6 +226,7 @@ class SegmentationService:
         """:meth:`segment`, also writing ``<stem>.png`` (concept indices, in the order of the
         request's concepts) and ``<stem>_overlay.png`` into ``out_dir`` (``stem``: the file's own
         by default): (overlay, legend, summary, [label file, overlay file])."""
+        # imported when needed: they load Pillow, torch, tqdm
         from ..segment.outputs import save_label_png
 
         overlay, legend, summary, labels = self._released_on_error(path, bank_name, concepts_text)
@@ -235,9 +243,9 @@ class SegmentationService:
         :func:`reco.concepts.drawn.painted_mask`). A drawn concept of that name gains this drawing;
         any other concept of that name is refused. Saved atomically before it is used; returns a
         one-line summary and the bank file. Nothing changes when a RecoError is raised."""
+        # imported when needed: they load Pillow, torch, tqdm
         from ..concepts.drawn import check_name, drawing_features, empty_bank, outline_warning, painted_mask
         from ..concepts.drawn import with_drawn_concept
-        from ..concepts.settings import DEFAULT_ENCODER, BankSettings
         from ..core.imageio import to_rgb
         from ..segment.prediction import as_pil_image
 
@@ -268,8 +276,6 @@ class SegmentationService:
             path = grown.save(_drawn_path(self.drawn_dir, bank_name, self.session, self.banks.values()))  # atomic
             drawn[name] = pool
             if segmenter is None:
-                from ..segment.load import load_predictor
-
                 self._segmenters[bank_name] = load_predictor(grown, self.settings, encoder=encoder, device=self.device)
             else:
                 segmenter.bank = grown  # requests running meanwhile keep the bank they started with
@@ -280,6 +286,7 @@ class SegmentationService:
 
     def grid(self, bank_name: str, concept: str):
         """The co-segmentation grid of ``concept`` (its archive with similarity maps and seeds)."""
+        # imported when needed: they load Pillow, torch, tqdm
         from ..concepts.grid import concept_grid
 
         segmenter = self.segmenter(bank_name)

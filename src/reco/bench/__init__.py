@@ -7,6 +7,8 @@ import json
 import platform
 import time
 from pathlib import Path
+from ..core.errors import WeightsNotFoundError
+from ..core.paths import atomic_write_bytes
 
 SUITES = {
     "models": "reco.bench.models",
@@ -39,8 +41,6 @@ def environment() -> dict:
 def run_suite(name: str, out_dir: str | Path = "benchmarks/results", quick: bool = False, device: str | None = None) -> Path:
     """Run suite ``name``, print its table and write ``<out_dir>/<name>.json`` (``<name>_quick.json``
     for a quick run, which never replaces a full run's figures)."""
-    from ..core.paths import atomic_write_bytes
-
     module = importlib.import_module(SUITES[name])
     result = {"suite": name, "quick": quick, "environment": environment(), **module.run(quick=quick, device=device)}
     print(module.table(result))
@@ -53,7 +53,7 @@ def run_suite(name: str, out_dir: str | Path = "benchmarks/results", quick: bool
 def model_or_random(name: str, device):
     """(model, weights description): the model's weights if they can be had here, else random
     weights of the same architecture, which is enough for timing."""
-    from ..core.errors import WeightsNotFoundError
+    # imported when needed: they load Pillow, numpy, torch, tqdm
     from ..models import create_model
 
     try:

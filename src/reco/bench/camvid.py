@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from ..core.protocol import WORKING_SIZE
+from ..core.errors import RecoError
+from ..data import open_dataset
 
 ENCODER = "dinov2-vits14"
 SIZE = WORKING_SIZE
@@ -33,8 +35,6 @@ CONTEXT = ("tree", "sky", "building", "road")
 
 def camvid_root() -> Path:
     """CamVid's folder from the environment, or a one-line error saying how to point at it."""
-    from ..core.errors import RecoError
-
     root = os.environ.get("RECO_CAMVID") or (os.environ.get("RECO_DATA") and f"{os.environ['RECO_DATA']}/camvid")
     if not root or not (Path(root) / "val" / "classes.txt").is_file():
         raise RecoError(f"no CamVid here ({root or 'RECO_CAMVID and RECO_DATA unset'}): set RECO_CAMVID=DIR "
@@ -44,6 +44,7 @@ def camvid_root() -> Path:
 
 def _score(segmenter, embeddings, dataset) -> dict:
     """mIoU, pixel accuracy, IoU per class and seconds per image of ``segmenter`` on cached embeddings."""
+    # imported when needed: they load torch, tqdm
     from ..core.metrics import MeanIoU
 
     names = [n for n in dataset.class_names if n in segmenter.bank]
@@ -68,8 +69,8 @@ def _largest_share(dataset, k: int) -> list[list[int]]:
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
+    # imported when needed: they load Pillow, torch, tqdm
     from ..concepts import ConceptBankBuilder
-    from ..data import open_dataset
     from ..core.device import pick_device
     from ..core.imageio import load_image
     from ..models import create_model

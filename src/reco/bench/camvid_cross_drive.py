@@ -26,6 +26,9 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
+from ..core.device import pick_device
+from ..core.metrics import MeanIoU
+from ..data import open_dataset
 from .camvid import ENCODER, SCALES, SELF_SUPPORT, SIZE, _score, camvid_root
 
 BANK_DRIVES = "0001TP,0006R0"
@@ -92,8 +95,6 @@ def plain_probe(features: list[torch.Tensor], shares: list[torch.Tensor], steps:
 def _probe_scores(logits_fn, embeddings, dataset, patch: int) -> dict:
     """mIoU etc. of the probe: logits at the grid, upsampled bilinearly to the padded working
     image, cropped, resized to the photo, argmax."""
-    from ..core.metrics import MeanIoU
-
     metric = MeanIoU(dataset.num_classes)
     start = time.perf_counter()
     for i, e in enumerate(embeddings):
@@ -109,11 +110,10 @@ def _probe_scores(logits_fn, embeddings, dataset, patch: int) -> dict:
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
+    # imported when needed: they load Pillow
     from ..concepts import ConceptBankBuilder
-    from ..core.device import pick_device
     from ..core.geometry import label_fractions
     from ..core.imageio import load_image
-    from ..data import open_dataset
     from ..models import create_model
     from ..models.inputs import full_frame_features
     from ..segment.segmenter import Segmenter

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import InvalidInputError
+from ..concepts.coseg import co_segment
 from . import median_time
 
 D = 384
@@ -59,8 +60,6 @@ def _rss_bytes() -> int:
 
 def child(variant: str, n: int, side: int, repeats: int) -> dict:
     """Run one measurement in this process (called in a fresh subprocess)."""
-    from ..concepts.coseg import co_segment
-
     torch.set_grad_enabled(False)
     features, weights = _inputs(n, side)
     baseline = _rss_bytes()

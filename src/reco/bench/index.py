@@ -23,6 +23,8 @@ from ..index.backends import (RERANK_FACTOR, exact_index, ivfpq_params, mean_ove
                               train_ivfpq, training_rows, tune_nprobe)
 from ..index.ivfpq_build import TUNING_TARGET
 from ..index.rerank import code_range, code_scores, trained_quantizer
+from .mixture import Mixture
+from .real_embeddings import cached_embeddings, MODEL
 
 K = 50
 
@@ -103,9 +105,6 @@ def generator_check(cache: str | Path = REAL_CACHE, queries: int = 200,
                     seed: int = 0) -> dict:
     """The recall curves of real DINOv2 embeddings (held-out photos' views as queries) and of
     the generator at the same size, dimension and number of lists."""
-    from .mixture import Mixture
-    from .real_embeddings import MODEL, cached_embeddings
-
     real, owners = cached_embeddings(cache)
     rng = np.random.default_rng(seed)
     is_query = held_out_photos(owners, rng)
@@ -129,8 +128,6 @@ def run(quick: bool = False, device: str | None = None, n: int | None = None, di
         real_cache: str | Path = REAL_CACHE) -> dict:
     """The backends on ``n`` generated vectors (1 M; 100 k with ``quick``), and the generator check."""
     import faiss
-
-    from .mixture import Mixture
 
     check = generator_check(real_cache)  # first: it needs CamVid unless its embeddings are cached
     n = n or (100_000 if quick else 1_000_000)

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from .mixture import Mixture
 
 K, QUERIES, SHARD_SIZE, D = 50, 200, 100_000, 768
 DEFAULT_VECTORS = 20_000_000
@@ -42,8 +43,6 @@ STEPS = ("generate", "build", "serve", "curve", "truth")
 
 
 def mixture(dim: int):
-    from .mixture import Mixture
-
     return Mixture(dim=dim)
 
 
@@ -51,6 +50,7 @@ def run(quick: bool = False, device: str | None = None, vectors: int | None = No
         workdir: str | Path | None = None, dim: int = D, shard_size: int = SHARD_SIZE,
         part_rows: int | None = None) -> dict:
     """Run the five steps in ``workdir`` (resuming what an earlier run left there) and report."""
+    # imported when needed: they load Pillow, torch, tqdm
     from ..index.backends import mean_overlap
     from ..index.items import ITEM_OFFSETS, ITEM_STRINGS
     from ..index.rerank import RERANK_CODES, RERANK_QUANTIZER
@@ -146,6 +146,7 @@ def _queries(dim: int) -> np.ndarray:
 
 def generate(root: Path, n: int, dim: int, shard_size: int, part_rows: int) -> dict:
     """Write the collection as embedding shards (skipping the shards already written)."""
+    # imported when needed: they load Pillow, torch, tqdm
     from tqdm.auto import tqdm
 
     from ..index import store
@@ -165,6 +166,7 @@ def generate(root: Path, n: int, dim: int, shard_size: int, part_rows: int) -> d
 
 def build(root: Path, n: int, dim: int, shard_size: int, part_rows: int) -> dict:
     """What ``reco index build --index-type ivfpq`` does once the shards are embedded."""
+    # imported when needed: they load Pillow, torch, tqdm
     from ..index import store
     from ..index.ivfpq_build import add_rerank_codes, build_ivfpq
 
@@ -187,6 +189,7 @@ def build(root: Path, n: int, dim: int, shard_size: int, part_rows: int) -> dict
 def serve(root: Path, n: int, dim: int, shard_size: int, part_rows: int) -> dict:
     """Open the index and run the held-out queries one by one at its own nprobe, as served
     (re-ranked) and without re-ranking."""
+    # imported when needed: they load Pillow, torch, tqdm
     import torch
 
     from ..index import ImageIndex
@@ -219,6 +222,7 @@ def curve(root: Path, n: int, dim: int, shard_size: int, part_rows: int) -> dict
     and of both for the top k without re-ranking (raw faiss vs query handling and item lookup),
     one query at a time, each of the four going first in turn (all see the same page cache),
     each the fastest of its passes; the rows found (in the first pass)."""
+    # imported when needed: they load Pillow, torch, tqdm
     import torch
 
     from ..index import ImageIndex
@@ -260,6 +264,7 @@ def curve(root: Path, n: int, dim: int, shard_size: int, part_rows: int) -> dict
 
 def truth(root: Path, n: int, dim: int, shard_size: int, part_rows: int) -> dict:
     """The exact top-50 of the held-out queries (streamed over the shards)."""
+    # imported when needed: they load Pillow, torch, tqdm
     from ..index import store
     from ..index.backends import StreamingExact
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core.device import pick_device
 from . import median_time, model_or_random
 from ..core.protocol import WORKING_SIZE
 
@@ -11,8 +12,6 @@ MODELS = ("tiny-vit", "tiny-clip", "dinov2-vits14", "clip-vit-b16")
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
-    from ..core.device import pick_device
-
     dev = pick_device(device)
     sizes = (224,) if quick else (224, WORKING_SIZE)
     batch = 1 if quick else 4

@@ -17,6 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..concepts.bank import Concept, ConceptBank
+from ..core.device import pick_device
+from ..segment.crf import dense_crf
+from ..segment.engine import default_crf_workers, default_workers, predict_files
 from . import median_time, model_or_random
 from ..core.protocol import PAPER_SIZE
 
@@ -45,8 +49,6 @@ def _jpegs(folder: Path, n: int) -> list[Path]:
 
 def _timed_loop(segmenter, items, prepare, workers: int, crf_workers: int) -> dict:
     """Steady-state images/s: from the end of the first quarter's last batch to the last result."""
-    from ..segment.engine import predict_files
-
     start = time.perf_counter()
     stamps = []
     for result in predict_files(segmenter, items, prepare=prepare, batch_size=BATCH, workers=workers,
@@ -59,10 +61,7 @@ def _timed_loop(segmenter, items, prepare, workers: int, crf_workers: int) -> di
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
-    from ..concepts.bank import Concept, ConceptBank
-    from ..segment.crf import dense_crf
-    from ..core.device import pick_device
-    from ..segment.engine import default_crf_workers, default_workers
+    # imported when needed: they load Pillow, _cython_3_3_1, yaml
     from ..evaluation.run import protocol_preparer
     from ..core.imageio import load_image
     from ..models.inputs import unresized_input

@@ -11,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from ..core.paths import atomic_path
+from ..core.samples import available_samples, sample_path
+from .camvid import camvid_root
 
 MODEL = "dinov2-vits14"
 SIZE = 224
@@ -21,9 +24,6 @@ CROPS_PER_PHOTO = 10
 def photo_paths() -> list[Path]:
     """CamVid's train and val photos and the offline package photos, in a fixed order (a
     one-line error says how to point at CamVid if it is not found)."""
-    from ..core.samples import available_samples, sample_path
-    from .camvid import camvid_root
-
     return sorted(camvid_root().glob("*/images/*")) + [sample_path(name) for name in available_samples()]
 
 
@@ -45,6 +45,7 @@ def views(image, rng: np.random.Generator, crops: int = CROPS_PER_PHOTO) -> list
 
 def embed_photos(paths: list[Path], seed: int = 0, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(L2-normalised float32 class-token embeddings of every view, the photo index of each row)."""
+    # imported when needed: they load Pillow, torch, tqdm
     import torch
     from tqdm.auto import tqdm
 
@@ -75,8 +76,6 @@ def embed_photos(paths: list[Path], seed: int = 0, batch: int = 32) -> tuple[np.
 
 def cached_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """:func:`embed_photos` of :func:`photo_paths`, read from ``path`` if an earlier run saved it."""
-    from ..core.paths import atomic_path
-
     path = Path(path)
     if not path.is_file():
         x, owners = embed_photos(photo_paths())

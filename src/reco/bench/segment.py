@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ..concepts.bank import Concept, ConceptBank
+from ..core.device import pick_device
+from ..core.samples import sample_path
 from . import median_time, model_or_random
 from ..core.protocol import PAPER_SIZE
 
@@ -12,10 +15,8 @@ ENCODER = "dinov2-vits14"
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
-    from ..concepts.bank import Concept, ConceptBank
-    from ..core.device import pick_device
+    # imported when needed: they load Pillow
     from ..core.imageio import load_image
-    from ..core.samples import sample_path
     from ..segment.segmenter import Segmenter
 
     dev = pick_device(device)

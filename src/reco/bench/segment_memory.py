@@ -6,6 +6,7 @@ peak resident memory (``ru_maxrss``) after loading the model and photo, and afte
 from __future__ import annotations
 
 import multiprocessing
+from . import model_or_random
 
 ENCODER = "dinov2-vits14"
 PHOTO = (4000, 3000)  # 12 MP
@@ -17,6 +18,7 @@ FULL_CONCEPTS = (2, 40)
 
 def full_resolution_finish(probabilities, image, original_size, concepts, **_):
     """The earlier formulation: every concept's map upsampled to the original size, then argmax."""
+    # imported when needed: they load Pillow, numpy, torch, tqdm
     import torch.nn.functional as F
 
     from ..segment.prediction import Prediction
@@ -26,6 +28,7 @@ def full_resolution_finish(probabilities, image, original_size, concepts, **_):
 
 
 def _case(method: str, n_concepts: int, photo: tuple[int, int], queue) -> None:
+    # imported when needed: they load Pillow, numpy, torch, tqdm
     import resource
     import time
 
@@ -36,7 +39,6 @@ def _case(method: str, n_concepts: int, photo: tuple[int, int], queue) -> None:
     from ..core.imageio import load_image
     from ..core.samples import sample_path
     from ..segment import segmenter as segmenter_module
-    from . import model_or_random
 
     torch.set_num_threads(1)
     encoder, weights = model_or_random(ENCODER, torch.device("cpu"))

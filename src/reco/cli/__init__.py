@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Sequence
 
+from .. import __version__
+from ..core.errors import RecoError
 from .common import EXIT_USAGE
 
 #: Command modules, in the order ``reco --help`` lists them.
@@ -21,8 +23,6 @@ COMMANDS = ("models", "index", "concepts", "segment", "evaluate", "train", "demo
 
 def build_parser() -> argparse.ArgumentParser:
     import importlib
-
-    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="reco",
@@ -38,8 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    from ..core.errors import RecoError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

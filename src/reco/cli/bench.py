@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..bench import run_suite, SUITES
+from ..core.errors import ConfigError
 from .common import device_options
 
 
 def register(sub) -> None:
-    from ..bench import SUITES
-
     p = sub.add_parser("bench", help="run a benchmark suite; prints a table and saves JSON", parents=[device_options()])
     p.add_argument("suite", choices=sorted(SUITES), help="which suite")
     p.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
@@ -22,9 +22,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import run_suite
-    from ..core.errors import ConfigError
-
     if args.scale and args.suite != "index":
         raise ConfigError("--scale belongs to the index suite: reco bench index --scale")
     run_suite("index_scale" if args.scale else args.suite, out_dir=args.out, quick=args.quick, device=args.device)

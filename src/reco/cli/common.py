@@ -14,6 +14,8 @@ from ..core.argtypes import (  # noqa: F401 (the CLI modules import the argparse
     positive_int,
     unit_float,
 )
+from ..concepts.settings import DEFAULT_CLIP, DEFAULT_ENCODER
+from ..core.presets import get_preset, PRESETS
 
 EXIT_USAGE = 2
 
@@ -74,8 +76,6 @@ def engine_settings(args) -> dict:
 
 def preset_option(parser) -> None:
     """--preset NAME (:mod:`reco.core.presets`)."""
-    from ..core.presets import PRESETS
-
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="models and settings of a named recipe (docs/reco_v2.md); options given explicitly win")
 
@@ -83,9 +83,6 @@ def preset_option(parser) -> None:
 def preset_models(args) -> tuple[dict, str, str]:
     """(the preset of ``args.preset``, empty without one; the encoder and CLIP names): the options'
     own, else the preset's, else reco's defaults."""
-    from ..concepts.settings import DEFAULT_CLIP, DEFAULT_ENCODER
-    from ..core.presets import get_preset
-
     preset = get_preset(args.preset) if args.preset else {}
     models = preset.get("models", {})
     return (preset, args.encoder or models.get("encoder") or DEFAULT_ENCODER,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..concepts.settings import BankSettings
+from ..concepts.settings import BankSettings, DEFAULT_CLIP
 from ..core.fields import add_setting_options, given_settings
+from ..core.errors import ConfigError, InvalidInputError, RecoError
+from ..core.paths import atomic_path, check_writable, exclusive, refuse_to_replace
 from .common import device_options, json_option, positive_int, preset_option, preset_models, print_json, weight_options
 
 
 def register(sub) -> None:
-    from ..concepts.settings import DEFAULT_CLIP
-
     p = sub.add_parser("concepts", help="build, list and inspect concept banks")
     csub = p.add_subparsers(dest="concepts_command", metavar="ACTION", required=True)
 
@@ -57,15 +57,14 @@ def register(sub) -> None:
 
 def build_and_save(args: argparse.Namespace) -> None:
     """Build the bank ``args`` describe and save it at ``args.out`` (under its lock)."""
+    # imported when needed: they load Pillow, numpy, torch, tqdm
     from pathlib import Path
 
     from ..concepts import build_bank
     from ..concepts.checkpoint import BuildCheckpoint, checkpoint_folder
     from ..concepts.bank import ConceptBank
     from ..core.device import pick_device
-    from ..core.errors import ConfigError, InvalidInputError, RecoError
     from ..models import create_model
-    from ..core.paths import check_writable, exclusive, refuse_to_replace
 
     out = Path(args.out)
     if out.is_dir():
@@ -109,8 +108,6 @@ def build_and_save(args: argparse.Namespace) -> None:
 
 
 def build(args: argparse.Namespace) -> int:
-    from ..core.errors import ConfigError
-
     if sum(x is not None for x in (args.exemplars, args.names, args.labelled)) != 1:
         raise ConfigError("give one of --exemplars DIR, --labelled SPEC or --names 'a,b,c' (with --index DIR)")
     if args.names is not None and args.index is None:
@@ -124,6 +121,7 @@ def build(args: argparse.Namespace) -> int:
 
 
 def list_bank(args: argparse.Namespace) -> int:
+    # imported when needed: they load numpy, torch, tqdm
     from ..concepts.bank import ConceptBank
 
     bank = ConceptBank.load(args.bank)
@@ -139,13 +137,12 @@ def list_bank(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
+    # imported when needed: they load Pillow, numpy, torch, tqdm
     from pathlib import Path
 
     from PIL import Image
 
     from ..concepts.bank import ConceptBank
-    from ..core.errors import InvalidInputError
-    from ..core.paths import atomic_path, check_writable, refuse_to_replace
     from ..core.device import pick_device
     from ..models import create_model
     from ..concepts.grid import concept_grid

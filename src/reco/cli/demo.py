@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..app.hosts import check_port
 from .common import device_options, port, positive_float, positive_int, weight_options
 
 
 def register(sub) -> None:
+    # imported when needed: they load Pillow, numpy
     from ..app.demo import DEMO_CLIP
 
     p = sub.add_parser("demo", help="segment real photos end to end (zero-shot with CLIP weights, else exemplars); "
@@ -34,9 +36,9 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.web:
+        # imported when needed: they load numpy
         from pathlib import Path
 
-        from ..app.hosts import check_port
         from ..app.server import serve
         from ..app.web import find_models
 
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
+    # imported when needed: they load Pillow, numpy
     from ..app.demo import run_demo
 
     run_demo(out_dir=args.out, device=args.device, clip=args.clip, clip_weights=args.clip_weights,

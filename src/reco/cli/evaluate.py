@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ..core.errors import ConfigError, InputNotFoundError
+from ..core.paths import atomic_write_bytes
 from .common import (
     config_options,
     device_options,
@@ -51,9 +53,11 @@ def register(sub) -> None:
 
 def load_any_config(path, overrides=None, strict_paths: bool = True) -> dict:
     """The evaluation config of a ReCo config, or of a ReCo+ config (its checkpoint on its val set)."""
+    # imported when needed: they load _cython_3_3_1, numpy, torch, tqdm, yaml
     from ..evaluation.config import is_reco_plus_config, load_config, reco_plus_eval_config
 
     if is_reco_plus_config(path):
+        # imported when needed: they load _cython_3_3_1, numpy, yaml
         from ..train.config import load_train_config
 
         return reco_plus_eval_config(load_train_config(path, overrides))
@@ -61,7 +65,7 @@ def load_any_config(path, overrides=None, strict_paths: bool = True) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.errors import ConfigError
+    # imported when needed: they load _cython_3_3_1, numpy, torch, tqdm, yaml
     from ..evaluation import run_eval, write_overview, write_report
 
     if args.report:
@@ -90,12 +94,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def retrieval(args: argparse.Namespace) -> int:
+    # imported when needed: they load Pillow, _cython_3_3_1, numpy, torch, tqdm, yaml
     from pathlib import Path
 
-    from ..core.errors import ConfigError, InputNotFoundError
     from ..index import ImageIndex, build_index
     from ..evaluation.retrieval import evaluate_retrieval, wnid_folders
-    from ..core.paths import atomic_write_bytes
 
     root = Path(args.imagenet)
     wnid_folders(root)  # fail early on a tree without class folders

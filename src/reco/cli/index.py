@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..core.errors import ConfigError
 from .common import device_options, json_option, non_negative_int, positive_int, print_json
 
 
@@ -48,6 +49,7 @@ def register(sub) -> None:
 
 
 def build(args: argparse.Namespace) -> int:
+    # imported when needed: they load Pillow, numpy, torch, tqdm
     from ..index import ImageIndex, build_index
 
     out = build_index(args.source, args.model, args.out, weights=args.weights, index_type=args.index,
@@ -64,7 +66,7 @@ def build(args: argparse.Namespace) -> int:
 
 
 def search(args: argparse.Namespace) -> int:
-    from ..core.errors import ConfigError
+    # imported when needed: they load Pillow, numpy, torch, tqdm
     from ..core.geometry import MAX_ASPECT_RATIO
     from ..core.imageio import load_image
     from ..index import ImageIndex
@@ -85,6 +87,7 @@ def search(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
+    # imported when needed: they load Pillow, numpy, torch, tqdm
     from ..index import ImageIndex
 
     details = ImageIndex.open(args.index).info()

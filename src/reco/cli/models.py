@@ -19,6 +19,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when needed: they load Pillow, numpy, torch, tqdm
     from ..models import get_spec, list_models, local_weights
 
     if args.load:
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
+    # imported when needed: they load Pillow, numpy, torch, tqdm
     from ..models import create_model
 
     info = create_model(args.load, weights=args.weights).provenance()

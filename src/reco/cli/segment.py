@@ -8,6 +8,10 @@ import sys
 
 from ..core.fields import add_setting_options, given_settings, resolve_settings
 from ..segment.settings import SegmentSettings
+from ..concepts.settings import DEFAULT_CLIP, DEFAULT_ENCODER
+from ..core.errors import ConfigError, InvalidInputError
+from ..core.paths import check_writable, exclusive
+from ..segment.load import load_predictor
 from .common import (
     EXIT_USAGE,
     preset_models,
@@ -20,8 +24,6 @@ from .common import (
 
 
 def register(sub) -> None:
-    from ..concepts.settings import DEFAULT_CLIP, DEFAULT_ENCODER
-
     p = sub.add_parser("segment", help="segment images into the concepts of a bank (ReCo) or with a trained ReCo+ model",
                        parents=[device_options(), weight_options(encoder="the bank's (or --encoder's) encoder",
                                                                  clip="the bank's (or --clip's) CLIP")])
@@ -48,16 +50,15 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when needed: they load Pillow, torch, tqdm
     from pathlib import Path
 
     from PIL import Image
     from tqdm.auto import tqdm
 
     from ..segment.engine import predict_files
-    from ..core.errors import InvalidInputError
     from ..segment.output_plan import plan_outputs
     from ..segment.outputs import save_prediction
-    from ..core.paths import check_writable, exclusive
     from ..core.viz import check_label_concepts
 
     names = _names(args.concepts)
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if ready:  # inputs, outputs and concept names are checked before any model is loaded
         plan = make_plan()
         if args.bank is not None and args.model is None:
+            # imported when needed: they load Pillow, torch, tqdm
             from ..concepts.bank import ConceptBank
             from ..segment.prediction import select_concepts
 
@@ -128,6 +130,7 @@ def _choices(args: argparse.Namespace) -> _Choices:
 
 def _run_record(args: argparse.Namespace, names, settings: SegmentSettings) -> dict:
     """What makes the outputs: a rerun with the same record skips the images already done."""
+    # imported when needed: they load Pillow, torch, tqdm
     from pathlib import Path
 
     from ..models.weights import file_sha256
@@ -138,6 +141,7 @@ def _run_record(args: argparse.Namespace, names, settings: SegmentSettings) -> d
 
 
 def _names(text: str | None) -> list[str] | None:
+    # imported when needed: they load Pillow, torch, tqdm
     from ..concepts import parse_concept_names
 
     return parse_concept_names(text) if text else None
@@ -145,11 +149,10 @@ def _names(text: str | None) -> list[str] | None:
 
 def _predictor(args: argparse.Namespace, choices: _Choices):
     """ReCo with --bank (built first from --concepts and --index when missing), ReCo+ with --model."""
+    # imported when needed: they load torch, tqdm
     from pathlib import Path
 
     from ..core.device import pick_device
-    from ..core.errors import ConfigError
-    from ..segment.load import load_predictor
 
     if args.model is not None and (args.bank is not None or args.index is not None):
         raise ConfigError("give either --bank (ReCo's concepts) or --model (a ReCo+ checkpoint), not both")
@@ -166,8 +169,8 @@ def _predictor(args: argparse.Namespace, choices: _Choices):
 def _build_bank(args: argparse.Namespace, device, choices: _Choices) -> dict:
     """``--concepts A,B --index DIR``: build the bank from names once, save it at --bank, and
     return its models for the segmenter."""
+    # imported when needed: they load Pillow, torch, tqdm
     from ..concepts import build_bank
-    from ..core.errors import ConfigError
     from ..models import create_model
 
     if not args.concepts:

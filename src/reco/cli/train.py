@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.pseudo_labels import SKIPPED
 from .common import config_options, device_options, engine_options, engine_settings, positive_int
 
 
@@ -26,6 +27,7 @@ def register(sub) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
+    # imported when needed: they load Pillow, _cython_3_3_1, numpy, torch, tqdm, yaml
     from ..train.config import load_train_config
     from ..train.loop import train as train_reco_plus
 
@@ -37,10 +39,10 @@ def train(args: argparse.Namespace) -> int:
 
 
 def pseudo_label(args: argparse.Namespace) -> int:
+    # imported when needed: they load _cython_3_3_1, numpy, torch, tqdm, yaml
     from pathlib import Path
 
     from ..train.config import load_train_config
-    from ..data.pseudo_labels import SKIPPED
     from ..evaluation.teacher_labels import make_pseudo_labels
 
     config = load_train_config(args.config, args.set)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
+from ..core.errors import ImageLoadError
 
 
 @dataclass
@@ -35,7 +36,7 @@ class EncodedArchive:
 
 
 def _decode(path: str):
-    from ..core.errors import ImageLoadError
+    # imported when needed: they load Pillow
     from ..core.geometry import MAX_ASPECT_RATIO
     from ..core.imageio import load_image
 

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import EmptyInputError, InputNotFoundError, InvalidInputError, ModelMismatchError, UnknownConceptError
+from ..core.errors import (EmptyInputError, InputNotFoundError, InvalidInputError, ModelMismatchError,
+                           UnknownConceptError, UnknownModelError)
+from ..core.paths import atomic_write_bytes
+from .head import ConceptHead, HeadData, HeadFit, fit_head
+from .settings import BankSettings
 
 FORMAT = "reco.concept_bank/1"
 
@@ -45,7 +49,7 @@ class Concept:
 
 def _registered_width(name: str) -> int | None:
     """The feature width of registered model ``name`` (None for a name the registry lacks)."""
-    from ..core.errors import UnknownModelError
+    # imported when needed: they load Pillow
     from ..models import get_spec
 
     try:
@@ -154,8 +158,6 @@ class ConceptBank:
             raise InvalidInputError(f"concept {concept.name!r} is already in the bank")
         self.concepts[concept.name] = concept
         if concept.head_rows is not None and self.fitted:
-            from .head import HeadData
-
             data = self.head_data or HeadData.empty(concept.head_rows.shape[1], len(self.concepts) - 1)
             self.head_data = data.with_concept(len(self.concepts) - 1, concept.head_rows)
             concept.head_rows = None
@@ -163,9 +165,6 @@ class ConceptBank:
     def refit_head(self) -> None:
         """Fit the head of a fitted bank on its head data (kept to at most ``head_max_patches`` rows
         per concept), with the settings its provenance records; nothing to do for other banks."""
-        from .head import HeadFit, fit_head
-        from .settings import BankSettings
-
         if not self.fitted:
             return
         if self.head_data is None or self.head_data.n_concepts != len(self):
@@ -204,8 +203,6 @@ class ConceptBank:
         """Write the bank atomically to ``path`` (a .safetensors file). ``partial``: a build's
         checkpoint, which may hold no concept yet."""
         from safetensors.torch import save
-
-        from ..core.paths import atomic_write_bytes
 
         if not self.concepts and not partial:
             raise EmptyInputError("refusing to save an empty concept bank")
@@ -284,7 +281,6 @@ class ConceptBank:
         provenance = meta["provenance"]
         if not isinstance(provenance.get("encoder"), dict) or "name" not in provenance["encoder"]:
             raise KeyError("the encoder record")
-        from .head import ConceptHead, HeadData
 
         head_data = head = None
         if "head_data.features" in tensors:

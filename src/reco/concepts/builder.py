@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
+from ..core.imageio import load_image, load_mask
+from ..data import open_dataset
 from .bank import Concept, ConceptBank, model_record
 from .coseg import co_segment, context_elimination
 from .head import centred, top_patches
@@ -21,6 +23,8 @@ from ..models.inputs import square_input
 from .prototypes import make_prototypes
 from ..index.retrieval import Retriever
 from .settings import BankSettings
+from .labelled import labelled_concepts
+from .named import add_named_concepts
 
 MASK_SUFFIX = ".mask.png"
 
@@ -196,8 +200,6 @@ class ConceptBankBuilder:
         return report
 
     def _exemplar_concept(self, folder: Path, bank: ConceptBank, report: BuildReport) -> Concept:
-        from ..core.imageio import load_image, load_mask
-
         images, paths, masks, reasons = [], [], [], []
         for path in sorted(p for p in folder.iterdir() if _is_candidate(p)):
             try:
@@ -284,9 +286,6 @@ class ConceptBankBuilder:
         """A bank with a concept per class of a labelled ``dataset`` (a :mod:`reco.data` spec such as
         ``folder:root=DIR:split=train``, or an opened dataset), from ``per_class`` images each
         (see :mod:`reco.labelled`). Classes without pixels are reported and left out."""
-        from ..data import open_dataset
-        from .labelled import labelled_concepts
-
         spec = dataset if isinstance(dataset, str) else getattr(dataset, "spec", type(dataset).__name__)
         dataset = open_dataset(dataset) if isinstance(dataset, str) else dataset
         bank = self.new_bank()
@@ -322,7 +321,6 @@ class ConceptBankBuilder:
             )
         if self.settings.language_guidance and self.clip is None:
             raise InvalidInputError("language guidance needs a dense CLIP model (clip=...)")
-        from .named import add_named_concepts
 
         report = BuildReport()
         add_named_concepts(self, bank, names, retriever, report)

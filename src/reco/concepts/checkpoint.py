@@ -20,6 +20,8 @@ from typing import Callable
 import torch
 
 from ..core.errors import InvalidInputError
+from ..core.paths import atomic_write_bytes
+from .bank import ConceptBank
 
 JOB_FILE = "job.json"
 MARK = "reco concepts build checkpoint"
@@ -51,8 +53,6 @@ class BuildCheckpoint:
         self.started = self.resumed = False
 
     def start(self, job: dict) -> None:
-        from ..core.paths import atomic_write_bytes
-
         job = json.loads(json.dumps({"what": MARK, **job}, default=str))  # as it reads back from disk
         job_file = self.folder / JOB_FILE
         if self.folder.exists():
@@ -75,8 +75,6 @@ class BuildCheckpoint:
     # ---- finished concepts -------------------------------------------------------------------
     def bank(self, encoder=None):
         """The bank as the build left it (None when nothing was finished)."""
-        from .bank import ConceptBank
-
         path = self.folder / "bank.safetensors"
         return ConceptBank.load(path, encoder=encoder, partial=True) if path.is_file() else None
 
@@ -93,8 +91,6 @@ class BuildCheckpoint:
 
     def save_tensors(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save
-
-        from ..core.paths import atomic_write_bytes
 
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         atomic_write_bytes(self.folder / f"{key}.safetensors", save(tensors))

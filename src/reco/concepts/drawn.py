@@ -14,6 +14,9 @@ import numpy as np
 import torch
 
 from ..core.errors import EmptyInputError, InvalidInputError
+from .bank import ConceptBank
+from .head import centred
+from .settings import BankSettings
 
 #: The longest concept name a drawing may have.
 MAX_NAME_LENGTH = 64
@@ -68,9 +71,9 @@ def drawing_features(encoder, image, mask: np.ndarray, size: int | None, centre:
     whole ``image`` at shorter side ``size`` (less ``centre`` times the photo's mean feature:
     :meth:`~reco.concepts.settings.BankSettings.head_centre_share` of the bank they go to);
     EmptyInputError when nothing is painted."""
+    # imported when needed: they load Pillow
     from ..core.geometry import label_fractions
     from ..models.inputs import full_frame_features
-    from .head import centred
     from .labelled import class_patches
 
     if mask.shape != (image.height, image.width):
@@ -87,8 +90,8 @@ def drawing_features(encoder, image, mask: np.ndarray, size: int | None, centre:
 
 def empty_bank(encoder):
     """A bank without concepts for ``encoder``, with the settings of exemplar banks."""
+    # imported when needed: they load Pillow
     from .builder import ConceptBankBuilder
-    from .settings import BankSettings
 
     return ConceptBankBuilder(encoder, settings=BankSettings.for_source("exemplars"), progress=False).new_bank()
 
@@ -97,7 +100,7 @@ def with_drawn_concept(bank, encoder, name: str, drawings: list[torch.Tensor]):
     """A copy of ``bank`` holding concept ``name`` made from all ``drawings`` ((M_i, D) features
     each) as ``bank`` makes concepts from masked exemplars (its recorded prototype settings), in
     place of the concept of that name if it has one; a fitted bank's head is refitted."""
-    from .bank import ConceptBank
+    # imported when needed: they load Pillow
     from .builder import ConceptBankBuilder
 
     concept = ConceptBankBuilder.for_bank(bank, encoder, progress=False).pooled_concept(

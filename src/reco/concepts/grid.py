@@ -8,6 +8,10 @@ from PIL import Image
 
 from ..core.errors import InvalidInputError
 from ..core.protocol import PAPER_SIZE
+from ..core.geometry import centre_crop, model_side
+from ..core.imageio import load_image
+from ..core.viz import heat_colors, load_font, wrap_text
+from ..models.inputs import square_input
 
 
 def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 5, tile: int = 224,
@@ -15,11 +19,6 @@ def concept_grid(bank, name: str, encoder, max_images: int = 10, columns: int = 
     """The archive of concept ``name``: each image blended with its cosine-similarity map to the
     concept's reference (shared colour scale), seeds marked with rings (as in the paper's Fig. D.1)."""
     from PIL import ImageDraw
-
-    from ..core.geometry import centre_crop, model_side
-    from ..core.imageio import load_image
-    from ..core.viz import heat_colors, load_font, wrap_text
-    from ..models.inputs import square_input
 
     concept = bank[name]
     paths = concept.archive_paths[:max_images]

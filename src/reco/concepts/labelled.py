@@ -17,7 +17,8 @@ import torch
 from ..core.errors import EmptyInputError, InvalidInputError
 from ..core.geometry import label_fractions
 from ..models.inputs import full_frame_features
-from .head import centred
+from ..core.imageio import load_image
+from .head import centred, HeadData, keep_top, seeded_priority
 
 FULL = 0.5  # a patch belongs to a class that fills at least this share of it
 
@@ -64,8 +65,6 @@ def labelled_concepts(builder, dataset, per_class: int | str, report, bank, prog
     checkpoint, the class table and each encoded image's patches are kept as they are
     finished, and a rerun reads them instead of reading and encoding again."""
     from tqdm.auto import tqdm
-
-    from .head import HeadData, keep_top, seeded_priority
 
     names = list(dataset.class_names)
     if not names:
@@ -134,8 +133,6 @@ def _image_pixels(builder, dataset, i: int, classes: list[int], report):
     when its label does not fit it), and for a fitted head the image's labelled patches and
     their class shares (:func:`labelled_rows`; else None); from the checkpoint when a killed run
     encoded it."""
-    from ..core.imageio import load_image
-
     fitted = builder.settings.prototypes == "linear"
     checkpoint = builder.checkpoint
     key = f"image-{i:08d}"

@@ -17,6 +17,7 @@ from .bank import Concept
 from .coseg import co_segment, language_guidance
 from ..core.errors import EmptyInputError
 from .archives import Archive, encode_archives
+from .rephrase import prompts
 
 
 @dataclass
@@ -35,8 +36,8 @@ class _Plan:
 
 
 def _plans(builder, bank, names: list[str], retriever) -> list[_Plan]:
+    # imported when needed: they load Pillow
     from ..models.prompts import text_embeddings
-    from .rephrase import prompts
 
     settings = builder.settings
     context = list(settings.context) if settings.context_elimination and not bank.context else []

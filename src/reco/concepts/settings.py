@@ -14,6 +14,7 @@ from ..core.argtypes import non_negative_float, non_negative_int, per_class_coun
 from ..core.errors import ConfigError
 from ..core.fields import resolve_settings, setting
 from ..core.protocol import PAPER_SIZE, WORKING_SIZE
+from .rephrase import load_rephrase
 
 #: Models used when none is named: the dense encoder with weights that ship offline, and the
 #: paper's dense CLIP.
@@ -103,8 +104,6 @@ class BankSettings:
                                     parse=positive_int, metavar="N")
 
     def __post_init__(self):
-        from .rephrase import load_rephrase
-
         for name in ("n_seeds", "archive_size", "image_size", "n_prototypes", "head_max_patches"):
             _check_int(name, getattr(self, name), minimum=1)
         if self.per_class != "all":

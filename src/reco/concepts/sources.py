@@ -6,11 +6,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from .bank import ConceptBank
+from ..index.image_index import ImageIndex
+from .bank import ConceptBank, model_record
 from ..core.errors import ConfigError, InvalidInputError
-from .builder import BuildReport, ConceptBankBuilder
+from .builder import BuildReport, ConceptBankBuilder, parse_concept_names
 from ..core.fields import resolve_settings
 from .settings import SOURCE_DEFAULTS, BankSettings
+from .checkpoint import bank_fingerprint
 
 
 def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None, clip=None,
@@ -78,8 +80,6 @@ def _settings(source: str, settings, preset, bank: ConceptBank | None, context_b
 
 
 def _open_index(index, clip):
-    from ..index.image_index import ImageIndex
-
     if clip is None:
         raise InvalidInputError("concepts from names need a dense CLIP model (text embeddings, language guidance)")
     if isinstance(index, (str, Path)):
@@ -91,10 +91,6 @@ def _open_index(index, clip):
 
 def _job(source: str, value, settings: BankSettings, encoder, clip, index, bank, context_bank) -> dict:
     """What a build is, for its checkpoint: a rerun resumes only the same job."""
-    from .bank import model_record
-    from .builder import parse_concept_names
-    from .checkpoint import bank_fingerprint
-
     if source == "names":
         value = parse_concept_names(value)
     elif source == "exemplars":

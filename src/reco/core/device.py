@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
+from .errors import ConfigError
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` if given (checked: it must exist here), else CUDA when available, else CPU."""
-    from .errors import ConfigError
-
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

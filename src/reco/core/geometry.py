@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from .errors import ConfigError
 
 #: Longer side / shorter side above which images are refused: resizing the shorter side to a
 #: working size would make the longer one (and memory) explode (a 2x2000 image at a working
@@ -31,8 +32,6 @@ def aspect_ratio_problem(width: int, height: int, limit: float = MAX_ASPECT_RATI
 
 def model_side(image_size: int, patch_size: int) -> int:
     """The largest multiple of ``patch_size`` not above ``image_size``."""
-    from .errors import ConfigError
-
     side = image_size - image_size % patch_size
     if side <= 0:
         raise ConfigError(f"image size {image_size} is smaller than the patch size {patch_size}")

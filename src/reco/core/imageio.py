@@ -94,6 +94,7 @@ def _image_errors(name: str, max_pixels: int):
 
 
 def _check_size(name: str, width: int, height: int, max_pixels: int, max_aspect_ratio: float | None) -> None:
+    # imported when needed: they load torch, tqdm
     from .geometry import aspect_ratio_problem
 
     if width * height > max_pixels:

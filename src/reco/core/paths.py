@@ -8,6 +8,7 @@ import errno
 import json
 import os
 from pathlib import Path
+from .errors import BusyError, InvalidInputError, OutputWriteError
 
 
 def cache_dir() -> Path:
@@ -26,8 +27,6 @@ def weights_cache_dir(model_name: str) -> Path:
 
 def output_folder(path: str | Path) -> Path:
     """``path`` as a folder to write into, created if missing; a file there is an error."""
-    from .errors import InvalidInputError
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InvalidInputError(f"{path} is a file, not a folder to write into")
@@ -47,8 +46,6 @@ WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
 def write_failure(error: OSError, target: str | Path):
     """The one-line :class:`~reco.core.errors.OutputWriteError` for ``error`` met writing
     ``target``, or None when ``error`` is not about the output's place (disk, permissions)."""
-    from .errors import OutputWriteError
-
     if error.errno not in WRITE_ERRNOS:
         return None
     return OutputWriteError(f"cannot write {target}: {error.strerror or os.strerror(error.errno)}; free space or "
@@ -77,8 +74,6 @@ def atomic_path(path: str | Path):
     """A temporary path beside ``path`` to write to (e.g. by a library that takes a file name);
     renamed to ``path`` when the block ends without an exception, removed otherwise. A full
     disk or a folder that cannot be written is one :class:`~reco.core.errors.OutputWriteError`."""
-    from .errors import InvalidInputError
-
     path = Path(path)
     if path.is_dir():
         raise InvalidInputError(f"{path} is a folder: give a file name to write")
@@ -107,8 +102,6 @@ def exclusive(path: str | Path, *, folder: bool = True, what: str = "writing"):
     instead of racing this one."""
     from filelock import FileLock, Timeout
 
-    from .errors import BusyError
-
     path = Path(path)
     lock_path = output_folder(path) / ".reco.lock" if folder else path.with_name(f".{path.name}.lock")
     if not folder:
@@ -136,8 +129,6 @@ def exclusive(path: str | Path, *, folder: bool = True, what: str = "writing"):
 def refuse_to_replace(path: str | Path, overwrite: bool, alternative: str = "") -> None:
     """One-line error when ``path`` exists and ``overwrite`` is off: reco never replaces a file
     without being told to. ``alternative``: another way out to name (e.g. "--append to add to it")."""
-    from .errors import InvalidInputError
-
     if Path(path).exists() and not overwrite:
         hint = f"pass {alternative} or --overwrite to replace it" if alternative else "pass --overwrite to replace it"
         raise InvalidInputError(f"{path} exists: reco does not replace it unless told to; {hint}")
@@ -155,8 +146,6 @@ class OutputLedger:
 
     def check(self, overwrite: bool) -> None:
         """Refuse (one line) a folder holding entries this command did not write, unless ``overwrite``."""
-        from .errors import InvalidInputError
-
         if not self.folder.is_dir() or overwrite:
             return
         foreign = sorted(p.name for p in self.folder.iterdir() if p.name not in self.entries and p != self.path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.errors import InputNotFoundError
+from ..core.errors import InputNotFoundError, InvalidInputError
 
 IGNORE = 255
 
@@ -61,6 +61,7 @@ class SegmentationDataset:
 
     def colours(self) -> list[tuple[int, int, int]]:
         """The dataset's palette (official where one exists, else reco's generated one)."""
+        # imported when needed: they load Pillow
         from ..core.viz import palette
 
         return list(self.palette) if self.palette else palette(self.num_classes)
@@ -69,8 +70,6 @@ class SegmentationDataset:
         """Keep the items whose name starts with one of ``include`` (all if empty) and with none
         of ``exclude``. A prefix that matches no item is an error (a typo would silently change
         what is measured), as is a selection that keeps nothing."""
-        from ..core.errors import InvalidInputError
-
         names = [name for name, _, _ in self.files]
         unmatched = [p for p in (*include, *exclude) if not any(n.startswith(p) for n in names)]
         if unmatched:
@@ -83,6 +82,7 @@ class SegmentationDataset:
             raise InvalidInputError(f"{spec}: include/exclude leave no item")
 
     def read_values(self, path: Path) -> np.ndarray:
+        # imported when needed: they load Pillow
         from ..core.imageio import read_label_map
 
         return read_label_map(path, ("P", "L"))
@@ -95,6 +95,7 @@ class SegmentationDataset:
         return torch.from_numpy(self.lut[self.read_values(label_path)])
 
     def __getitem__(self, i: int) -> dict:
+        # imported when needed: they load Pillow
         from ..core.imageio import load_image
 
         name, image_path, _ = self.files[i]

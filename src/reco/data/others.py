@@ -63,6 +63,7 @@ class KittiStep(SegmentationDataset):
         self.lut = lookup_table({i: i for i in range(19)})
 
     def read_values(self, path: Path) -> np.ndarray:
+        # imported when needed: they load Pillow
         from ..core.imageio import read_label_map
 
         return read_label_map(path, ("RGB",))[..., 0]  # a panoptic map: the semantic id is in red

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from .registry import open_dataset
 
 SKIPPED = "skipped.json"
 
@@ -18,7 +19,5 @@ def read_skipped(folder: str | Path) -> dict[str, str]:
 def labelled_names(config: dict) -> set[str]:
     """Names of the photos of a ReCo+ config's ``labelled_dataset``: trained on their own
     labels, so never pseudo-labelled."""
-    from .registry import open_dataset
-
     spec = config.get("labelled_dataset")
     return {name for name, _, _ in open_dataset(spec).files} if spec else set()

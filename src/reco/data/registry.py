@@ -13,6 +13,7 @@ from ..core.errors import InvalidInputError
 
 def _builders() -> dict[str, tuple[Callable, dict]]:
     """Dataset name -> (its class, the keyword arguments the name fixes)."""
+    # imported when needed: they load numpy, torch, tqdm
     from .cityscapes import Cityscapes
     from .coco import CocoObject, CocoStuff, CocoStuff10k
     from .others import ADE20K, FolderDataset, KittiStep, PascalContext

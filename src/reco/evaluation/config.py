@@ -10,12 +10,13 @@ from typing import Literal
 import yaml
 
 from ..concepts.settings import BankSettings
-from ..core.config import bounded, check_run_name, schema_defaults, validate
+from ..core.config import bounded, check_run_name, expand_paths, merge, read_config, schema_defaults, validate
 from ..core.fields import resolve_settings
 from ..segment.settings import SegmentSettings
 from ..core.errors import ConfigError
 from ..core.paths import atomic_write_bytes, output_folder
 from ..core.protocol import PAPER_SEGMENT, PAPER_SIZE
+from ..core.presets import eval_layer
 
 @dataclass(kw_only=True)
 class ProtocolSchema:
@@ -103,9 +104,6 @@ RUN_ONLY_KEYS = ("out", "reproduces", "paper", "reference", "name")
 def load_config(path: str | Path, overrides=None, strict_paths: bool = True) -> dict:
     """Read a config file over the defaults, apply overrides, expand $VARIABLES in paths (an
     unset one is an error, or with ``strict_paths=False`` stays as written)."""
-    from ..core.config import expand_paths, read_config
-    from ..core.presets import eval_layer
-
     if is_reco_plus_config(path):
         raise ConfigError(f"{path} is a ReCo+ config: evaluate it with `reco eval --config {path}` (or pass "
                           "reco.train.config.load_train_config's result to reco_plus_eval_config)")
@@ -141,8 +139,6 @@ def is_reco_plus_config(path: str | Path) -> bool:
 def reco_plus_eval_config(plus: dict) -> dict:
     """The evaluation of a ReCo+ config (as :func:`reco.train.config.load_train_config` reads it): its checkpoint (``eval_checkpoint``, default
     ``OUT/best.pt``) on its ``val_dataset`` under its training protocol, written to ``OUT/eval``."""
-    from ..core.config import merge
-
     t = plus["train"]
     return merge(DEFAULTS, {
         "name": plus["name"], "reproduces": plus["reproduces"], "paper": plus["paper"], "dataset": plus["val_dataset"],
@@ -154,8 +150,6 @@ def reco_plus_eval_config(plus: dict) -> dict:
 def _with_defaults(saved: dict) -> dict:
     """A saved config with the keys added to reco since it was written at their defaults (so a
     run folder stays usable after an upgrade that adds settings)."""
-    from ..core.config import merge
-
     saved = _moved_to_segment(saved)
     try:
         return merge(DEFAULTS, saved)

@@ -10,12 +10,13 @@ import yaml
 
 from ..core.errors import InvalidInputError
 from ..core.paths import atomic_path, atomic_write_bytes
+from ..data import open_dataset
 
 
 def write_overview(results: dict, count: int = 4, path: str | Path | None = None) -> Path:
     """``overview.png`` beside the results: ``count`` images evenly spread over the evaluated ones,
     each as photo, ground truth and prediction (under the config's protocol), with the class legend."""
-    from ..data import open_dataset
+    # imported when needed: they load Pillow
     from ..core.geometry import centre_crop, centre_crop_label
     from ..core.imageio import load_image
     from ..segment.outputs import read_label_png

@@ -38,6 +38,7 @@ def evaluate_retrieval(index, root: str | Path, k: int = 50, class_names: list[s
     ``class_names`` default to torchvision's ImageNet names (then the tree needs all 1000
     folders) and ``exclude`` to the four ambiguous classes.
     """
+    # imported when needed: they load Pillow
     from tqdm.auto import tqdm
 
     from ..models.prompts import text_embeddings

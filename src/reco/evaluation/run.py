@@ -24,6 +24,13 @@ import torch
 
 from ..core.errors import ImageLoadError, InvalidInputError
 from ..core.paths import atomic_write_bytes, exclusive
+from .. import __version__
+from ..concepts.bank import ConceptBank
+from ..core.device import pick_device
+from ..core.metrics import MeanIoU
+from ..data import open_dataset
+from ..segment.engine import predict_files
+from ..segment.load import load_predictor
 from .config import concept_settings, prepare_run, refuse_foreign_folder, segment_settings
 from .report import results_markdown
 
@@ -49,6 +56,7 @@ class DatasetPredictor:
 
 def prepare_image(image, resize: int | None, crop: int | None, nearest: bool = False):
     """An evaluation image under its protocol: the paper's resize + centre crop, or as it is."""
+    # imported when needed: they load Pillow
     from ..core.geometry import centre_crop
 
     return centre_crop(image, resize, crop, nearest=nearest) if crop else image
@@ -66,8 +74,8 @@ def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = Tr
     """ReCo as ``config`` says (its concepts built once into ``out``, or its saved bank): a
     :class:`DatasetPredictor` whose labels are ``dataset``'s class indices, and the records of
     the models used."""
+    # imported when needed: they load Pillow
     from ..models import create_model
-    from ..segment.load import load_predictor
 
     m, c = config["models"], config["concepts"]
     encoder = create_model(m["encoder"], weights=m["encoder_weights"], device=device)
@@ -89,8 +97,8 @@ def reco_predictor(config: dict, dataset, out: Path, device, progress: bool = Tr
 
 def _bank(config: dict, names: list[str], encoder, clip, out: Path, progress: bool):
     """The config's saved bank, the one built into ``out`` before, or a new one (saved there)."""
+    # imported when needed: they load Pillow
     from ..concepts import build_bank
-    from ..concepts.bank import ConceptBank
 
     path = Path(config["bank"]) if config["bank"] else out / "bank.safetensors"
     if config["bank"] or path.is_file():
@@ -106,8 +114,6 @@ def _bank(config: dict, names: list[str], encoder, clip, out: Path, progress: bo
 
 def checkpoint_predictor(config: dict, dataset, device):
     """A trained ReCo+ network (``config["checkpoint"]``) as :func:`reco_predictor` gives ReCo."""
-    from ..segment.load import load_predictor
-
     segmenter = load_predictor(config["checkpoint"], segment_settings(config), device=device)
     names = segmenter.class_names
     if names != list(dataset.class_names):
@@ -121,9 +127,6 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
              batch_size: int = 8, workers: int | None = None, crf_workers: int | None = None) -> dict:
     """Evaluate ``config`` (see :func:`load_config`); returns and writes the results.
     ``batch_size``, ``workers`` and ``crf_workers``: see :func:`reco.segment.engine.predict_files`."""
-    from ..core.device import pick_device
-    from ..data import open_dataset
-
     # what can be refused is checked before the lock, so a refused run leaves no folder or lock behind
     refuse_foreign_folder(config["out"])
     dataset = open_dataset(config["dataset"])
@@ -134,10 +137,8 @@ def run_eval(config: dict, *, limit: int | None = None, device: str | None = Non
 
 
 def _run_eval(config: dict, dataset, dev, *, limit: int | None, progress: bool, engine: dict) -> dict:
-    from .. import __version__
-    from ..segment.engine import predict_files
+    # imported when needed: they load Pillow
     from ..core.geometry import centre_crop_label
-    from ..core.metrics import MeanIoU
     from ..core.imageio import check_image_file
     from ..segment.outputs import read_label_png, save_label_png
 

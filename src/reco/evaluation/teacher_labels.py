@@ -17,8 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InvalidInputError
-from ..core.paths import exclusive
+from ..core.paths import atomic_write_bytes, exclusive
 from ..data.pseudo_labels import SKIPPED, labelled_names, read_skipped
+from ..core.device import pick_device
+from ..data import open_dataset
+from ..segment.engine import predict_files
+from .config import DEFAULTS, load_config, prepare_run
+from .run import protocol_preparer, reco_predictor
 
 def confidence_map(prediction) -> np.ndarray:
     """(H, W) uint8: the winning class's share of a Prediction's per-pixel probabilities, times 255."""
@@ -28,8 +33,6 @@ def confidence_map(prediction) -> np.ndarray:
 def reco_config_for(config: dict, out: str | Path | None = None) -> dict:
     """The ReCo config named by a ReCo+ config's ``reco`` key, turned to its training images
     under its training protocol (the pseudo-labels must match the crops ``reco train`` reads)."""
-    from .config import DEFAULTS, load_config
-
     if not config["reco"]:
         raise InvalidInputError(f"{config['name']}: the config needs `reco:` (the ReCo config whose concepts make the "
                          "pseudo-labels, e.g. configs/reco-cityscapes27.yaml)")
@@ -62,13 +65,7 @@ def make_pseudo_labels(config: dict, *, out: str | Path | None = None, limit: in
 
 def _make_pseudo_labels(config: dict, *, out: str | Path | None, limit: int | None, confidence: bool,
                         device: str | None, progress: bool, engine: dict) -> dict:
-    from ..data import open_dataset
-    from ..core.device import pick_device
-    from ..segment.engine import predict_files
-    from .config import prepare_run
-    from .run import protocol_preparer, reco_predictor
-    from ..core.errors import InvalidInputError
-    from ..core.paths import atomic_write_bytes
+    # imported when needed: they load Pillow
     from ..segment.outputs import is_label_png, save_label_png
 
     reco = reco_config_for(config, out)

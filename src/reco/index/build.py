@@ -12,6 +12,9 @@ import torch
 from .. import __version__
 from ..core.errors import InvalidInputError, ModelMismatchError
 from ..core.paths import check_writable, exclusive
+from ..core.device import pick_device
+from ..core.processes import bound_to_this_process
+from ..models import create_model
 from . import store
 from .check import damaged_shards, index_damage, read_meta_or_none
 from .items import ITEM_OFFSETS, ITEM_STRINGS, write_item_lookup
@@ -78,9 +81,6 @@ def build_index(
     Resumable: run again after an interruption and it continues with the first unfinished
     shard. Unreadable images are skipped and listed in ``skipped.parquet``.
     """
-    from ..core.device import pick_device
-    from ..models import create_model
-
     if index_type not in ("flat", "ivfpq"):
         raise InvalidInputError(f"index type must be 'flat' or 'ivfpq', got {index_type!r}")
     if shard_size < 1 or batch_size < 1:
@@ -141,6 +141,7 @@ def _build(out: Path, model, source, items, index_type, engine, batch_size, num_
     n_shards = math.ceil(len(items) / shard_size)
     if meta["status"] != "complete":
         if engine == "ray":
+            # imported when needed: ray_engine imports this module
             from .ray_engine import embed_shards_ray
 
             embed_shards_ray(items, model, out, shard_size, batch_size, progress=progress)
@@ -153,6 +154,7 @@ def _build(out: Path, model, source, items, index_type, engine, batch_size, num_
     elif not (out / ITEM_OFFSETS).is_file():  # an index built before the item lookup existed
         write_item_lookup(out / "items.parquet", out)
     if index_type == "ivfpq" and "ivfpq" not in meta:
+        # imported when needed: ivfpq_build imports this module
         from .ivfpq_build import build_ivfpq
 
         meta["ivfpq"] = build_ivfpq(out, n_shards, shard_size, progress=progress)
@@ -165,8 +167,6 @@ def _build(out: Path, model, source, items, index_type, engine, batch_size, num_
 
 def _embed_shards(items, model, out, shard_size, batch_size, num_workers, progress) -> None:
     from tqdm.auto import tqdm
-
-    from ..core.processes import bound_to_this_process
 
     batches = shard_batches(len(items), shard_size, batch_size, unfinished_shards(out, len(items), shard_size))
     if not batches:

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from ..core.errors import EmptyInputError, InputNotFoundError, InvalidInputError, ModelMismatchError
+from ..models import create_model
+from ..models.prompts import text_embeddings
 from .backends import RERANK_FACTOR, faiss_ivf, rank_candidates, vector_scores
 from .retrieval import Hit
 from . import store
@@ -59,6 +61,7 @@ class ImageIndex:
     def open(cls, root: str | Path, clip=None) -> "ImageIndex":
         """Open a built index: its metadata, memory-mapped embedding shards and the item table's
         layout; no embedding or item is read until a search needs it."""
+        # imported when needed: check imports this module
         from .check import read_meta_or_none, refuse_damaged
 
         root = Path(root)
@@ -105,8 +108,6 @@ class ImageIndex:
     def clip(self):
         """The index's CLIP, created on first use from the name and checked against the hash."""
         if self._clip is None:
-            from ..models import create_model
-
             clip = create_model(self.model_name)
             self.check_clip(clip)
             self._clip = clip
@@ -116,8 +117,6 @@ class ImageIndex:
         if isinstance(query, (np.ndarray, torch.Tensor)):  # first: a search's hot path imports nothing
             return torch.as_tensor(query).float().flatten()
         from PIL import Image
-
-        from ..models.prompts import text_embeddings
 
         if isinstance(query, str):
             return text_embeddings(self.clip, [query])[0]
@@ -129,9 +128,11 @@ class ImageIndex:
 
     def _searcher(self):
         if self._search_index is None:
+            # imported when needed: backends imports this module
             from .backends import exact_index
 
             if self.is_ivfpq:
+                # imported when needed: ivfpq_build imports this module
                 from .ivfpq_build import read_ivfpq
 
                 self._search_index = read_ivfpq(self.root, self.meta["ivfpq"]["nprobe"])
@@ -142,6 +143,7 @@ class ImageIndex:
     def distribute(self, actors: int) -> "ImageIndex":
         """Search across ``actors`` Ray actors (spread over the cluster's nodes), each serving
         some parts of the index; results equal the single-process search's."""
+        # imported when needed: ray_search imports this module
         from .ray_search import RaySearch
 
         self._search_index = RaySearch(self.root, self.meta, actors)

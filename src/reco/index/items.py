@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from ..core.paths import atomic_path
 
 #: The id/path lookup of an index folder: the offsets file (written last: its presence marks
 #: a complete lookup) and the records.
@@ -21,8 +22,6 @@ def write_item_lookup(items_parquet: Path, root: Path) -> None:
     back (ITEM_STRINGS) and the int64 offsets where they start and end (ITEM_OFFSETS, a .npy
     array of count + 1), streaming, one batch in memory."""
     import pyarrow.parquet as pq
-
-    from ..core.paths import atomic_path
 
     table = pq.ParquetFile(items_parquet)
     # renamed into place in reverse order: the records first, then the offsets that mark them complete

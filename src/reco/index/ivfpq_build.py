@@ -26,7 +26,7 @@ import numpy as np
 
 from ..core.paths import atomic_path
 from . import store
-from .backends import RERANK_FACTOR, StreamingExact, ivfpq_params, trained_ivfpq, training_rows, tune_nprobe
+from .backends import ivfpq_params, RERANK_FACTOR, set_nprobe, StreamingExact, trained_ivfpq, training_rows, tune_nprobe
 from .rerank import RerankCodes, has_rerank_codes, write_rerank_codes
 
 #: About this many rows of embeddings go into one part (a whole number of shards).
@@ -192,8 +192,6 @@ def read_ivfpq(root: str | Path, nprobe: int):
     """The IVF-PQ search structure of an index folder, memory-mapped: on-disk lists (format 2)
     or lists inside ivfpq.faiss (format 1)."""
     import faiss
-
-    from .backends import set_nprobe
 
     root = Path(root)
     if (root / LISTS_FILE).is_file():

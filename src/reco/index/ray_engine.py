@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 
 from ..core.errors import MissingDependencyError, ModelMismatchError
+from ..models import create_model
 from .shards import ShardWriter, embed_rows, read_item, shard_batches, unfinished_shards
 from .sources import SourceItem
 
@@ -21,8 +22,6 @@ class _EmbedBatches:
     """Ray actor: builds the CLIP once (checking its weights against the driver's), then embeds batches."""
 
     def __init__(self, model_name: str, weights: str | None, expected_sha256: str | None):
-        from ..models import create_model
-
         self.model = create_model(model_name, weights=weights)
         got = self.model.weights_sha256()
         if got != expected_sha256:

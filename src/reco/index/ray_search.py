@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InvalidInputError, MissingDependencyError
+from . import store
+from .ivfpq_build import n_parts, part_path
 
 
 class _PartSearcher:
@@ -23,9 +25,6 @@ class _PartSearcher:
 
     def __init__(self, root: str, meta: dict, units: list[int]):
         import faiss
-
-        from . import store
-        from .ivfpq_build import part_path
 
         root = Path(root)
         if "ivfpq" in meta:
@@ -67,7 +66,6 @@ class RaySearch:
         except ImportError:
             raise MissingDependencyError(
                 "sharded search needs the 'distributed' extra: pip install 'reco[distributed]'") from None
-        from .ivfpq_build import n_parts
 
         if "ivfpq" in meta and meta["ivfpq"].get("lists") != "on-disk":
             raise InvalidInputError(f"{root}: this IVF-PQ index was built by an older reco without parts to "

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.paths import atomic_path
 from .items import npy_layout, read_rows
 
 RERANK_CODES, RERANK_QUANTIZER = "rerank.codes.npy", "rerank.faiss"
@@ -39,8 +40,6 @@ def write_rerank_codes(root: Path, shards, sample: np.ndarray, progress: bool = 
     embedding of ``shards`` (a store.ShardedEmbeddings), streaming, one chunk in memory."""
     import faiss
     from tqdm.auto import tqdm
-
-    from ..core.paths import atomic_path
 
     root = Path(root)
     d = sample.shape[1]

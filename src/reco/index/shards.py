@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from ..core.errors import ImageLoadError
+from ..core.geometry import MAX_ASPECT_RATIO
+from ..core.imageio import decode_image
 from . import store
 from .sources import SourceItem
 
@@ -21,9 +23,6 @@ from .sources import SourceItem
 def read_item(item: SourceItem, preprocess, blank_shape: tuple[int, int, int]) -> tuple[torch.Tensor, dict]:
     """Decode and preprocess one item -> (input tensor, table row). An unreadable item gives a
     blank tensor and a row with ok=False and the reason."""
-    from ..core.geometry import MAX_ASPECT_RATIO
-    from ..core.imageio import decode_image
-
     row = {"id": item.id, "path": item.display_path}
     try:
         data = item.read_bytes()

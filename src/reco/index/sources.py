@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..core.errors import EmptyInputError, InputNotFoundError, InvalidInputError
 from ..core.imageio import IMAGE_SUFFIXES
+from ..core.paths import with_utf8_names
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,6 @@ class SourceItem:
 
 
 def _folder(root: Path) -> list[SourceItem]:
-    from ..core.paths import with_utf8_names
-
     files = with_utf8_names(sorted(p for p in root.rglob("*") if p.is_file()
                                    and not any(part.startswith(".") for part in p.relative_to(root).parts)))
     return [SourceItem(str(p.relative_to(root)), str(p.resolve())) for p in files]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.paths import atomic_write_bytes
+from ..core.paths import atomic_path, atomic_write_bytes
 from .items import read_rows, write_item_lookup
 
 FORMAT = "reco.image_index/2"
@@ -130,8 +130,6 @@ def finalize(root: Path, n_shards: int) -> tuple[int, int]:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-
-    from ..core.paths import atomic_path
 
     count = skipped = 0
     with contextlib.ExitStack() as stack:

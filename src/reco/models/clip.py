@@ -14,6 +14,8 @@ from ..core.errors import InvalidInputError, WeightsMismatchError
 from .base import RecoModel
 from .spec import ModelSpec
 from .weights import ResolvedWeights, load_state_dict
+from .dense_clip import dense_clip_vit
+from .registry import DENSE_CLIP_MODES
 
 
 def maskclip_resnet(visual, images: torch.Tensor) -> torch.Tensor:
@@ -53,8 +55,6 @@ class ClipModel(RecoModel):
     def _checked_mode(self, mode: str) -> str:
         from open_clip.transformer import VisionTransformer
 
-        from .registry import DENSE_CLIP_MODES
-
         if mode not in DENSE_CLIP_MODES:
             raise InvalidInputError(f"unknown dense CLIP variant {mode!r}; known: {', '.join(DENSE_CLIP_MODES)}")
         if mode != "maskclip" and not isinstance(self.clip.visual, VisionTransformer):
@@ -87,8 +87,6 @@ class ClipModel(RecoModel):
         ``mode`` (default: the model's, see :meth:`use_dense_mode`)."""
         from open_clip.modified_resnet import ModifiedResNet
         from open_clip.transformer import VisionTransformer
-
-        from .dense_clip import dense_clip_vit
 
         self._check_batch(images)
         mode = self._checked_mode(mode or self.dense_mode)

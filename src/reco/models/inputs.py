@@ -11,6 +11,8 @@ from PIL import Image
 
 from ..core.errors import ConfigError
 from ..core.geometry import model_side, resize_shorter_side
+from ..core.imageio import to_rgb
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 #: Input normalisations: ``"model"`` (the model's own mean/std, which travel with it) or
 #: ``"imagenet"`` (ImageNet's, which the published ReCo code gave its dense CLIP too).
@@ -19,8 +21,6 @@ NORMALISATIONS = ("model", "imagenet")
 
 def preprocess_config(model, normalisation: str = "model", **changes):
     """``model``'s preprocessing with ``changes`` (size, crop, interpolation) and ``normalisation``."""
-    from .preprocess import IMAGENET_MEAN, IMAGENET_STD
-
     if normalisation not in NORMALISATIONS:
         raise ConfigError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}")
     if normalisation == "imagenet":
@@ -62,8 +62,6 @@ def padded_features(model, crop: torch.Tensor, amp: bool = False, pad: bool = Tr
 def full_frame_features(model, image: Image.Image, size: int | None, amp: bool = False) -> torch.Tensor:
     """Dense features (D, gh, gw) of the whole ``image`` with its shorter side at ``size`` (None
     keeps it), padded right/bottom to the patch multiple: the framing of a one-window Segmenter."""
-    from ..core.imageio import to_rgb
-
     image = to_rgb(image)
     work = image if size is None else resize_shorter_side(image, size)
     return padded_features(model, unresized_input(model, work), amp)

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from ..core.errors import InvalidInputError
+from ..core.imageio import to_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,8 +46,6 @@ class PreprocessCfg:
         """PIL image (any mode) -> normalised float tensor (3, H, W)."""
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as TF
-
-        from ..core.imageio import to_rgb
 
         image = to_rgb(image)
         mode = InterpolationMode(self.interpolation)

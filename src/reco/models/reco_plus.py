@@ -11,8 +11,11 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import InputNotFoundError, InvalidInputError
+from ..core.errors import InputNotFoundError, InvalidInputError, WeightsNotFoundError
+from ..core.paths import atomic_write_bytes
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+from . import create_model
+from .weights import fetch, load_state_dict, parse_weight_spec
 
 #: DeepLabv3+ name -> (smp encoder, decoder channels). "tiny-deeplabv3plus" is for tests and CPU smoke runs.
 #: A DeepLabv3+'s output stride: its training crops must be multiples of it.
@@ -76,8 +79,6 @@ class FrozenEncoderSegmenter(torch.nn.Module):
 def _build_frozen(arch: str, num_classes: int, encoder_weights: str | None) -> FrozenEncoderSegmenter:
     """``encoder_weights``: None -> random (a checkpoint's state replaces them), ``default`` ->
     where :func:`reco.models.create_model` finds them, else a weight spec."""
-    from . import create_model
-
     name, channels = FROZEN_ARCHS[arch]
     weights = "random" if encoder_weights is None else None if encoder_weights == "default" else encoder_weights
     encoder = create_model(name, weights=weights)
@@ -102,9 +103,6 @@ def build_reco_plus(arch: str, num_classes: int, encoder_weights: str | None = N
     model = smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=num_classes,
                               decoder_channels=channels)
     if encoder_weights:
-        from ..core.errors import WeightsNotFoundError
-        from .weights import fetch, load_state_dict, parse_weight_spec
-
         source = parse_weight_spec(encoder_weights, ("model.safetensors", "pytorch_model.bin"))
         notes: list[str] = []
         path = fetch(source, None, notes)
@@ -128,8 +126,6 @@ def build_reco_plus(arch: str, num_classes: int, encoder_weights: str | None = N
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write a checkpoint atomically (a crash never leaves half a file)."""
     import io
-
-    from ..core.paths import atomic_write_bytes
 
     buffer = io.BytesIO()
     torch.save(state, buffer)

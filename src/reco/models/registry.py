@@ -37,6 +37,7 @@ def _dense(name, builder, arch, embed_dim, patch, size, repo, description, arch_
 
 def builtin_specs() -> list[ModelSpec]:
     """The models reco knows out of the box (the paper's and their modern successors)."""
+    # imported when needed: _testing imports this module
     from ._testing import tiny_specs
 
     return [

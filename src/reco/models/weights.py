@@ -160,6 +160,7 @@ def fetch(source: WeightSource, model: ModelSpec, notes: list[str]) -> Path | No
     if source.kind == "hf-hub":
         return _fetch_hub(source, notes)
     if source.kind == "import":
+        # imported when needed: importers imports this module
         from .importers import run_importer
 
         return run_importer(source.location, model.name, notes)

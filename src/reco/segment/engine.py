@@ -20,6 +20,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from ..core.errors import ConfigError, InvalidInputError, RecoError
+from ..core.processes import bound_to_this_process, exit_with_parent
 
 
 def default_workers() -> int:
@@ -53,7 +55,7 @@ class _Frames(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i):
-        from ..core.errors import RecoError
+        # imported when needed: they load Pillow
         from ..core.geometry import MAX_ASPECT_RATIO
         from ..core.imageio import load_image
 
@@ -88,6 +90,7 @@ def _unchanged(image):
 
 def _crf_finish(probabilities: np.ndarray, image: np.ndarray, original_size, names, keep, variant: str):
     """:func:`reco.segment.prediction.finish` with the CRF, in a pool process (numpy in and out)."""
+    # imported when needed: they load Pillow
     import torch as _torch
 
     from .prediction import finish
@@ -105,8 +108,6 @@ def _submit_crf(pool, u, variant: str):
 def _embeddings(segmenter, arrays) -> list:
     """:meth:`~reco.segment.segmenter.Segmenter.encode_batch` of ``arrays``; if one of them cannot be
     encoded, each is encoded alone and the failures become their error messages."""
-    from ..core.errors import InvalidInputError
-
     try:
         return segmenter.encode_batch(arrays)
     except InvalidInputError:
@@ -121,8 +122,6 @@ def _embeddings(segmenter, arrays) -> list:
 
 def _init_crf_worker(parent: int) -> None:
     import signal
-
-    from ..core.processes import exit_with_parent
 
     exit_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent answers it alone
@@ -143,11 +142,10 @@ def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts:
     (default :func:`default_crf_workers`; 0 runs it in this process). With the pool on a CPU
     encoder, the encoder's torch threads are cut to the cores the pool leaves free, and restored.
     """
+    # imported when needed: they load Pillow
     from tqdm.auto import tqdm
 
-    from ..core.errors import ConfigError, InvalidInputError
     from .prediction import Prediction, Unfinished, select_concepts
-    from ..core.processes import bound_to_this_process
     from .segmenter import Segmenter
 
     if batch_size < 1:

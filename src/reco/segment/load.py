@@ -29,11 +29,13 @@ def load_predictor(source, settings: SegmentSettings | None = None, *, device=No
     :class:`~reco.segment.reco_plus.ReCoPlusSegmenter`, at its training size unless ``size``
     says otherwise). Both answer ``predict_image(image, concepts)``.
     """
+    # imported when needed: they load Pillow, torch, tqdm
     from ..core.device import pick_device
 
     settings = (settings or SegmentSettings()).with_overrides(**overrides)
     dev = pick_device(device)
     if is_checkpoint(source):
+        # imported when needed: they load Pillow, torch, tqdm
         from .reco_plus import ReCoPlusSegmenter
 
         return ReCoPlusSegmenter.from_checkpoint(source, dev, settings)

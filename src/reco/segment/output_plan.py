@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..core.errors import InputNotFoundError, InvalidInputError
 from ..core.imageio import IMAGE_SUFFIXES
+from ..core.paths import with_utf8_names
 
 MANIFEST = ".reco-segment.jsonl"
 
@@ -79,8 +80,6 @@ def read_manifest(out: Path) -> list[dict]:
 
 
 def _images_under(folder: Path, exclude: Path | None, skipped: list) -> list[Path]:
-    from ..core.paths import with_utf8_names
-
     files = []
     for f in with_utf8_names(sorted(folder.rglob("*")), skipped):
         if exclude is not None and (f == exclude or exclude in f.parents):

@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 
 from ..core.paths import atomic_write_bytes
+from ..core.imageio import read_label_map
+from ..core.viz import label_image, overlay_with_legend
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -43,8 +45,6 @@ def is_label_png(path: str | Path) -> bool:
 
 def read_label_png(path: str | Path) -> torch.Tensor:
     """An (H, W) int64 label map from a PNG written by :func:`save_label_png`."""
-    from ..core.imageio import read_label_map
-
     return torch.from_numpy(read_label_map(path).astype(np.int64))
 
 
@@ -64,8 +64,6 @@ def save_prediction(prediction, image: Image.Image, out: str | Path, stem: str, 
     with ``probabilities``, ``<stem>_probabilities.safetensors`` (the (C, H, W) probabilities
     with the concept names in its metadata)."""
     from safetensors.torch import save
-
-    from ..core.viz import label_image, overlay_with_legend
 
     out = Path(out)
     labels = prediction.labels.numpy()

@@ -16,6 +16,8 @@ from PIL import Image
 
 from ..core.errors import ConfigError, InvalidInputError, UnknownConceptError
 from ..core.geometry import MAX_WORKING_PIXELS, aspect_ratio_problem, resize_shorter_side, shorter_side_size
+from ..core.imageio import load_image, to_rgb
+from .crf import dense_crf
 
 
 #: Channels upsampled to the original size at a time: labels and confidence never hold more
@@ -123,8 +125,6 @@ def working_image(image, size: int | None, resample=Image.BICUBIC) -> Image.Imag
     RGB with its shorter side at ``size`` (None keeps it). The size it would have is checked
     first: an extreme aspect ratio or more than :data:`~reco.core.geometry.MAX_WORKING_PIXELS`
     pixels is an InvalidInputError, before any memory is spent on it."""
-    from ..core.imageio import to_rgb
-
     image = as_pil_image(image)
     problem = aspect_ratio_problem(image.width, image.height)
     if problem:
@@ -145,8 +145,6 @@ def as_pil_image(image) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, (str, Path)):
-        from ..core.imageio import load_image
-
         return load_image(image)
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and (
             image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
@@ -192,8 +190,6 @@ def finish(probabilities: torch.Tensor, image: np.ndarray, original_size: tuple[
     channels ``keep`` (default all); labels at ``original_size`` (H, W) from the bilinear upsampling,
     taken a few channels at a time (the probabilities are upsampled only when read)."""
     if crf:
-        from .crf import dense_crf
-
         probabilities = torch.from_numpy(dense_crf(image, probabilities.numpy(), variant=crf_variant))
     if keep is not None:
         probabilities = probabilities[keep]

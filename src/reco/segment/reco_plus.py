@@ -11,6 +11,8 @@ from PIL import Image
 
 from ..core.errors import ConfigError
 from ..core.imageio import to_rgb
+from ..models.reco_plus import build_reco_plus, MEAN, read_checkpoint, STD
+from ..models.weights import file_sha256
 from .prediction import (
     Prediction,
     Unfinished,
@@ -27,9 +29,6 @@ from ..core.protocol import PAPER_SIZE
 def load_trained(path: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
     """The network of a ``reco train`` checkpoint (``best.pt`` or ``last.pt``) in eval mode, and
     its metadata: ``arch``, ``class_names``, ``config``, ``iteration`` and ``sha256`` of the file."""
-    from ..models.weights import file_sha256
-    from ..models.reco_plus import build_reco_plus, read_checkpoint
-
     state = read_checkpoint(path)
     meta = dict(state["reco_plus"], iteration=state.get("iteration"), sha256=file_sha256(path))
     model = build_reco_plus(meta["arch"], len(meta["class_names"]))
@@ -41,8 +40,6 @@ def load_trained(path: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]
 def class_probabilities(model, image: Image.Image, amp: bool = False) -> torch.Tensor:
     """Softmax (C, H, W) of ``model`` for a PIL image (padded to a multiple of 16, cropped back)."""
     from torchvision.transforms import functional as TF
-
-    from ..models.reco_plus import MEAN, STD
 
     device = next(model.parameters()).device
     x = TF.normalize(TF.to_tensor(to_rgb(image)), MEAN, STD)[None].to(device)

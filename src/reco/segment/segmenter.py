@@ -31,6 +31,7 @@ from PIL import Image
 from ..concepts.coseg import language_scores, similarity_probability
 from ..core.errors import ConfigError, InvalidInputError
 from ..models.inputs import padded_features, unresized_input
+from ..concepts.settings import BankSettings
 from .prediction import Prediction, as_pil_image, average_windows, finish, select_concepts, window_boxes, working_image
 from .settings import DEFAULT_SIZE, SegmentSettings
 from ..concepts.prototypes import concept_similarity, self_support
@@ -78,8 +79,6 @@ def _window_features(model, window: torch.Tensor, framing: str, amp: bool) -> to
 
 def _clip_normalisation(bank) -> str:
     """How the bank's dense CLIP inputs were normalised (its ``clip_normalisation`` setting)."""
-    from ..concepts.settings import BankSettings
-
     return BankSettings.from_provenance(bank.provenance).input_normalisation("clip")
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 from ..core.protocol import PAPER_SIZE
+from ..models.reco_plus import MEAN, STD
 
 IGNORE = 255
 
@@ -77,8 +78,6 @@ class PairAugment:
     def __call__(self, image: Image.Image, label: np.ndarray, g: torch.Generator):
         """(normalised (3, crop, crop) tensor, (crop, crop) int64 label)."""
         from torchvision.transforms import functional as TF
-
-        from ..models.reco_plus import MEAN, STD
 
         image, label_image = self.geometric(image, Image.fromarray(label.astype(np.uint8), mode="L"), g)
         image = self.photometric(image, g)

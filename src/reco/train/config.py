@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.config import bounded, schema_defaults, validate
+from ..core.config import bounded, check_run_name, expand_paths, read_config, schema_defaults, validate
 from ..core.errors import ConfigError
 from ..core.fields import resolve_settings
 from ..core.protocol import PAPER_SEGMENT, PAPER_SIZE
@@ -67,8 +67,6 @@ TRAIN_DEFAULTS = schema_defaults(TrainSchema)
 
 def load_train_config(path, overrides=None) -> dict:
     """A ReCo+ config over :data:`TRAIN_DEFAULTS` (``--set`` overrides, $VARIABLES expanded)."""
-    from ..core.config import check_run_name, expand_paths, read_config
-
     config = read_config(path, TRAIN_DEFAULTS, overrides, moved={"train.val_crf": "segment.crf"})
     check_run_name(path, config["name"])
     config["out"] = config["out"] or f"runs/{config['name']}"
@@ -86,6 +84,7 @@ def load_train_config(path, overrides=None) -> dict:
     if not t["random_crop"] <= crop <= t["resize"]:
         raise ConfigError(f"{path}: train needs random_crop <= crop <= resize, got {t['random_crop']}, {t['crop']}, "
                           f"{t['resize']}")
+    # imported when needed: they load Pillow, torch, tqdm
     from ..models.reco_plus import DEEPLAB_ARCHS, DEEPLAB_STRIDE
 
     if config["model"]["arch"] in DEEPLAB_ARCHS and t["random_crop"] % DEEPLAB_STRIDE:

@@ -20,6 +20,17 @@ from PIL import Image
 
 from ..core.errors import InputNotFoundError, InvalidInputError
 from ..core.paths import exclusive
+from ..core.device import pick_device
+from ..core.geometry import centre_crop, centre_crop_label, resize_shorter_side
+from ..core.imageio import load_image, read_label_map
+from ..core.metrics import MeanIoU
+from ..core.processes import bound_to_this_process
+from ..data import open_dataset
+from ..data.pseudo_labels import read_skipped
+from ..models.reco_plus import build_reco_plus, read_checkpoint, save_checkpoint
+from ..segment.reco_plus import ReCoPlusSegmenter
+from ..segment.settings import SegmentSettings
+from .augment import PairAugment
 
 
 def _mix(*values: int) -> int:
@@ -55,8 +66,6 @@ class TrainItem(NamedTuple):
 def read_training_label(item: TrainItem, min_confidence: float = 0.0) -> np.ndarray:
     """(H, W) class indices of ``item`` (255 = ignored): a ground truth through its dataset's
     table, a pseudo-label as written, less the pixels whose confidence is below ``min_confidence``."""
-    from ..core.imageio import read_label_map
-
     if item.ground_truth is not None:
         return item.ground_truth.lut[item.ground_truth.read_values(item.label)]
     label = read_label_map(item.label)
@@ -84,9 +93,6 @@ class TrainingSet(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, key):
-        from ..core.geometry import centre_crop, centre_crop_label, resize_shorter_side
-        from ..core.imageio import load_image
-
         index, sample_key = key
         item = self.items[index]
         image = load_image(item.image, upright=False)  # pseudo-labels and labels are drawn on the stored pixels
@@ -112,9 +118,6 @@ def training_items(config: dict) -> tuple[list[TrainItem], list[str]]:
     """The training photos and the class names: the training split's photos with their
     pseudo-labels (less the images ``reco pseudo-label`` could not read, and those of
     ``labelled_dataset``), then the ``labelled_dataset``'s photos with their ground truth."""
-    from ..data import open_dataset
-    from ..data.pseudo_labels import read_skipped
-
     dataset = open_dataset(config["train_dataset"])
     labels = Path(config["pseudo_labels"])
     unreadable = read_skipped(labels)
@@ -146,8 +149,6 @@ def training_items(config: dict) -> tuple[list[TrainItem], list[str]]:
 def check_label_values(paths: list[Path], num_classes: int) -> None:
     """Refuse, before training starts, a pseudo-label holding a value that is neither a class
     index below ``num_classes`` nor the ignore value 255 (it would fail mid-run, or train wrongly)."""
-    from ..core.imageio import read_label_map
-
     for path in paths:
         values = np.unique(read_label_map(path))
         bad = values[(values >= num_classes) & (values != 255)]
@@ -166,8 +167,6 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: t
 
 def initial_model(config: dict, num_classes: int, pretrained: bool = True):
     """The network before training: seeded random head (and encoder unless pretrained weights load)."""
-    from ..models.reco_plus import build_reco_plus
-
     torch.manual_seed(_mix(config["train"]["seed"], 0xC0FFEE))
     m = config["model"]
     return build_reco_plus(m["arch"], num_classes, m["encoder_weights"] if pretrained else None)
@@ -187,12 +186,6 @@ def _distributed() -> tuple[int, int]:
 def validate(model, config: dict, limit: int | None = None) -> float:
     """mIoU (%) of ``model`` on the validation split under the paper's protocol, segmented as the
     config's ``segment:`` says (DenseCRF by default, as the published code selects its best checkpoint)."""
-    from ..data import open_dataset
-    from ..core.geometry import centre_crop, centre_crop_label
-    from ..core.metrics import MeanIoU
-    from ..segment.reco_plus import ReCoPlusSegmenter
-    from ..segment.settings import SegmentSettings
-
     dataset = open_dataset(config["val_dataset"])
     t = config["train"]
     whole = t["crop"] is None  # whole frames at shorter side `resize`, scored at their own size
@@ -221,12 +214,6 @@ def train(config: dict, *, resume: bool = False, device: str | None = None, prog
 
 def _train(config: dict, *, resume: bool = False, device: str | None = None, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
-
-    from ..data import open_dataset
-    from ..core.device import pick_device
-    from ..core.processes import bound_to_this_process
-    from .augment import PairAugment
-    from ..models.reco_plus import read_checkpoint, save_checkpoint
 
     t, m = config["train"], config["model"]
     rank, world = _distributed()
