@@ -40,8 +40,9 @@ demo: $(DEMO_STAMP)
 web: $(WEB_STAMP)
 	$(VENV)/bin/reco demo --web
 
+# A worker per core (pytest-xdist), each test file on one worker (its module fixtures built once).
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest --durations=25 $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n auto --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)

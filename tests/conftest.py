@@ -11,6 +11,20 @@ def pytest_configure(config):
     root = tempfile.mkdtemp(prefix="reco-tests-")
     os.environ["RECO_CACHE_DIR"] = os.path.join(root, "reco")
     os.environ["HF_HOME"] = os.path.join(root, "hf")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:  # a worker per core (make test): each computes on its share, never oversubscribed
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+#: Test files that take longest, started first so that `make test`'s workers (pytest-xdist, one
+#: file per worker at a time) finish together instead of one waiting on the last long file.
+LONGEST_FIRST = ("test_camvid.py", "test_web_drawing.py", "test_reco_plus.py", "test_demo.py", "test_engine.py",
+                 "test_web.py", "test_ivfpq_build.py", "test_web_inputs.py", "test_bounded_memory.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 def require_offline_weights():

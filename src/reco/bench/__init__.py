@@ -7,6 +7,7 @@ import json
 import platform
 import time
 from pathlib import Path
+
 from ..core.errors import WeightsNotFoundError
 from ..core.paths import atomic_write_bytes
 

@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
 from ..core.protocol import WORKING_SIZE
 from ..core.errors import RecoError
 from ..data import open_dataset

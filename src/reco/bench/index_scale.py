@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from .mixture import Mixture
 
 K, QUERIES, SHARD_SIZE, D = 50, 200, 100_000, 768

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from ..core.paths import atomic_path
 from ..core.samples import available_samples, sample_path
 from .camvid import camvid_root

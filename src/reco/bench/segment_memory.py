@@ -6,6 +6,7 @@ peak resident memory (``ru_maxrss``) after loading the model and photo, and afte
 from __future__ import annotations
 
 import multiprocessing
+
 from . import model_or_random
 
 ENCODER = "dinov2-vits14"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
+
 from ..core.errors import ImageLoadError
 
 

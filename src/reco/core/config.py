@@ -60,13 +60,20 @@ def read_config(path: str | Path, defaults: dict, overrides=None, presets=None, 
         if presets is not None and data.get("preset") is not None:
             config = merge(config, presets(data["preset"]))
         config = merge(config, {k: v for k, v in data.items() if k != "name"} if data is not own else data)
+    for item in overrides or ():  # --set OLD=... gets the same message as OLD in the file
+        _refuse_moved("--set", {item.split("=", 1)[0].strip(): None} if "=" in item else {}, moved or {}, dotted=True)
     config = apply_overrides(config, overrides)
     config["name"] = config["name"] or Path(path).stem
     return config
 
 
-def _refuse_moved(path, data: dict, moved: dict) -> None:
+def _refuse_moved(path, data: dict, moved: dict, dotted: bool = False) -> None:
+    """Refuse a key of ``data`` (``dotted``: its keys are dotted paths) that ``moved`` names."""
     for old, new in moved.items():
+        if dotted:
+            if old in data:
+                raise ConfigError(f"{path}: config key {old} is now {new}: move it there")
+            continue
         holder = data
         *within, key = old.split(".")
         for part in within:

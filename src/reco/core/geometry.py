@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
 from .errors import ConfigError
 
 #: Longer side / shorter side above which images are refused: resizing the shorter side to a

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 from pathlib import Path
+
 from .errors import BusyError, InvalidInputError, OutputWriteError
 
 

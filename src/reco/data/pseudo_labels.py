@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 from .registry import open_dataset
 
 SKIPPED = "skipped.json"

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from ..core.paths import atomic_path
 
 #: The id/path lookup of an index folder: the offsets file (written last: its presence marks

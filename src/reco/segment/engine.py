@@ -20,8 +20,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+
 from ..core.errors import ConfigError, InvalidInputError, RecoError
 from ..core.processes import bound_to_this_process, exit_with_parent
+from .settings import SegmentSettings
 
 
 def default_workers() -> int:
@@ -154,9 +156,10 @@ def predict_files(predictor, items, *, prepare: Callable = _unchanged, concepts:
     several = len(items) > 1  # worker processes only pay for their start-up from two images on
     workers = (default_workers() if workers is None else workers) if several else 0
     batched = isinstance(predictor, Segmenter)
-    crf_in_pool = ((batched or hasattr(predictor, "unfinished")) and getattr(getattr(predictor, "settings", None), "crf", False) and several
+    settings = getattr(predictor, "settings", None) or SegmentSettings()  # a user's own Predictor: the defaults
+    crf_in_pool = ((batched or hasattr(predictor, "unfinished")) and settings.crf and several
                    and (default_crf_workers() if crf_workers is None else crf_workers) > 0)
-    variant = getattr(getattr(predictor, "settings", None), "crf_variant", "reco")
+    variant = settings.crf_variant
     loader = torch.utils.data.DataLoader(_Frames(items, prepare, upright), batch_size=batch_size, num_workers=workers,
                                          collate_fn=_as_list, prefetch_factor=2 if workers else None,
                                          worker_init_fn=bound_to_this_process() if workers else None)

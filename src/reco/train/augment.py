@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+
 from ..core.protocol import PAPER_SIZE
 from ..models.reco_plus import MEAN, STD
 

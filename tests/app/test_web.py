@@ -12,7 +12,7 @@ from PIL import Image
 
 pytest.importorskip("gradio", reason="the web extra (gradio) is not installed: pip install 'reco[web]'")
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 MAX_PIXELS = 4_000_000
 
 

@@ -13,7 +13,7 @@ from reco.core.errors import ConfigError
 from reco.evaluation.config import load_config
 from reco.core.presets import PRESETS, eval_layer, get_preset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = ["voc21", "context60", "coco-object", "voc20", "context59", "cocostuff171", "cityscapes19", "ade20k"]
 #: docs/reco_v2.md: what reco-v2 sets (written out here, not read from reco.core.presets).
 DOCUMENTED = {"encoder": "dinov2-vitb14", "clip": "clip-vit-b16+naclip", "n_seeds": 5, "prototypes": "seeds",

@@ -151,13 +151,13 @@ def test_published_crf_variant_is_the_published_crf(crf_inputs):
 
 
 def test_finish_passes_the_crf_variant_on(crf_inputs, monkeypatch):
-    from reco.segment import crf as crf_module
+    from reco.segment import prediction as prediction_module
     from reco.segment.prediction import finish
 
     image, scores = crf_inputs
     seen = []
-    real = crf_module.dense_crf
-    monkeypatch.setattr(crf_module, "dense_crf", lambda *a, **k: seen.append(k.get("variant")) or real(*a, **k))
+    real = prediction_module.dense_crf
+    monkeypatch.setattr(prediction_module, "dense_crf", lambda *a, **k: seen.append(k.get("variant")) or real(*a, **k))
     pred = finish(torch.from_numpy(scores), image, (24, 30), list("abcd"), crf=True, crf_variant="published")
     assert seen == ["published"]
     assert torch.equal(pred.labels, torch.from_numpy(published_crf(image, scores).argmax(0)))
@@ -185,7 +185,7 @@ def _recording_eval(tmp_path, monkeypatch, protocol, **segment):
     """Run an eval whose predictor records the images it is given and the predictor options."""
     import yaml
 
-    from reco.segment import predictor as predictor_module
+    from reco.evaluation import run as run_module
     from reco.evaluation import load_config, run_eval
     from reco.segment.prediction import Prediction
 
@@ -205,7 +205,7 @@ def _recording_eval(tmp_path, monkeypatch, protocol, **segment):
 
     from dataclasses import asdict
 
-    monkeypatch.setattr(predictor_module, "load_predictor",
+    monkeypatch.setattr(run_module, "load_predictor",
                         lambda bank, settings, **kw: options.update(asdict(settings), **kw) or Recorder())
     bank = tmp_path / "bank.safetensors"
     from reco.concepts import build_bank
@@ -475,7 +475,7 @@ def test_coco_fine_to_coarse_table_is_the_fixed_published_one():
 
 # ---- the headline configs: published and corrected families --------------------------------------
 
-CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[2] / "configs"
 PUBLISHED = {"protocol.image_resample": "nearest", "concepts.image_size": 224, "concepts.archive_resample": "bilinear",
              "concepts.clip_normalisation": "imagenet", "concepts.published_code_compat": True,
              "segment.crf_variant": "published", "models.encoder": "deit-s16-sin"}

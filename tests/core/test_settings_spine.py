@@ -113,3 +113,20 @@ def test_old_spellings_in_a_config_are_refused_naming_the_new_key(tmp_path):
         (tmp_path / "c.yaml").write_text("dataset: voc21:root=/x\nindex: /i\n" + text)
         with pytest.raises(ConfigError, match=moved):
             load_config(tmp_path / "c.yaml")
+
+
+def test_a_reco_plus_config_segments_its_validation_photos_by_its_segment_section(tmp_path):
+    from reco.train.config import load_train_config
+
+    base = "train_dataset: folder:root=/x\nval_dataset: folder:root=/y\n"
+    (tmp_path / "p.yaml").write_text(base)
+    assert load_train_config(tmp_path / "p.yaml")["segment"] == {"window": None, "stride": None, "crf": True,
+                                                                 "amp": False}  # the paper's: CRF, float32
+    (tmp_path / "p.yaml").write_text(base + "segment: {crf: false}\n")
+    assert load_train_config(tmp_path / "p.yaml")["segment"]["crf"] is False
+    (tmp_path / "p.yaml").write_text(base + "train: {val_crf: false}\n")
+    with pytest.raises(ConfigError, match="train.val_crf is now segment.crf"):
+        load_train_config(tmp_path / "p.yaml")
+    (tmp_path / "p.yaml").write_text(base + "segment: {self_support: 0.5}\n")  # a ReCo+ network has no concepts
+    with pytest.raises(ConfigError, match="unknown config key 'segment.self_support'"):
+        load_train_config(tmp_path / "p.yaml")

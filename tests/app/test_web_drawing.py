@@ -21,7 +21,7 @@ from PIL import Image
 
 pytest.importorskip("gradio", reason="the web extra (gradio) is not installed: pip install 'reco[web]'")
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def _sha(path) -> str:
@@ -295,6 +295,7 @@ def _download_labels(driver, name, folder):
     return np.asarray(Image.open(target))
 
 
+@pytest.mark.slow  # 70 s: the drawing service and its raw API stay in make test (this file's other tests)
 def test_browser_draws_a_concept_and_segments_with_it(fresh_app, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from test_web import _choose, _submit, _wait

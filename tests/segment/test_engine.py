@@ -140,6 +140,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited
 
 
+@pytest.mark.slow  # 45 s: make test keeps eval's resume (test_eval.py) and the kill-and-resume of segment and builds
 def test_eval_killed_mid_run_resumes_to_the_same_results(tiny_segmenter_parts, tmp_path):
     """SIGKILL during `reco eval`, then run it again: results.json equals an uninterrupted run's,
     and the run's decoding worker does not outlive it."""

@@ -471,7 +471,7 @@ def test_shipped_reco_plus_configs_follow_the_paper(monkeypatch):
 
     monkeypatch.setenv("RECO_DATA", "/data")
     monkeypatch.setenv("RECO_INDEX", "/indexes")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     paper = {"cocostuff27": (54.1, 32.6), "cityscapes27": (83.7, 24.2), "kitti-step": (75.3, 31.9)}  # the paper's Table
     for key, (acc, miou) in paper.items():
         path = repo / "configs" / f"reco-plus-{key}.yaml"

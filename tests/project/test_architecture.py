@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 #: The stage folders, lowest first: a module may import its own folder and the folders below it.
 FOLDERS = ["core", "models", "data", "index", "concepts", "segment", "evaluation", "train", "app", "bench", "cli"]

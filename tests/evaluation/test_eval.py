@@ -168,13 +168,13 @@ def test_every_shipped_config_loads_and_names_what_it_reproduces(monkeypatch):
 
     monkeypatch.setenv("RECO_DATA", "/data")
     monkeypatch.setenv("RECO_INDEX", "/indexes")
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
     assert len(configs) >= 20
     for path in configs:
         config = load_config(path)
         assert config["reproduces"], path
         assert parse_dataset_spec(config["dataset"])[0] in list_datasets(), path
-        if path.name.startswith("reco-plus-"):  # evaluates its trained checkpoint (tests/test_reco_plus.py)
+        if path.name.startswith("reco-plus-"):  # evaluates its trained checkpoint (tests/train/test_reco_plus.py)
             assert config["checkpoint"] == f"runs/{path.stem}/best.pt" and config["index"] is None, path
             continue
         if config["labelled"]:  # concepts from a labelled split, no CLIP (configs/camvid-exemplars.yaml)
@@ -223,6 +223,6 @@ def test_eval_configs_segment_in_float32_unless_amp_is_asked_for(tmp_path, monke
 
     monkeypatch.setenv("RECO_DATA", "/data")
     monkeypatch.setenv("RECO_INDEX", "/indexes")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     assert segment_settings(load_config(repo / "configs" / "reco-cityscapes27.yaml")).amp is False  # as published
     assert segment_settings(load_config(repo / "configs" / "reco-cityscapes27.yaml", ["segment.amp=true"])).amp is True
