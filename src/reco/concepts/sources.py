@@ -28,8 +28,8 @@ def build_bank(*, encoder, names=None, exemplars=None, labelled=None, index=None
     given is never changed, so readers of it see it whole). ``settings``: a BankSettings, or a
     dict of the fields to change (None values ignored) on top of the bank's recorded settings
     or the source's defaults (:meth:`BankSettings.for_source`); ``preset``: a preset's concept
-    settings, laid under the dict (:func:`reco.core.fields.resolve_settings`). ``context_bank``: its concepts
-    serve as context references (turning context elimination on unless set). ``quiet``:
+    settings, laid under the dict (:func:`reco.core.fields.resolve_settings`). ``context_bank``:
+    its concepts serve as context references (turning context elimination on unless set). ``quiet``:
     skipped files are only reported, not warned about. ``batch_size``: images encoded together
     (from names: across the archives of all the concepts, each distinct image once).
     ``checkpoint``: a :class:`~reco.concepts.checkpoint.BuildCheckpoint` that keeps finished

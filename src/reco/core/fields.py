@@ -88,6 +88,7 @@ def resolve_settings(cls, *, base: dict | None = None, preset: dict | None = Non
     for layer in (base, preset, config, command_line):
         unknown = sorted(set(layer or ()) - known)
         if unknown:
-            raise ConfigError(f"unknown {cls.__name__} settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown {cls.__name__} settings: {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
         values.update(layer or {})
     return cls(**values)

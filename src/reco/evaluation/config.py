@@ -11,12 +11,13 @@ import yaml
 
 from ..concepts.settings import BankSettings
 from ..core.config import bounded, check_run_name, expand_paths, merge, read_config, schema_defaults, validate
-from ..core.fields import resolve_settings
-from ..segment.settings import SegmentSettings
 from ..core.errors import ConfigError
+from ..core.fields import resolve_settings
 from ..core.paths import atomic_write_bytes, output_folder
-from ..core.protocol import PAPER_SEGMENT, PAPER_SIZE
 from ..core.presets import eval_layer
+from ..core.protocol import PAPER_SEGMENT, PAPER_SIZE
+from ..segment.settings import SegmentSettings
+
 
 @dataclass(kw_only=True)
 class ProtocolSchema:
