@@ -208,6 +208,13 @@ def test_whole_frame_pseudo_labels_keep_the_teachers_protocol_and_must_match_the
                        .replace("  resize: 48\n", "  resize: 48\n  crop: 48\n"))
     assert reco_config_for(config)["protocol"] == {"resize": 48}  # a teacher's crop dropped: labels at image size
     assert reco_plus_eval_config(config)["protocol"] == {"resize": 48}
+    teacher.write_text(teacher.read_text().replace("  crop: 48\n", "").replace("  scales: [1.0]\n",
+                                                                                 "  scales: [0.75, 1.0]\n  window: 32\n"))
+    config["train"]["crop"] = 40  # the training crops: each segmented whole at one scale, as the student reads them
+    cropped = reco_config_for(config)
+    assert cropped["protocol"] == {"resize": 48, "crop": 40}
+    assert (cropped["segment"]["window"], cropped["segment"]["scales"]) == (None, [1.0])
+    config["train"]["crop"] = None
     images = sorted((data / "train" / "images").glob("*.png"))
     labels = sorted((data / "train" / "labels").glob("*.png"))
     x, y, _ = TrainingSet(list(zip(images, labels)), 48, None, PairAugment(crop=40))[(0, 1)]
