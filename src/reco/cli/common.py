@@ -5,15 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..core.argtypes import (  # noqa: F401 (the CLI modules import the argparse types from here)
-    non_negative_float,
-    non_negative_int,
-    per_class_count,
-    port,
-    positive_float,
-    positive_int,
-    unit_float,
-)
+from ..core.argtypes import non_negative_int, positive_int
 from ..concepts.settings import DEFAULT_CLIP, DEFAULT_ENCODER
 from ..core.presets import get_preset, PRESETS
 

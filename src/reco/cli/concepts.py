@@ -9,7 +9,8 @@ from ..concepts.settings import BankSettings, DEFAULT_CLIP
 from ..core.fields import add_setting_options, given_settings
 from ..core.errors import ConfigError, InvalidInputError, RecoError
 from ..core.paths import atomic_path, check_writable, exclusive, refuse_to_replace
-from .common import device_options, json_option, positive_int, preset_option, preset_models, print_json, weight_options
+from ..core.argtypes import positive_int
+from .common import device_options, json_option, preset_option, preset_models, print_json, weight_options
 
 
 def register(sub) -> None:

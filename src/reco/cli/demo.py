@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..app.hosts import check_port
-from .common import device_options, port, positive_float, positive_int, weight_options
+from ..core.argtypes import port, positive_float, positive_int
+from .common import device_options, weight_options
 
 
 def register(sub) -> None:

@@ -8,15 +8,8 @@ import sys
 
 from ..core.errors import ConfigError, InputNotFoundError
 from ..core.paths import atomic_write_bytes
-from .common import (
-    config_options,
-    device_options,
-    engine_options,
-    engine_settings,
-    json_option,
-    positive_int,
-    print_json,
-)
+from ..core.argtypes import positive_int
+from .common import config_options, device_options, engine_options, engine_settings, json_option, print_json
 
 
 def register(sub) -> None:

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from ..core.errors import ConfigError
-from .common import device_options, json_option, non_negative_int, positive_int, print_json
+from ..core.argtypes import non_negative_int, positive_int
+from .common import device_options, json_option, print_json
 
 
 def register(sub) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..data.pseudo_labels import SKIPPED
-from .common import config_options, device_options, engine_options, engine_settings, positive_int
+from ..core.argtypes import positive_int
+from .common import config_options, device_options, engine_options, engine_settings
 
 
 def register(sub) -> None:

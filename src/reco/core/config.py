@@ -32,8 +32,9 @@ def merge(base: dict, update: dict, where: str = "") -> dict:
     return out
 
 
-def apply_overrides(config: dict, overrides) -> dict:
-    """Apply ``key.sub=value`` strings (values parsed as YAML) to a config."""
+def apply_overrides(config: dict, overrides, moved=None) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a config (``moved``: as
+    :func:`read_config`'s)."""
     for item in overrides or ():
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
@@ -41,6 +42,7 @@ def apply_overrides(config: dict, overrides) -> dict:
         value = yaml.safe_load(raw) if raw else None
         for part in reversed(key.strip().split(".")):
             value = {part: value}
+        _refuse_moved("--set", value, moved or {})
         config = merge(config, value)
     return config
 
@@ -60,20 +62,14 @@ def read_config(path: str | Path, defaults: dict, overrides=None, presets=None, 
         if presets is not None and data.get("preset") is not None:
             config = merge(config, presets(data["preset"]))
         config = merge(config, {k: v for k, v in data.items() if k != "name"} if data is not own else data)
-    for item in overrides or ():  # --set OLD=... gets the same message as OLD in the file
-        _refuse_moved("--set", {item.split("=", 1)[0].strip(): None} if "=" in item else {}, moved or {}, dotted=True)
-    config = apply_overrides(config, overrides)
+    config = apply_overrides(config, overrides, moved)
     config["name"] = config["name"] or Path(path).stem
     return config
 
 
-def _refuse_moved(path, data: dict, moved: dict, dotted: bool = False) -> None:
-    """Refuse a key of ``data`` (``dotted``: its keys are dotted paths) that ``moved`` names."""
+def _refuse_moved(path, data: dict, moved: dict) -> None:
+    """Refuse a key of ``data`` that ``moved`` names (dotted: ``protocol.window``)."""
     for old, new in moved.items():
-        if dotted:
-            if old in data:
-                raise ConfigError(f"{path}: config key {old} is now {new}: move it there")
-            continue
         holder = data
         *within, key = old.split(".")
         for part in within:
