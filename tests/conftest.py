@@ -110,7 +110,8 @@ def demo_bank(tmp_path_factory):
 
     run = tmp_path_factory.getbasetemp()
     run = run.parent if os.environ.get("PYTEST_XDIST_WORKER") else run  # xdist: the run's folder above the workers'
-    root, path = run / "demo-bank", run / "demo-bank" / "demo.safetensors"
+    root = run / "demo-bank"
+    path = root / "demo.safetensors"
     with FileLock(run / "demo-bank.lock"):
         if not path.is_file():
             builder = ConceptBankBuilder(create_model("dinov2-vits14"), image_size=SEGMENT_SIZE, language_guidance=False,

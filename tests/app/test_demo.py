@@ -23,8 +23,6 @@ def test_demo_takes_the_zero_shot_path_when_clip_loads(tmp_path, capsys):
 
 
 def test_web_refuses_missing_banks_in_one_line_before_any_work(tmp_path, capsys):
-    """(A fresh folder, where ``reco demo --web`` builds the demo bank first and then serves, is
-    run as a user types it by test_web_drawing's ``fresh_app``.)"""
     from reco.cli import main
 
     code = main(["demo", "--web", "--banks", str(tmp_path / "missing"), "--port", "7999"])

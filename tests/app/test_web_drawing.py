@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_offline_weights, skip_module_unless_installed
 import torch
 import torch.nn.functional as F
+from conftest import require_offline_weights, skip_module_unless_installed
 from PIL import Image
 
 skip_module_unless_installed("gradio", "the web extra (gradio) is not installed: pip install 'reco[web]'")

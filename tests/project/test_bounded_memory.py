@@ -17,13 +17,22 @@ def test_extreme_aspect_ratios_are_refused_in_bounded_memory(tmp_path, bank_path
     for i, size in enumerate([(2, 2000), (1, 20000), (2000, 2)]):
         strips.append(str(tmp_path / f"strip{i}.png"))
         Image.new("RGB", size, (120, 60, 30)).save(strips[-1])
-    cli = (f"from reco.cli import main\nfor strip in {strips!r}:\n    print('EXIT', main(['segment', strip, '--bank', "
-           f"{str(bank_path)!r}, '--out', {str(tmp_path / 'out')!r}]))")
+    cli = f"""
+from reco.cli import main
+for strip in {strips!r}:
+    print('EXIT', main(['segment', strip, '--bank', {str(bank_path)!r}, '--out', {str(tmp_path / 'out')!r}]))
+"""
     peak, output = _peak_rss_mb(cli)
     assert output.count("EXIT 2") == 3 and output.count("aspect ratio") == 3 and peak < 1536, (peak, output[-1500:])
-    web = (f"from reco.app.web import SegmentationService\nservice = SegmentationService({{'b': {str(bank_path)!r}}})\n"
-           f"for strip in {strips!r}:\n    try:\n        service.segment(strip, 'b')\n    except Exception as e:\n"
-           f"        print('REFUSED', type(e).__name__, e)")
+    web = f"""
+from reco.app.web import SegmentationService
+service = SegmentationService({{'b': {str(bank_path)!r}}})
+for strip in {strips!r}:
+    try:
+        service.segment(strip, 'b')
+    except Exception as e:
+        print('REFUSED', type(e).__name__, e)
+"""
     peak, output = _peak_rss_mb(web)
     assert output.count("REFUSED ImageLoadError") == 3 and output.count("aspect ratio") == 3 and peak < 1536, (
         peak, output[-1500:])
